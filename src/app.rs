@@ -1,0 +1,83 @@
+//! The router and its layers: the only place the layer order lives.
+//!
+//! Outer to inner:
+//!
+//! 1. `CatchPanicLayer`: a panic becomes a Castari-shaped 500, never a
+//!    dropped connection.
+//! 2. `SetSensitiveRequestHeadersLayer`: `Authorization`, `X-API-Key` and
+//!    `Cookie` are marked sensitive so no debug output shows them.
+//! 3. `SetRequestIdLayer` / `PropagateRequestIdLayer`: `x-request-id` is kept
+//!    or generated, sent upstream and echoed back.
+//! 4. `access_log`: metrics and one log line per request.
+//! 5. The routes; `/api/v1/*` goes to the proxy handler.
+
+use std::any::Any;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+
+use crate::error::{error_response, GatewayError};
+use crate::routes::{health, proxy};
+use crate::state::AppState;
+use crate::telemetry::{access_log, MakeGatewayRequestId};
+use crate::upstream::headers::{X_API_KEY, X_REQUEST_ID};
+
+/// Builds the gateway's router over `state`.
+pub fn build_app(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(health::healthz).fallback(method_not_allowed),
+        )
+        .route("/readyz", get(health::readyz).fallback(method_not_allowed))
+        .route(
+            "/metrics",
+            get(health::metrics).fallback(method_not_allowed),
+        )
+        .fallback(dispatch)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access_log,
+        ))
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        .layer(SetRequestIdLayer::new(
+            X_REQUEST_ID,
+            MakeGatewayRequestId::default(),
+        ))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            X_API_KEY,
+            header::COOKIE,
+        ]))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+/// Everything that is not a gateway endpoint: `/api/v1/*` is proxied, the
+/// rest is 404.
+async fn dispatch(state: State<AppState>, request: Request) -> Response {
+    if request.uri().path().starts_with("/api/v1/") {
+        proxy::proxy(state, request).await
+    } else {
+        GatewayError::NotFound.into_response()
+    }
+}
+
+async fn method_not_allowed() -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "Method Not Allowed",
+    )
+}
+
+fn panic_response(_panic: Box<dyn Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    GatewayError::Internal.into_response()
+}

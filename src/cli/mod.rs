@@ -1,0 +1,172 @@
+//! Subcommands of the `castari-gateway` binary.
+//!
+//! | command | what it does |
+//! |---|---|
+//! | `serve` | run the gateway |
+//! | `check-config` | validate the configuration and exit |
+//! | `demo` | the simulator on an ephemeral port and the gateway in front of it |
+//! | `sim` | the Castari API simulator alone |
+//! | `healthcheck` | exit 0 when a running gateway answers `/healthz` (for Docker) |
+
+mod demo;
+mod healthcheck;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use castari_gateway::config::{self, Config, ConfigError, Flags, ProcessEnv};
+use clap::{Args, Parser, Subcommand};
+
+/// Exit code for a bad configuration (`EX_CONFIG` from sysexits.h).
+pub const EXIT_CONFIG: i32 = 78;
+/// Exit code for any other failure.
+pub const EXIT_FAILURE: i32 = 1;
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "castari-gateway",
+    version,
+    about = "A local gateway in front of the Castari API"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve(ConfigArgs),
+    /// Validate the configuration (file, environment, flags) and exit.
+    CheckConfig(ConfigArgs),
+    /// Start the simulator on an ephemeral loopback port and the gateway in front of it.
+    Demo(demo::DemoArgs),
+    /// Run the Castari API simulator (offline stand-in for api.castari.com).
+    Sim(castari_sim::cli::SimArgs),
+    /// Exit 0 if the gateway answers GET /healthz (Docker HEALTHCHECK).
+    Healthcheck(healthcheck::HealthcheckArgs),
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ConfigArgs {
+    /// TOML config file (env CASTARI_GATEWAY_CONFIG).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen address (env CASTARI_GATEWAY_LISTEN).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Upstream base URL (env CASTARI_UPSTREAM_URL).
+    #[arg(long, value_name = "URL")]
+    upstream: Option<url::Url>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<Config, ConfigError> {
+        let flags = Flags {
+            config: self.config.clone(),
+            listen: self.listen,
+            upstream: self.upstream.clone(),
+        };
+        config::load(&flags, &ProcessEnv)
+    }
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("castari-gateway: cannot start the runtime: {error}");
+            return EXIT_FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::CheckConfig(args) => check_config(&args),
+        Command::Demo(args) => runtime.block_on(demo::run(args)),
+        Command::Sim(args) => runtime.block_on(async {
+            match castari_sim::cli::run(args).await {
+                Ok(()) => 0,
+                Err(error) => {
+                    eprintln!("castari-gateway sim: {error}");
+                    EXIT_CONFIG
+                }
+            }
+        }),
+        Command::Healthcheck(args) => runtime.block_on(healthcheck::run(args)),
+    }
+}
+
+fn check_config(args: &ConfigArgs) -> i32 {
+    match args.load() {
+        Ok(config) => {
+            println!(
+                "configuration ok: listen {}, upstream {}",
+                config.server.listen, config.upstream.url
+            );
+            0
+        }
+        Err(error) => config_failure(&error),
+    }
+}
+
+fn config_failure(error: &ConfigError) -> i32 {
+    eprintln!("castari-gateway: config error: {error}");
+    EXIT_CONFIG
+}
+
+async fn serve(args: ConfigArgs) -> i32 {
+    let config = match args.load() {
+        Ok(config) => config,
+        Err(error) => return config_failure(&error),
+    };
+    let _log = castari_gateway::telemetry::init(&config.telemetry);
+    let listen = config.server.listen;
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("castari-gateway: cannot listen on {listen}: {error}");
+            return EXIT_FAILURE;
+        }
+    };
+    let addr = listener.local_addr().map_or(listen, |a| a);
+    tracing::info!(%addr, upstream = %config.upstream.url, "castari-gateway listening");
+    match castari_gateway::run(config, listener, shutdown_signal()).await {
+        Ok(()) => 0,
+        Err(error) => {
+            eprintln!("castari-gateway: {error}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM. Handlers are installed
+/// explicitly, so this also works as PID 1 in a container.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

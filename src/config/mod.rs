@@ -1,0 +1,274 @@
+//! Configuration: one struct per section, loaded in three steps.
+//!
+//! 1. the TOML file (`--config`, else `CASTARI_GATEWAY_CONFIG`, else none:
+//!    every key has a default);
+//! 2. environment overrides (`CASTARI_GATEWAY_LISTEN`, `CASTARI_UPSTREAM_URL`,
+//!    `CASTARI_API_KEY`), read through [`Source`] so tests never touch the
+//!    process environment;
+//! 3. flags (`--listen`, `--upstream`), then [`Config::validate`].
+//!
+//! Precedence is therefore flag > environment > file > default. Unknown keys
+//! are errors. Every error names the field it is about, on one line.
+
+pub mod server;
+pub mod telemetry;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use server::ServerConfig;
+pub use telemetry::{LogFormat, TelemetryConfig};
+pub use upstream::UpstreamConfig;
+
+use crate::types::Secret;
+
+/// Environment variable naming the config file.
+pub const ENV_CONFIG: &str = "CASTARI_GATEWAY_CONFIG";
+/// Environment variable overriding `server.listen`.
+pub const ENV_LISTEN: &str = "CASTARI_GATEWAY_LISTEN";
+/// Environment variable overriding `upstream.url`.
+pub const ENV_UPSTREAM_URL: &str = "CASTARI_UPSTREAM_URL";
+/// Environment variable holding the upstream API key (the one the SDK reads).
+pub const ENV_API_KEY: &str = "CASTARI_API_KEY";
+
+/// The whole gateway configuration.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`: the listener.
+    pub server: ServerConfig,
+    /// `[upstream]`: the Castari API.
+    pub upstream: UpstreamConfig,
+    /// `[telemetry]`: logs.
+    pub telemetry: TelemetryConfig,
+    /// The upstream API key, resolved from `CASTARI_API_KEY` or
+    /// `upstream.api_key_file`. Never read from the TOML text itself.
+    #[serde(skip)]
+    pub upstream_key: Option<Secret<String>>,
+}
+
+/// A configuration problem, naming the field.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    /// The key, variable or flag at fault, e.g. `server.listen`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// Makes an error about `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Where environment overrides come from.
+pub trait Source {
+    /// The value of variable `key`, if set and not empty.
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessEnv;
+
+impl Source for ProcessEnv {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Source for HashMap<String, String> {
+    fn get(&self, key: &str) -> Option<String> {
+        HashMap::get(self, key).filter(|v| !v.is_empty()).cloned()
+    }
+}
+
+/// Values given as command-line flags; they win over everything else.
+#[derive(Clone, Debug, Default)]
+pub struct Flags {
+    /// `--config FILE`.
+    pub config: Option<PathBuf>,
+    /// `--listen ADDR`.
+    pub listen: Option<SocketAddr>,
+    /// `--upstream URL`.
+    pub upstream: Option<url::Url>,
+}
+
+/// Loads, overrides and validates the configuration.
+///
+/// # Errors
+/// A [`ConfigError`] naming the first bad field.
+pub fn load(flags: &Flags, env: &dyn Source) -> Result<Config, ConfigError> {
+    let path = flags
+        .config
+        .clone()
+        .or_else(|| env.get(ENV_CONFIG).map(PathBuf::from));
+    let mut config = match path {
+        Some(path) => Config::from_file(&path)?,
+        None => Config::default(),
+    };
+    if let Some(listen) = env.get(ENV_LISTEN) {
+        config.server.listen = listen.parse().map_err(|_| {
+            ConfigError::new(ENV_LISTEN, format!("not a socket address: {listen:?}"))
+        })?;
+    }
+    if let Some(url) = env.get(ENV_UPSTREAM_URL) {
+        config.upstream.url = url::Url::parse(&url)
+            .map_err(|e| ConfigError::new(ENV_UPSTREAM_URL, format!("not a URL ({e})")))?;
+    }
+    if let Some(listen) = flags.listen {
+        config.server.listen = listen;
+    }
+    if let Some(url) = &flags.upstream {
+        config.upstream.url = url.clone();
+    }
+    config.upstream_key = resolve_key(&config.upstream, env)?;
+    config.validate()
+}
+
+impl Config {
+    /// Parses a TOML file.
+    ///
+    /// # Errors
+    /// Unreadable file, TOML syntax error, unknown key or wrong type.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("config", format!("cannot read {}: {e}", path.display()))
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Parses TOML text.
+    ///
+    /// # Errors
+    /// TOML syntax error, unknown key or wrong type, naming the field.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let deserializer = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(deserializer).map_err(|error| {
+            let path = error.path().to_string();
+            let inner = error.into_inner();
+            let field = if path == "." {
+                "config".to_string()
+            } else {
+                path
+            };
+            let line = inner
+                .span()
+                .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+            let message = inner.message().replace('\n', " ");
+            match line {
+                Some(line) => ConfigError::new(field, format!("{message} (line {line})")),
+                None => ConfigError::new(field, message),
+            }
+        })
+    }
+
+    /// Checks values that parse but make no sense.
+    ///
+    /// # Errors
+    /// The first field whose value is out of range.
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        let s = &self.server;
+        positive("server.max_connections", s.max_connections as u64)?;
+        positive("server.header_read_timeout_ms", s.header_read_timeout_ms)?;
+        positive("server.body_idle_timeout_ms", s.body_idle_timeout_ms)?;
+        positive("server.max_body_bytes", s.max_body_bytes)?;
+        let u = &self.upstream;
+        check_base_url("upstream.url", &u.url)?;
+        if let Some(proxy) = &u.proxy {
+            if !matches!(proxy.scheme(), "http" | "https" | "socks5") {
+                return Err(ConfigError::new(
+                    "upstream.proxy",
+                    "scheme must be http, https or socks5",
+                ));
+            }
+        }
+        positive("upstream.connect_timeout_ms", u.connect_timeout_ms)?;
+        positive("upstream.crud_timeout_ms", u.crud_timeout_ms)?;
+        positive("upstream.long_timeout_ms", u.long_timeout_ms)?;
+        positive("upstream.invoke_timeout_ms", u.invoke_timeout_ms)?;
+        positive(
+            "upstream.download_idle_timeout_ms",
+            u.download_idle_timeout_ms,
+        )?;
+        if self.upstream_key.is_none() {
+            return Err(ConfigError::new(
+                "upstream.api_key_file",
+                format!("no upstream key: set {ENV_API_KEY} or upstream.api_key_file"),
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level)
+            .map_err(|e| ConfigError::new("telemetry.log_level", e.to_string()))?;
+        Ok(self)
+    }
+}
+
+fn positive(field: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::new(field, "must be greater than 0"));
+    }
+    Ok(())
+}
+
+fn check_base_url(field: &str, url: &url::Url) -> Result<(), ConfigError> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::new(field, "scheme must be http or https"));
+    }
+    if url.host().is_none() {
+        return Err(ConfigError::new(field, "must name a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::new(field, "must not carry credentials"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::new(field, "must not have a query or fragment"));
+    }
+    Ok(())
+}
+
+fn resolve_key(
+    upstream: &UpstreamConfig,
+    env: &dyn Source,
+) -> Result<Option<Secret<String>>, ConfigError> {
+    if let Some(key) = env.get(ENV_API_KEY) {
+        return usable_key(ENV_API_KEY, key.trim()).map(Some);
+    }
+    let Some(path) = &upstream.api_key_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(
+            "upstream.api_key_file",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    usable_key("upstream.api_key_file", text.trim()).map(Some)
+}
+
+/// Checks that a key can travel in an `Authorization` header, without ever
+/// putting the key itself into the error.
+fn usable_key(field: &str, key: &str) -> Result<Secret<String>, ConfigError> {
+    if key.is_empty() {
+        return Err(ConfigError::new(field, "the key is empty"));
+    }
+    if http::HeaderValue::from_str(&format!("Bearer {key}")).is_err() {
+        return Err(ConfigError::new(
+            field,
+            "the key has characters not allowed in a header",
+        ));
+    }
+    Ok(Secret::new(key.to_string()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,170 @@
+use std::collections::HashMap;
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn write_temp(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("castari-gw-cfg-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn example_file_documents_exactly_the_defaults() {
+    let text = include_str!("../../config/gateway.toml");
+    let parsed = Config::from_toml(text).unwrap();
+    assert_eq!(parsed, Config::default());
+}
+
+#[test]
+fn unknown_key_names_the_section_and_key() {
+    let err = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err();
+    assert_eq!(err.field, "server.lisen");
+    assert!(err.message.contains("unknown field `lisen`"), "{err}");
+    assert!(!err.to_string().contains('\n'));
+}
+
+#[test]
+fn wrong_type_names_the_field() {
+    let err = Config::from_toml("[server]\nmax_connections = \"many\"\n").unwrap_err();
+    assert_eq!(err.field, "server.max_connections");
+    let err = Config::from_toml("[server]\nlisten = \"nowhere\"\n").unwrap_err();
+    assert_eq!(err.field, "server.listen");
+    let err = Config::from_toml("[upstream]\nurl = \"::\"\n").unwrap_err();
+    assert_eq!(err.field, "upstream.url");
+}
+
+#[test]
+fn syntax_error_gives_a_line() {
+    let err = Config::from_toml("[server\n").unwrap_err();
+    assert_eq!(err.field, "config");
+    assert!(err.message.contains("line 1"), "{err}");
+}
+
+#[test]
+fn precedence_is_flag_then_env_then_file_then_default() {
+    let file = write_temp(
+        "prec.toml",
+        "[server]\nlisten = \"127.0.0.1:1001\"\n[upstream]\nurl = \"http://127.0.0.1:2001\"\n",
+    );
+    let flags = Flags {
+        config: Some(file.clone()),
+        ..Flags::default()
+    };
+    let base = env(&[(ENV_API_KEY, "k")]);
+    let from_file = load(&flags, &base).unwrap();
+    assert_eq!(from_file.server.listen.port(), 1001);
+    assert_eq!(from_file.upstream.url.as_str(), "http://127.0.0.1:2001/");
+    assert_eq!(from_file.server.max_connections, 4096, "default kept");
+
+    let with_env = env(&[
+        (ENV_API_KEY, "k"),
+        (ENV_LISTEN, "127.0.0.1:1002"),
+        (ENV_UPSTREAM_URL, "http://127.0.0.1:2002"),
+    ]);
+    let from_env = load(&flags, &with_env).unwrap();
+    assert_eq!(from_env.server.listen.port(), 1002);
+    assert_eq!(from_env.upstream.url.port(), Some(2002));
+
+    let all = Flags {
+        config: Some(file),
+        listen: Some("127.0.0.1:1003".parse().unwrap()),
+        upstream: Some("http://127.0.0.1:2003".parse().unwrap()),
+    };
+    let from_flags = load(&all, &with_env).unwrap();
+    assert_eq!(from_flags.server.listen.port(), 1003);
+    assert_eq!(from_flags.upstream.url.port(), Some(2003));
+}
+
+#[test]
+fn config_file_can_come_from_the_environment() {
+    let file = write_temp("envfile.toml", "[server]\nlisten = \"127.0.0.1:1004\"\n");
+    let e = env(&[(ENV_API_KEY, "k"), (ENV_CONFIG, file.to_str().unwrap())]);
+    assert_eq!(
+        load(&Flags::default(), &e).unwrap().server.listen.port(),
+        1004
+    );
+}
+
+#[test]
+fn missing_key_is_an_error() {
+    let err = load(&Flags::default(), &env(&[])).unwrap_err();
+    assert_eq!(err.field, "upstream.api_key_file");
+}
+
+#[test]
+fn key_comes_from_env_before_file() {
+    let key_file = write_temp("key", "cast_from_file\n");
+    let cfg = write_temp(
+        "withkey.toml",
+        &format!(
+            "[upstream]\napi_key_file = {:?}\n",
+            key_file.to_str().unwrap()
+        ),
+    );
+    let flags = Flags {
+        config: Some(cfg),
+        ..Flags::default()
+    };
+    let from_file = load(&flags, &env(&[])).unwrap();
+    assert_eq!(from_file.upstream_key.unwrap().expose(), "cast_from_file");
+    let from_env = load(&flags, &env(&[(ENV_API_KEY, "cast_from_env")])).unwrap();
+    assert_eq!(from_env.upstream_key.unwrap().expose(), "cast_from_env");
+}
+
+#[test]
+fn errors_never_contain_the_key() {
+    let err = load(
+        &Flags::default(),
+        &env(&[(ENV_API_KEY, "cast_bad\u{7f}key")]),
+    )
+    .unwrap_err();
+    assert_eq!(err.field, ENV_API_KEY);
+    assert!(!err.to_string().contains("cast_bad"));
+}
+
+#[test]
+fn bad_values_name_their_field() {
+    let cases = [
+        ("[server]\nmax_connections = 0\n", "server.max_connections"),
+        (
+            "[server]\nheader_read_timeout_ms = 0\n",
+            "server.header_read_timeout_ms",
+        ),
+        ("[upstream]\nurl = \"ftp://x\"\n", "upstream.url"),
+        ("[upstream]\nurl = \"http://u:p@x\"\n", "upstream.url"),
+        ("[upstream]\nurl = \"http://x/?q=1\"\n", "upstream.url"),
+        (
+            "[upstream]\ncrud_timeout_ms = 0\n",
+            "upstream.crud_timeout_ms",
+        ),
+        (
+            "[telemetry]\nlog_format = \"xml\"\n",
+            "telemetry.log_format",
+        ),
+        ("[telemetry]\nlog_level = \"=[\"\n", "telemetry.log_level"),
+    ];
+    for (text, field) in cases {
+        let path = write_temp("bad.toml", text);
+        let flags = Flags {
+            config: Some(path),
+            ..Flags::default()
+        };
+        let err = load(&flags, &env(&[(ENV_API_KEY, "k")])).unwrap_err();
+        assert_eq!(err.field, field, "{text}: {err}");
+    }
+    let err = load(
+        &Flags::default(),
+        &env(&[(ENV_API_KEY, "k"), (ENV_LISTEN, "x")]),
+    )
+    .unwrap_err();
+    assert_eq!(err.field, ENV_LISTEN);
+}

@@ -1,0 +1,167 @@
+//! The gateway's own errors and the one place that maps them to HTTP.
+//!
+//! Every response the gateway makes up (as opposed to one it relays from the
+//! upstream) is Castari-shaped JSON, `{"detail": "...", "code": "..."}`, so
+//! the SDK and CLI print `detail` as they do for upstream errors. Upstream
+//! non-2xx responses never pass through here: they are relayed untouched.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// Who caused an error. It decides the log level and, later, retry safety.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The client sent something the gateway will not forward.
+    Client,
+    /// The upstream could not be reached or did not answer in time.
+    Upstream,
+    /// The gateway itself failed.
+    Gateway,
+}
+
+/// An error on the request path.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A path outside `/api/v1/` that is not a gateway endpoint.
+    #[error("Not Found")]
+    NotFound,
+    /// The request target or path cannot be forwarded safely.
+    #[error("{0}")]
+    BadRequest(&'static str),
+    /// The request body is larger than `server.max_body_bytes`.
+    #[error("Request body larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The configured limit in bytes.
+        limit: u64,
+    },
+    /// The client stopped sending its body for longer than the idle deadline.
+    #[error("Request body not received in time")]
+    RequestBodyTimeout,
+    /// No connection to the upstream could be made.
+    #[error("Upstream unreachable")]
+    UpstreamUnreachable,
+    /// The upstream did not answer within the route class's timeout.
+    #[error("Upstream timed out")]
+    UpstreamTimeout,
+    /// The upstream connection failed after it was made (reset, bad response).
+    #[error("Upstream request failed")]
+    UpstreamFailed,
+    /// An unexpected failure inside the gateway. The client sees only
+    /// "Internal error"; the cause goes to the log.
+    #[error("Internal error")]
+    Internal,
+}
+
+impl GatewayError {
+    /// The HTTP status for this error. A test pins every mapping.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::UpstreamUnreachable | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable, snake_case code: the `code` field of the body and a metric label.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::BadRequest(_) => "bad_request",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::RequestBodyTimeout => "request_body_timeout",
+            Self::UpstreamUnreachable => "upstream_unreachable",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::UpstreamFailed => "upstream_failed",
+            Self::Internal => "internal_error",
+        }
+    }
+
+    /// Who failed.
+    pub fn origin(&self) -> Origin {
+        match self {
+            Self::NotFound
+            | Self::BadRequest(_)
+            | Self::PayloadTooLarge { .. }
+            | Self::RequestBodyTimeout => Origin::Client,
+            Self::UpstreamUnreachable | Self::UpstreamTimeout | Self::UpstreamFailed => {
+                Origin::Upstream
+            }
+            Self::Internal => Origin::Gateway,
+        }
+    }
+}
+
+/// Builds a Castari-shaped JSON error response.
+pub fn error_response(status: StatusCode, code: &str, detail: &str) -> Response {
+    let body = serde_json::json!({ "detail": detail, "code": code }).to_string();
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The error code of a gateway-made response, kept in its extensions so the
+/// access log and metrics can name it.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorCode(pub &'static str);
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let mut response = error_response(self.status(), self.code(), &self.to_string());
+        response.extensions_mut().insert(ErrorCode(self.code()));
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[test]
+    fn every_error_maps_to_its_status_and_code() {
+        let table = [
+            (GatewayError::NotFound, 404, "not_found"),
+            (GatewayError::BadRequest("x"), 400, "bad_request"),
+            (
+                GatewayError::PayloadTooLarge { limit: 1 },
+                413,
+                "payload_too_large",
+            ),
+            (
+                GatewayError::RequestBodyTimeout,
+                408,
+                "request_body_timeout",
+            ),
+            (
+                GatewayError::UpstreamUnreachable,
+                502,
+                "upstream_unreachable",
+            ),
+            (GatewayError::UpstreamTimeout, 504, "upstream_timeout"),
+            (GatewayError::UpstreamFailed, 502, "upstream_failed"),
+            (GatewayError::Internal, 500, "internal_error"),
+        ];
+        for (error, status, code) in table {
+            assert_eq!(error.status().as_u16(), status, "{error:?}");
+            assert_eq!(error.code(), code, "{error:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn body_is_castari_shaped() {
+        let response = GatewayError::UpstreamTimeout.into_response();
+        assert_eq!(response.status(), 504);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["detail"], "Upstream timed out");
+        assert_eq!(json["code"], "upstream_timeout");
+    }
+}

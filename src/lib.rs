@@ -1,0 +1,75 @@
+//! castari-gateway: a local gateway in front of the Castari API.
+//!
+//! ```text
+//! client ──► server (accept loop: header deadline, connection cap, drain)
+//!              └► app (catch-panic ► sensitive headers ► request id ► access log)
+//!                   ├► /healthz /readyz /metrics
+//!                   └► /api/v1/*  proxy: check target and path ► class
+//!                                   └► upstream: strip credentials, inject key,
+//!                                      stream body both ways ► Castari API
+//! ```
+//!
+//! The binary (`src/main.rs`) only parses arguments and calls into this
+//! library, so tests build exactly the production app.
+
+pub mod app;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod route;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod telemetry;
+pub mod types;
+pub mod upstream;
+
+pub use app::build_app;
+pub use config::Config;
+pub use state::AppState;
+
+/// Builds the state and the app from a validated config and serves it on
+/// `listener` until `shutdown` resolves.
+///
+/// # Errors
+/// The upstream client cannot be built (TLS backend, proxy setting).
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), StartupError> {
+    let state = build_state(config)?;
+    let app = build_app(state.clone());
+    server::serve(listener, app, state, shutdown)
+        .await
+        .map_err(StartupError::Serve)
+}
+
+/// Builds the shared state from a validated config.
+///
+/// # Errors
+/// The config carries no upstream key, or the client cannot be built.
+pub fn build_state(config: Config) -> Result<AppState, StartupError> {
+    let key = config
+        .upstream_key
+        .clone()
+        .ok_or(StartupError::NoUpstreamKey)?;
+    let upstream =
+        upstream::UpstreamClient::new(&config.upstream, &key).map_err(StartupError::Client)?;
+    Ok(AppState::new(config, upstream))
+}
+
+/// Failures while starting, after the config was accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The config has no upstream key (validation should have caught it).
+    #[error("no upstream key configured")]
+    NoUpstreamKey,
+    /// The upstream HTTP client could not be built.
+    #[error("cannot build the upstream client: {0}")]
+    Client(reqwest::Error),
+    /// Binding or serving failed.
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}

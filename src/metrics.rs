@@ -1,0 +1,187 @@
+//! Prometheus metrics, one registry per gateway instance (so tests can run
+//! many gateways in one process), rendered as text by `GET /metrics`.
+//!
+//! Labels are low-cardinality on purpose: route class, normalised method,
+//! status code, error code. Never paths, keys or ids.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of `castari_gateway_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Route class (`crud`, `long`, `invoke`, `download`, `local`).
+    pub class: &'static str,
+    /// HTTP method, `OTHER` for non-standard ones.
+    pub method: &'static str,
+    /// Response status code.
+    pub status: u16,
+    /// Gateway error code, empty when the response came from the upstream.
+    pub code: &'static str,
+}
+
+/// Labels of the upstream latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    /// Route class.
+    pub class: &'static str,
+}
+
+/// Upper bounds (seconds) of the upstream latency buckets: from a cached
+/// sub-millisecond answer to a 10-minute agent run.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
+    660.0,
+];
+
+/// The gateway's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    upstream_latency: Family<ClassLabels, Histogram>,
+    in_flight: Gauge,
+    connections_open: Gauge,
+    connections_rejected: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("castari_gateway");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let upstream_latency = Family::<ClassLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(LATENCY_BUCKETS)) as fn() -> Histogram,
+        );
+        let in_flight = Gauge::default();
+        let connections_open = Gauge::default();
+        let connections_rejected = Counter::default();
+        registry.register(
+            "requests",
+            "Requests answered, by route class, method, status and gateway error code",
+            requests.clone(),
+        );
+        registry.register(
+            "upstream_latency_seconds",
+            "Time from sending a request upstream to its response headers",
+            upstream_latency.clone(),
+        );
+        registry.register(
+            "in_flight_requests",
+            "Requests received and not yet answered",
+            in_flight.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "Client connections open",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_rejected",
+            "Client connections closed at once because server.max_connections was reached",
+            connections_rejected.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            upstream_latency,
+            in_flight,
+            connections_open,
+            connections_rejected,
+        }
+    }
+
+    /// Counts one answered request.
+    pub fn request(&self, labels: RequestLabels) {
+        self.requests.get_or_create(&labels).inc();
+    }
+
+    /// Records one upstream exchange's time to headers.
+    pub fn upstream_latency(&self, class: &'static str, latency: Duration) {
+        self.upstream_latency
+            .get_or_create(&ClassLabels { class })
+            .observe(latency.as_secs_f64());
+    }
+
+    /// The in-flight request gauge.
+    pub fn in_flight(&self) -> &Gauge {
+        &self.in_flight
+    }
+
+    /// The open connection gauge.
+    pub fn connections_open(&self) -> &Gauge {
+        &self.connections_open
+    }
+
+    /// Counts a connection refused at the connection cap.
+    pub fn connection_rejected(&self) {
+        self.connections_rejected.inc();
+    }
+
+    /// Renders the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// A method as a bounded label value.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_requests_latency_and_gauges() {
+        let m = Metrics::new();
+        m.request(RequestLabels {
+            class: "crud",
+            method: "GET",
+            status: 200,
+            code: "",
+        });
+        m.upstream_latency("crud", Duration::from_millis(3));
+        m.in_flight().inc();
+        let text = m.render();
+        assert!(text.contains(
+            "castari_gateway_requests_total{class=\"crud\",method=\"GET\",status=\"200\",code=\"\"} 1"
+        ), "{text}");
+        assert!(
+            text.contains(
+                "castari_gateway_upstream_latency_seconds_bucket{le=\"0.005\",class=\"crud\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("castari_gateway_in_flight_requests 1"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! HTTP endpoints.
+//!
+//! | path | handler |
+//! |---|---|
+//! | `/api/v1/*` (any method) | [`proxy::proxy`]: forwarded upstream |
+//! | `GET /healthz` | [`health::healthz`]: the process is alive |
+//! | `GET /readyz` | [`health::readyz`]: config loaded, upstream reachable recently |
+//! | `GET /metrics` | [`health::metrics`]: Prometheus text |
+//! | anything else | 404, Castari-shaped |
+
+pub mod health;
+pub mod proxy;

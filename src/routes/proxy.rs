@@ -1,0 +1,135 @@
+//! The `/api/v1/*` handler: check the request, then forward it.
+//!
+//! Checks, in order: the request target (absolute-form naming another host
+//! is refused), the path (`/api/v1/` prefix, no dot segments, no encoded
+//! separators), the SDK 0.4 stop rewrite, and a declared `Content-Length`
+//! over the limit (413 before anything is sent upstream). Everything else is
+//! the upstream's to judge: its answers, errors included, are relayed as-is.
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{header, request::Parts, Version};
+
+use crate::error::GatewayError;
+use crate::route::RouteClass;
+use crate::server::LocalAddr;
+use crate::state::AppState;
+use crate::upstream::path::ApiPath;
+use crate::upstream::{BodyLimits, Outbound};
+
+/// Forwards one request; every failure becomes a Castari-shaped error.
+/// The route class rides along in the response extensions for the access log.
+pub async fn proxy(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let (class, result) = match check(&parts) {
+        Err(error) => (RouteClass::Local, Err(error)),
+        Ok(path) => {
+            let class = RouteClass::of(&parts.method, path.segments());
+            (class, forward(&state, parts, body, path, class).await)
+        }
+    };
+    let mut response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            log_error(&error, class);
+            error.into_response()
+        }
+    };
+    response.extensions_mut().insert(class);
+    response
+}
+
+fn check(parts: &Parts) -> Result<ApiPath, GatewayError> {
+    check_target(parts)?;
+    let mut path = ApiPath::parse(parts.uri.path())?;
+    path.rewrite_sdk_stop(&parts.method);
+    Ok(path)
+}
+
+async fn forward(
+    state: &AppState,
+    parts: Parts,
+    body: axum::body::Body,
+    path: ApiPath,
+    class: RouteClass,
+) -> Result<Response, GatewayError> {
+    let server = &state.config.server;
+    let limits = BodyLimits {
+        max_bytes: server.max_body_bytes,
+        idle: Duration::from_millis(server.body_idle_timeout_ms),
+    };
+    if declared_length(&parts)? > limits.max_bytes {
+        return Err(GatewayError::PayloadTooLarge {
+            limit: limits.max_bytes,
+        });
+    }
+    let url = path.to_upstream_url(state.upstream.base(), parts.uri.query());
+    let outbound = Outbound {
+        method: parts.method,
+        url,
+        headers: parts.headers,
+        body,
+        class,
+    };
+    state.upstream.forward(outbound, limits).await
+}
+
+/// HTTP/1 absolute-form targets (`GET http://host/path`) are accepted only
+/// when they name this gateway itself: the connection's local address, or
+/// `localhost` on a loopback listener, with the same port. Anything else is
+/// what an open-proxy probe looks like; it is refused, never followed.
+fn check_target(parts: &Parts) -> Result<(), GatewayError> {
+    if parts.version >= Version::HTTP_2 {
+        return Ok(());
+    }
+    let Some(authority) = parts.uri.authority() else {
+        return Ok(());
+    };
+    let local = parts.extensions.get::<LocalAddr>().map(|l| l.0);
+    let names_us = local.is_some_and(|local| {
+        let port = authority.port_u16().unwrap_or(80);
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let host_is_us = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip == local.ip(),
+            Err(_) => host.eq_ignore_ascii_case("localhost") && local.ip().is_loopback(),
+        };
+        host_is_us && port == local.port()
+    });
+    if names_us {
+        return Ok(());
+    }
+    Err(GatewayError::BadRequest(
+        "Absolute-form request target naming another host is not allowed",
+    ))
+}
+
+fn declared_length(parts: &Parts) -> Result<u64, GatewayError> {
+    match parts.headers.get(header::CONTENT_LENGTH) {
+        None => Ok(0),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or(GatewayError::BadRequest("Invalid Content-Length")),
+    }
+}
+
+fn log_error(error: &GatewayError, class: RouteClass) {
+    match error.origin() {
+        crate::error::Origin::Client => {
+            tracing::debug!(
+                code = error.code(),
+                class = class.as_str(),
+                "request refused"
+            );
+        }
+        crate::error::Origin::Upstream | crate::error::Origin::Gateway => {
+            tracing::warn!(code = error.code(), class = class.as_str(), "{error}");
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The accept loop: hyper-util's server with a timer (so the header-read
+//! deadline fires), a connection cap, and graceful shutdown.
+//!
+//! axum's own `serve` gives hyper no timer, so its header timeout never
+//! fires; this loop does it by hand. A connection over the cap is closed at
+//! once rather than left waiting in the backlog. On shutdown the listener is
+//! dropped, idle keep-alive connections are closed, and in-flight requests get
+//! `server.shutdown_grace_ms` to finish.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+use crate::state::AppState;
+
+/// The local address a request arrived on, set on every request so the
+/// proxy can tell whether an absolute-form target names this gateway.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalAddr(pub std::net::SocketAddr);
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains.
+///
+/// # Errors
+/// None today: accept errors (such as running out of file descriptors) are
+/// logged and retried after a short pause. The `Result` leaves room for
+/// listener setup that can fail.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let server = &state.config.server;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(server.header_read_timeout_ms))
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+
+    let permits = Arc::new(Semaphore::new(server.max_connections));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            state.metrics.connection_rejected();
+            tracing::warn!("connection refused: server.max_connections reached");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut request: http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(LocalAddr(local));
+                request
+            },
+        ));
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        let metrics_state = state.clone();
+        metrics_state.metrics.connections_open().inc();
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            metrics_state.metrics.connections_open().dec();
+            drop(permit);
+        });
+    }
+
+    drop(listener);
+    let grace = Duration::from_millis(server.shutdown_grace_ms);
+    tracing::info!(
+        grace_ms = server.shutdown_grace_ms,
+        "shutting down: draining connections"
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace period over; closing remaining connections");
+    }
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! Shared state handed to every handler: config, upstream client, metrics,
+//! readiness.
+
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::upstream::UpstreamClient;
+
+/// Cheap to clone: one `Arc`.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Inner>);
+
+/// What [`AppState`] holds.
+#[derive(Debug)]
+pub struct Inner {
+    /// The validated configuration.
+    pub config: Config,
+    /// The pooled upstream client with the real key.
+    pub upstream: UpstreamClient,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// When the upstream last answered.
+    pub readiness: Readiness,
+}
+
+impl AppState {
+    /// Wraps the parts.
+    pub fn new(config: Config, upstream: UpstreamClient) -> Self {
+        Self(Arc::new(Inner {
+            config,
+            upstream,
+            metrics: Metrics::new(),
+            readiness: Readiness::new(),
+        }))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// Tracks the last time the upstream answered anything (any status).
+#[derive(Debug)]
+pub struct Readiness {
+    epoch: Instant,
+    /// Milliseconds since `epoch` of the last answer, plus one; 0 = never.
+    last_ok: AtomicU64,
+}
+
+impl Readiness {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            last_ok: AtomicU64::new(0),
+        }
+    }
+
+    /// Records that the upstream answered just now.
+    pub fn mark_ok(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64 + 1;
+        self.last_ok.store(ms, Ordering::Relaxed);
+    }
+
+    /// Whether the upstream answered within `window`.
+    pub fn recently_ok(&self, window: Duration) -> bool {
+        match self.last_ok.load(Ordering::Relaxed) {
+            0 => false,
+            ms => self.epoch.elapsed().as_millis() as u64 + 1 - ms <= window.as_millis() as u64,
+        }
+    }
+}

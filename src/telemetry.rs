@@ -1,0 +1,123 @@
+//! Logging and the per-request access line.
+//!
+//! `init` installs the tracing subscriber (text or JSON, non-blocking stdout).
+//! `access_log` is the outermost per-request middleware: it counts the
+//! request in metrics and writes one line with the request id, method, path
+//! (never the query), route class, status, error code and latencies. It never
+//! sees bodies or credentials.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use tower_http::request_id::{MakeRequestId, RequestId};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, TelemetryConfig};
+use crate::error::ErrorCode;
+use crate::metrics::{method_label, RequestLabels};
+use crate::route::RouteClass;
+use crate::state::AppState;
+use crate::upstream::UpstreamLatency;
+
+/// Keeps the non-blocking log writer alive; drop it last to flush.
+pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
+
+/// Installs the global subscriber. `RUST_LOG` wins over `log_level`.
+/// Calling it twice keeps the first subscriber.
+pub fn init(config: &TelemetryConfig) -> LogGuard {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(ansi);
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    guard
+}
+
+/// Makes request ids: a per-process random prefix and a counter. Cheaper
+/// than a UUID and still unique across restarts.
+#[derive(Clone, Debug)]
+pub struct MakeGatewayRequestId {
+    prefix: u64,
+    counter: std::sync::Arc<AtomicU64>,
+}
+
+impl Default for MakeGatewayRequestId {
+    fn default() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        Self {
+            prefix: nanos ^ (u64::from(std::process::id()) << 32),
+            counter: std::sync::Arc::default(),
+        }
+    }
+}
+
+impl MakeRequestId for MakeGatewayRequestId {
+    fn make_request_id<B>(&mut self, _request: &http::Request<B>) -> Option<RequestId> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = format!("gw-{:012x}-{n}", self.prefix & 0xffff_ffff_ffff);
+        http::HeaderValue::from_str(&id).ok().map(RequestId::new)
+    }
+}
+
+/// Counts and logs each request once its response headers are ready.
+pub async fn access_log(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = method_label(request.method());
+    let path = request.uri().path().to_owned();
+    let request_id = request
+        .headers()
+        .get(crate::upstream::headers::X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    state.metrics.in_flight().inc();
+    let response = next.run(request).await;
+    state.metrics.in_flight().dec();
+
+    let class = response
+        .extensions()
+        .get::<RouteClass>()
+        .copied()
+        .unwrap_or(RouteClass::Local);
+    let code = response.extensions().get::<ErrorCode>().map_or("", |c| c.0);
+    let upstream = response.extensions().get::<UpstreamLatency>().map(|l| l.0);
+    let status = response.status().as_u16();
+    if let Some(latency) = upstream {
+        state.readiness.mark_ok();
+        state.metrics.upstream_latency(class.as_str(), latency);
+    }
+    state.metrics.request(RequestLabels {
+        class: class.as_str(),
+        method,
+        status,
+        code,
+    });
+    if state.config.telemetry.access_log {
+        tracing::info!(
+            target: "access",
+            request_id = %request_id,
+            method,
+            path = %path,
+            class = class.as_str(),
+            status,
+            code,
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            upstream_ms = upstream.map(|l| l.as_secs_f64() * 1000.0),
+        );
+    }
+    response
+}

@@ -1,0 +1,57 @@
+//! Small shared types: [`Secret`], the wrapper that keeps credentials out of
+//! logs, errors and debug output.
+
+use std::fmt;
+
+/// A value that must never be printed: its `Debug` and `Display` show `*****`.
+///
+/// The only way to read it is [`Secret::expose`], which makes every use of
+/// the real value easy to find in review.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    /// Wraps a sensitive value.
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+
+    /// Returns the real value. Call it only where the value leaves the
+    /// process on purpose (the outbound `Authorization` header).
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+impl<T> fmt::Display for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+impl<T> serde::Serialize for Secret<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("*****")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_never_prints_its_value() {
+        let s = Secret::new("cast_real_key".to_string());
+        assert_eq!(format!("{s}"), "*****");
+        assert_eq!(format!("{s:?}"), "*****");
+        assert_eq!(format!("{:?}", Some(&s)), "Some(*****)");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"*****\"");
+        assert_eq!(s.expose(), "cast_real_key");
+    }
+}

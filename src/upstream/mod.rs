@@ -1,0 +1,180 @@
+//! The upstream client: one pooled reqwest client and the forwarding step.
+//!
+//! `forward` sends a checked request with the real key and streams both
+//! bodies: the client's body through a [`Guarded`] size/idle guard, the
+//! upstream's body back through an idle guard. Redirects are never followed
+//! and system proxy variables are ignored unless `upstream.proxy` is set.
+
+pub mod headers;
+pub mod path;
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::response::Response;
+use http::{HeaderMap, HeaderValue, Method};
+
+use crate::body::{BodyError, Guarded, Verdict};
+use crate::config::UpstreamConfig;
+use crate::error::GatewayError;
+use crate::route::RouteClass;
+use crate::types::Secret;
+
+/// Time from sending the request to the upstream's response headers,
+/// attached to responses for the access log and metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct UpstreamLatency(pub Duration);
+
+/// A request ready to go upstream.
+pub struct Outbound {
+    /// HTTP method, as received.
+    pub method: Method,
+    /// Full upstream URL, built from checked segments.
+    pub url: url::Url,
+    /// Client headers (the client's credentials are removed here).
+    pub headers: HeaderMap,
+    /// The client's body, streamed.
+    pub body: Body,
+    /// Which timeout applies.
+    pub class: RouteClass,
+}
+
+/// Limits applied to the client's request body.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimits {
+    /// Largest body, in bytes.
+    pub max_bytes: u64,
+    /// Longest pause between chunks.
+    pub idle: Duration,
+}
+
+/// The pooled upstream client and the upstream credential.
+#[derive(Debug)]
+pub struct UpstreamClient {
+    client: reqwest::Client,
+    base: url::Url,
+    authorization: HeaderValue,
+    config: UpstreamConfig,
+}
+
+impl UpstreamClient {
+    /// Builds the client.
+    ///
+    /// # Errors
+    /// The TLS backend or proxy setting cannot be initialised.
+    pub fn new(config: &UpstreamConfig, key: &Secret<String>) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .pool_idle_timeout(Duration::from_millis(config.pool_idle_timeout_ms))
+            .pool_max_idle_per_host(config.pool_max_idle)
+            .tcp_nodelay(true)
+            .no_proxy();
+        if let Some(proxy) = &config.proxy {
+            builder = builder.proxy(reqwest::Proxy::all(proxy.as_str())?);
+        }
+        let mut authorization = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
+        authorization.set_sensitive(true);
+        Ok(Self {
+            client: builder.build()?,
+            base: config.url.clone(),
+            authorization,
+            config: config.clone(),
+        })
+    }
+
+    /// The configured upstream base URL.
+    pub fn base(&self) -> &url::Url {
+        &self.base
+    }
+
+    /// Sends `out` upstream and returns the upstream's response, streamed.
+    ///
+    /// # Errors
+    /// 502 when the upstream cannot be reached or fails mid-exchange, 504 on
+    /// timeout, 413/408 when the client's body broke its limits first.
+    pub async fn forward(
+        &self,
+        out: Outbound,
+        limits: BodyLimits,
+    ) -> Result<Response, GatewayError> {
+        let Outbound {
+            method,
+            url,
+            mut headers,
+            body,
+            class,
+        } = out;
+        headers::sanitize_request(&mut headers);
+        headers.insert(http::header::AUTHORIZATION, self.authorization.clone());
+
+        let verdict = Verdict::default();
+        let mut request = self.client.request(method, url).headers(headers);
+        if !axum::body::HttpBody::is_end_stream(&body) {
+            let stream = Guarded::new(
+                body.into_data_stream(),
+                limits.idle,
+                limits.max_bytes,
+                verdict.clone(),
+            );
+            request = request.body(reqwest::Body::wrap_stream(stream));
+        }
+
+        let started = Instant::now();
+        let sent = tokio::time::timeout(self.timeout(class), request.send()).await;
+        let latency = started.elapsed();
+        let upstream = match sent {
+            Err(_) => return Err(GatewayError::UpstreamTimeout),
+            Ok(Err(error)) => return Err(classify_send_error(&error, verdict.get(), limits)),
+            Ok(Ok(response)) => response,
+        };
+        Ok(self.relay(upstream, latency))
+    }
+
+    fn relay(&self, upstream: reqwest::Response, latency: Duration) -> Response {
+        let status = upstream.status();
+        let mut headers = upstream.headers().clone();
+        headers::strip_hop_by_hop(&mut headers);
+        let idle = Duration::from_millis(self.config.download_idle_timeout_ms);
+        let body = Guarded::new(upstream.bytes_stream(), idle, u64::MAX, Verdict::default());
+        let mut response = Response::new(Body::from_stream(body));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        response.extensions_mut().insert(UpstreamLatency(latency));
+        response
+    }
+
+    fn timeout(&self, class: RouteClass) -> Duration {
+        let c = &self.config;
+        Duration::from_millis(match class {
+            RouteClass::Invoke => c.invoke_timeout_ms,
+            RouteClass::Long => c.long_timeout_ms,
+            RouteClass::Crud | RouteClass::Download | RouteClass::Local => c.crud_timeout_ms,
+        })
+    }
+}
+
+fn classify_send_error(
+    error: &reqwest::Error,
+    body: Option<BodyError>,
+    limits: BodyLimits,
+) -> GatewayError {
+    match body {
+        Some(BodyError::TooLarge) => {
+            return GatewayError::PayloadTooLarge {
+                limit: limits.max_bytes,
+            }
+        }
+        Some(BodyError::Idle) => return GatewayError::RequestBodyTimeout,
+        Some(BodyError::Aborted) | None => {}
+    }
+    if error.is_timeout() {
+        GatewayError::UpstreamTimeout
+    } else if error.is_connect() {
+        GatewayError::UpstreamUnreachable
+    } else {
+        GatewayError::UpstreamFailed
+    }
+}

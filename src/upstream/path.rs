@@ -1,0 +1,173 @@
+//! Request-target checks and upstream URL construction.
+//!
+//! The client's path is split into segments, each checked on its decoded
+//! form, and the upstream URL is built from those segments on top of the
+//! configured base. Segments keep the client's original percent-encoding
+//! (the upstream decodes `MY%20KEY` itself); nothing is decoded twice.
+
+use percent_encoding::percent_decode_str;
+
+use crate::error::GatewayError;
+
+/// The top-level resources of the Castari API. Used to tell the SDK 0.4 stop
+/// form `DELETE /api/v1/{slug}/sandbox` from a real route.
+pub const KNOWN_TOP_LEVEL: [&str; 8] = [
+    "agents",
+    "api-keys",
+    "auth",
+    "buckets",
+    "files",
+    "invocations",
+    "sandbox",
+    "usage",
+];
+
+/// A checked `/api/v1/...` path, as segments after `api/v1`, still encoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiPath {
+    segments: Vec<String>,
+}
+
+impl ApiPath {
+    /// Checks a raw request path (still percent-encoded).
+    ///
+    /// # Errors
+    /// [`GatewayError::NotFound`] outside `/api/v1/`; [`GatewayError::BadRequest`]
+    /// for a segment that decodes to `.` or `..`, contains an encoded `/` or
+    /// `\`, a NUL, or is not valid UTF-8.
+    pub fn parse(raw: &str) -> Result<Self, GatewayError> {
+        let rest = raw.strip_prefix("/api/v1/").ok_or(GatewayError::NotFound)?;
+        let segments = rest
+            .split('/')
+            .map(|segment| check_segment(segment).map(|()| segment.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { segments })
+    }
+
+    /// The encoded segments after `/api/v1/`.
+    pub fn segments(&self) -> &[String] {
+        &self.segments
+    }
+
+    /// Rewrites the SDK 0.4 stop form `DELETE /api/v1/{slug}/sandbox` to the
+    /// documented `DELETE /api/v1/agents/{slug}/sandbox`. A slug equal to a
+    /// known top-level resource stays as sent (it is ambiguous).
+    pub fn rewrite_sdk_stop(&mut self, method: &http::Method) {
+        let is_sdk_stop = method == http::Method::DELETE
+            && self.segments.len() == 2
+            && self.segments[1] == "sandbox"
+            && !self.segments[0].is_empty()
+            && !KNOWN_TOP_LEVEL.contains(&self.segments[0].as_str());
+        if is_sdk_stop {
+            self.segments.insert(0, "agents".to_string());
+        }
+    }
+
+    /// Builds the upstream URL: the base's own path, then `api/v1`, then the
+    /// segments, then the query exactly as received.
+    pub fn to_upstream_url(&self, base: &url::Url, query: Option<&str>) -> url::Url {
+        let mut url = base.clone();
+        let mut path = base.path().trim_end_matches('/').to_string();
+        path.push_str("/api/v1");
+        for segment in &self.segments {
+            path.push('/');
+            path.push_str(segment);
+        }
+        url.set_path(&path);
+        url.set_query(query);
+        url
+    }
+}
+
+fn check_segment(segment: &str) -> Result<(), GatewayError> {
+    let decoded = percent_decode_str(segment)
+        .decode_utf8()
+        .map_err(|_| GatewayError::BadRequest("Path segment is not valid UTF-8"))?;
+    if decoded == "." || decoded == ".." {
+        return Err(GatewayError::BadRequest(
+            "Path segment '.' or '..' is not allowed",
+        ));
+    }
+    if decoded.contains(['/', '\\']) {
+        return Err(GatewayError::BadRequest(
+            "Encoded '/' or '\\' in a path segment is not allowed",
+        ));
+    }
+    if decoded.contains('\0') {
+        return Err(GatewayError::BadRequest(
+            "NUL in a path segment is not allowed",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> url::Url {
+        url::Url::parse("http://127.0.0.1:9/").unwrap()
+    }
+
+    #[test]
+    fn keeps_encoding_and_query_exactly() {
+        let p = ApiPath::parse("/api/v1/agents/my-agent/secrets/MY%20KEY").unwrap();
+        let url = p.to_upstream_url(&base(), Some("limit=5&tags=a,b&q=x%20y"));
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9/api/v1/agents/my-agent/secrets/MY%20KEY?limit=5&tags=a,b&q=x%20y"
+        );
+    }
+
+    #[test]
+    fn keeps_trailing_slash_and_base_prefix() {
+        let p = ApiPath::parse("/api/v1/agents/").unwrap();
+        let prefixed = url::Url::parse("http://127.0.0.1:9/castari/").unwrap();
+        assert_eq!(
+            p.to_upstream_url(&prefixed, None).as_str(),
+            "http://127.0.0.1:9/castari/api/v1/agents/"
+        );
+    }
+
+    #[test]
+    fn rejects_dot_segments_and_encoded_separators() {
+        for raw in [
+            "/api/v1/agents/..",
+            "/api/v1/agents/%2e%2E/x",
+            "/api/v1/./agents",
+            "/api/v1/agents/a%2Fb",
+            "/api/v1/agents/a%5cb",
+            "/api/v1/agents/a%00",
+            "/api/v1/agents/%ff",
+        ] {
+            let err = ApiPath::parse(raw).unwrap_err();
+            assert_eq!(err.status(), 400, "{raw}");
+        }
+    }
+
+    #[test]
+    fn outside_the_api_is_not_found() {
+        for raw in ["/", "/api/v1", "/api/v2/agents", "/healthzx"] {
+            assert_eq!(ApiPath::parse(raw).unwrap_err().status(), 404, "{raw}");
+        }
+    }
+
+    #[test]
+    fn rewrites_only_the_sdk_stop_form() {
+        let mut p = ApiPath::parse("/api/v1/demo/sandbox").unwrap();
+        p.rewrite_sdk_stop(&http::Method::DELETE);
+        assert_eq!(p.segments(), ["agents", "demo", "sandbox"]);
+
+        let mut get = ApiPath::parse("/api/v1/demo/sandbox").unwrap();
+        get.rewrite_sdk_stop(&http::Method::GET);
+        assert_eq!(get.segments(), ["demo", "sandbox"]);
+
+        let mut ambiguous = ApiPath::parse("/api/v1/files/sandbox").unwrap();
+        ambiguous.rewrite_sdk_stop(&http::Method::DELETE);
+        assert_eq!(ambiguous.segments(), ["files", "sandbox"]);
+
+        let mut docs = ApiPath::parse("/api/v1/agents/demo/sandbox").unwrap();
+        docs.rewrite_sdk_stop(&http::Method::DELETE);
+        assert_eq!(docs.segments(), ["agents", "demo", "sandbox"]);
+    }
+}

@@ -1,0 +1,12 @@
+//! The gateway's integration tests: one binary, real sockets on 127.0.0.1:0,
+//! the simulator as the upstream. Each test asserts on what the client got and
+//! on what the upstream saw (`/_sim/requests`).
+
+mod binary;
+mod errors;
+mod hostile;
+mod ops;
+mod proxy;
+mod routes;
+mod streaming;
+mod support;

@@ -1,0 +1,181 @@
+//! Test harness: a simulator, a gateway in front of it, a client, and
+//! helpers to read what the simulator saw.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use castari_gateway::config::Config;
+use castari_gateway::types::Secret;
+use castari_sim::{RecordedRequest, SimConfig, Simulator};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The upstream key the gateway holds in tests. It must never reach a client.
+pub const UPSTREAM_KEY: &str = "cast_canary01_upstreamsecretkey";
+/// A key a local tool might hold; it must never reach the upstream.
+pub const LOCAL_KEY: &str = "local-tool-key-123";
+
+/// A simulator accepting only [`UPSTREAM_KEY`], deploys synchronous, and
+/// limits high enough that tests never trip them unless they mean to.
+pub async fn sim() -> Simulator {
+    sim_with(|_| {}).await
+}
+
+/// Like [`sim`], with changes.
+pub async fn sim_with(tweak: impl FnOnce(&mut SimConfig)) -> Simulator {
+    let mut config = SimConfig {
+        api_keys: vec![UPSTREAM_KEY.to_string()],
+        sync_deploy: true,
+        crud_limit: "10000/60s".parse().unwrap(),
+        invoke_limit: "10000/60s".parse().unwrap(),
+        ..SimConfig::default()
+    };
+    tweak(&mut config);
+    Simulator::start(config).await.unwrap()
+}
+
+/// A gateway running in this process.
+pub struct TestGateway {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestGateway {
+    /// Starts a gateway in front of `upstream` with the default config.
+    pub async fn start(upstream: &str) -> Self {
+        Self::start_with(upstream, |_| {}).await
+    }
+
+    /// Starts a gateway in front of `upstream`, after `tweak` edits the config.
+    pub async fn start_with(upstream: &str, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::default();
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        config.upstream.url = url::Url::parse(upstream).unwrap();
+        config.upstream_key = Some(Secret::new(UPSTREAM_KEY.to_string()));
+        config.telemetry.access_log = false;
+        tweak(&mut config);
+        let config = config.validate().unwrap();
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            castari_gateway::run(config, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Self {
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// `http://ADDR` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Signals shutdown and waits for the server to drain.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A plain client: no proxy, no redirects followed, short timeout.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// What the simulator saw, read over HTTP from `/_sim/requests`.
+pub async fn seen(sim: &Simulator) -> Vec<RecordedRequest> {
+    let body: Value = client()
+        .get(format!("{}/_sim/requests", sim.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    serde_json::from_value(body["requests"].clone()).unwrap()
+}
+
+/// The last request the simulator saw.
+pub async fn last_seen(sim: &Simulator) -> RecordedRequest {
+    seen(sim).await.pop().expect("the simulator saw a request")
+}
+
+/// The value of header `name` in a recorded request.
+pub fn header<'a>(request: &'a RecordedRequest, name: &str) -> Option<&'a str> {
+    request
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Sends raw bytes on a fresh connection and returns everything read until
+/// the server closes or `wait` passes.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Polls `check` every 20 ms until it is true or `within` passes.
+pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}
+
+/// Creates an agent through `gw` and returns its slug.
+pub async fn create_agent(gw: &TestGateway, name: &str) -> String {
+    let response = client()
+        .post(gw.url("/api/v1/agents"))
+        .json(&serde_json::json!({"name": name, "source_type": "git", "git_repo_url": "https://example.invalid/repo"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "create agent: {}",
+        response.status()
+    );
+    let agent: Value = response.json().await.unwrap();
+    agent["slug"].as_str().unwrap().to_string()
+}
