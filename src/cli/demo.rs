@@ -14,7 +14,7 @@ const DEMO_UPSTREAM_KEY: &str = "cast_demo0000_simulatorkey";
 
 /// Arguments of `demo`.
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Where the gateway listens.
     #[arg(long, default_value = "127.0.0.1:8787")]
     listen: SocketAddr,
@@ -24,7 +24,7 @@ pub struct DemoArgs {
 }
 
 /// Runs the demo until Ctrl-C or SIGTERM.
-pub async fn run(args: DemoArgs) -> i32 {
+pub(crate) async fn run(args: DemoArgs) -> i32 {
     let sim_config = SimConfig {
         api_keys: vec![DEMO_UPSTREAM_KEY.to_string()],
         deploy_delay_ms: args.deploy_delay_ms,

@@ -8,7 +8,7 @@ use clap::Args;
 
 /// Arguments of `healthcheck`.
 #[derive(Debug, Args)]
-pub struct HealthcheckArgs {
+pub(crate) struct HealthcheckArgs {
     /// Full URL to probe. Default: `/healthz` on the configured listen
     /// address (env CASTARI_GATEWAY_LISTEN), with 0.0.0.0 mapped to loopback.
     #[arg(long, value_name = "URL")]
@@ -19,7 +19,7 @@ pub struct HealthcheckArgs {
 }
 
 /// Exit 0 on a 2xx answer, 1 otherwise.
-pub async fn run(args: HealthcheckArgs) -> i32 {
+pub(crate) async fn run(args: HealthcheckArgs) -> i32 {
     let url = match args.url {
         Some(url) => url.to_string(),
         None => default_url(),

@@ -18,9 +18,9 @@ use castari_gateway::config::{self, Config, ConfigError, Flags, ProcessEnv};
 use clap::{Args, Parser, Subcommand};
 
 /// Exit code for a bad configuration (`EX_CONFIG` from sysexits.h).
-pub const EXIT_CONFIG: i32 = 78;
+pub(crate) const EXIT_CONFIG: i32 = 78;
 /// Exit code for any other failure.
-pub const EXIT_FAILURE: i32 = 1;
+pub(crate) const EXIT_FAILURE: i32 = 1;
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -29,7 +29,7 @@ pub const EXIT_FAILURE: i32 = 1;
     version,
     about = "A local gateway in front of the Castari API"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -50,7 +50,7 @@ enum Command {
 
 /// Where the configuration comes from.
 #[derive(Debug, Args, Clone, Default)]
-pub struct ConfigArgs {
+pub(crate) struct ConfigArgs {
     /// TOML config file (env CASTARI_GATEWAY_CONFIG).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -74,7 +74,7 @@ impl ConfigArgs {
 }
 
 /// Runs a parsed command line and returns the process exit code.
-pub fn run(cli: Cli) -> i32 {
+pub(crate) fn run(cli: Cli) -> i32 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -147,7 +147,7 @@ async fn serve(args: ConfigArgs) -> i32 {
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM. Handlers are installed
 /// explicitly, so this also works as PID 1 in a container.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

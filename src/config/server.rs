@@ -14,8 +14,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 /// A body that makes no progress for 30 s is abandoned with 408.
 pub const DEFAULT_BODY_IDLE_TIMEOUT_MS: u64 = 30_000;
-/// 1 GiB: bodies stream, so the limit guards the upstream quota, not memory.
-pub const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 30;
+/// 2 GiB: bodies stream, so the limit guards the upstream, not memory; it
+/// leaves room for a 1 GiB file plus its multipart framing.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 2 << 30;
 /// In-flight requests get this long to finish after SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
 

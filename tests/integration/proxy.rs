@@ -272,5 +272,8 @@ async fn http2_clients_are_served_too() {
     assert_eq!(response.status(), 200);
     let seen = last_seen(&sim).await;
     assert_eq!(seen.path, "/api/v1/agents");
-    assert_eq!(header(&seen, "authorization"), Some(&*format!("Bearer {UPSTREAM_KEY}")));
+    assert_eq!(
+        header(&seen, "authorization"),
+        Some(&*format!("Bearer {UPSTREAM_KEY}"))
+    );
 }
