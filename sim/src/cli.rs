@@ -174,3 +174,85 @@ async fn wait_for_signal() {
         () = term => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: SimArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<(SocketAddr, SimConfig), String> {
+        let mut full = vec!["sim"];
+        full.extend_from_slice(args);
+        Cmd::try_parse_from(full)
+            .map_err(|e| e.to_string())?
+            .args
+            .into_config()
+    }
+
+    #[test]
+    fn flags_set_every_knob() {
+        let (addr, c) = parse(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            "a",
+            "--api-key",
+            "b",
+            "--crud-limit",
+            "5/1s",
+            "--invoke-limit",
+            "2/500ms",
+            "--window",
+            "sliding",
+            "--sync-deploy",
+            "--error-rate",
+            "0.5",
+        ])
+        .unwrap();
+        assert_eq!(addr.port(), 0);
+        assert_eq!(c.api_keys, ["a", "b"]);
+        assert_eq!(c.crud_limit.to_string(), "5/1s");
+        assert_eq!(c.invoke_limit.to_string(), "2/500ms");
+        assert_eq!(c.window, WindowKind::Sliding);
+        assert!(c.sync_deploy);
+        assert!((c.faults.error_rate - 0.5).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        assert!(parse(&["--crud-limit", "lots"])
+            .unwrap_err()
+            .contains("lots"));
+        assert!(parse(&["--window", "rolling"])
+            .unwrap_err()
+            .contains("rolling"));
+        assert!(parse(&["--drop-rate", "2"])
+            .unwrap_err()
+            .contains("--drop-rate"));
+    }
+
+    #[test]
+    fn config_file_sim_table_with_flag_overrides() {
+        let path =
+            std::env::temp_dir().join(format!("castari-sim-cli-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "[sim]\ncrud_limit = \"7/2s\"\nwindow = \"sliding\"\n[sim.faults]\nlatency_ms = 5\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let (_, c) = parse(&["--config", p, "--window", "fixed"]).unwrap();
+        assert_eq!(c.crud_limit.to_string(), "7/2s");
+        assert_eq!(c.window, WindowKind::Fixed);
+        assert_eq!(c.faults.latency_ms, 5);
+        std::fs::write(&path, "[sim]\ncrud_limt = \"7/2s\"\n").unwrap();
+        assert!(parse(&["--config", p]).unwrap_err().contains("crud_limt"));
+    }
+}

@@ -291,3 +291,127 @@ async fn one_access_line_per_request_without_secrets() {
         assert!(!all.contains(secret), "{secret} reached the log");
     }
 }
+
+/// Reads lines from a child's stdout until one contains `marker`.
+fn read_until(lines: &mut impl Iterator<Item = std::io::Result<String>>, marker: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "no line with {marker:?}");
+        let line = lines.next().expect("process exited early").unwrap();
+        if line.contains(marker) {
+            return line;
+        }
+    }
+}
+
+#[tokio::test]
+async fn demo_serves_the_simulator_through_the_gateway_without_a_client_key() {
+    let mut child = command()
+        .args(["demo", "--listen", "127.0.0.1:0", "--deploy-delay-ms", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = read_until(&mut lines, "gateway    http://");
+    let base = line.split_whitespace().last().unwrap().to_string();
+    let banner: Vec<String> = (0..12)
+        .filter_map(|_| lines.next().and_then(Result::ok))
+        .collect();
+    assert!(
+        banner
+            .iter()
+            .any(|l| l.contains(&format!("CASTARI_API_URL={base}"))),
+        "{banner:?}"
+    );
+    assert!(banner.iter().any(|l| l.contains("curl")), "{banner:?}");
+
+    let c = client();
+    let created = c
+        .post(format!("{base}/api/v1/agents"))
+        .json(&serde_json::json!({"name": "Demo Agent", "source_type": "git", "git_repo_url": "https://github.com/castari/demo"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    assert!(c
+        .post(format!("{base}/api/v1/agents/demo-agent/deploy"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+    let invoked: serde_json::Value = c
+        .post(format!("{base}/api/v1/agents/demo-agent/invoke"))
+        .json(&serde_json::json!({"prompt": "hello"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(invoked["response_content"], "Echo: hello");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "demo did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn sim_subcommand_serves_on_the_given_address() {
+    let mut child = command()
+        .args([
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            "cast_k",
+            "--crud-limit",
+            "1/60s",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = read_until(&mut lines, "castari-sim listening on ");
+    let base = line.rsplit(' ').next().unwrap().to_string();
+    let c = client();
+    assert_eq!(
+        c.get(format!("{base}/api/v1/agents"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        c.get(format!("{base}/api/v1/agents"))
+            .bearer_auth("cast_k")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(format!("{base}/api/v1/agents"))
+            .bearer_auth("cast_k")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        429
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let bad = command()
+        .args(["sim", "--crud-limit", "nonsense"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "clap rejects the flag");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("nonsense"));
+}

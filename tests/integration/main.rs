@@ -2,7 +2,12 @@
 //! the simulator as the upstream. Each test asserts on what the client got and
 //! on what the upstream saw (`/_sim/requests`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    missing_docs
+)]
 
 mod binary;
 mod errors;
