@@ -1,0 +1,667 @@
+#!/usr/bin/env bash
+# castari-gateway vs nginx, side by side, from one run.
+#
+# One nginx serves a static 1 KiB JSON as the upstream. nginx (a plain
+# reverse proxy with upstream keepalive) and the gateway both sit in front
+# of it. Servers are pinned to one core, wrk to the other. Measures
+# pass-through throughput, server CPU per request, latency at a fixed
+# request rate, and the gateway's RSS; prints a markdown table and writes
+# it to bench/out/results.md. See bench/README.md.
+#
+# Usage: bash bench/run.sh            (no arguments; knobs are env vars)
+#
+#   DURATION=10          seconds per throughput run
+#   LAT_DURATION=10      seconds per fixed-rate latency run
+#   WARMUP=2             seconds of unmeasured load before each throughput run
+#   RATE=5000            requests/s for the latency runs
+#   CONNECTIONS=64       wrk connections for the throughput runs
+#   RATE_CONNECTIONS=50  wrk connections for the latency runs
+#   SERVER_CPU=0         core for upstream, nginx and the gateway
+#   LOAD_CPU=1           core for wrk
+#   GATEWAY=1            0: nginx only (when the gateway does not build)
+#   BUILD=1              0: use the existing target/release binary
+#   GATEWAY_BIN=...      gateway binary (default target/release/castari-gateway)
+#   OUT_DIR=bench/out    where results.md and the raw wrk outputs go
+#   MAX_OTHER=5          % of the servers' core other work may take during a
+#   RETRIES=2              run; a run above it is repeated up to RETRIES times
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
+PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
+
+DURATION=${DURATION:-10}
+LAT_DURATION=${LAT_DURATION:-10}
+WARMUP=${WARMUP:-2}
+RATE=${RATE:-5000}
+CONNECTIONS=${CONNECTIONS:-64}
+RATE_CONNECTIONS=${RATE_CONNECTIONS:-50}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+GATEWAY=${GATEWAY:-1}
+BUILD=${BUILD:-1}
+GATEWAY_BIN=${GATEWAY_BIN:-$REPO_DIR/target/release/castari-gateway}
+OUT_DIR=${OUT_DIR:-$BENCH_DIR/out}
+MAX_OTHER=${MAX_OTHER:-5}
+RETRIES=${RETRIES:-2}
+
+API_KEY=bench-key
+BENCH_PATH=/api/v1/agents/bench
+WHOAMI_PATH=/api/v1/bench/whoami
+PAYLOAD=$BENCH_DIR/payload.json
+CLK_TCK=$(getconf CLK_TCK)
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+for v in DURATION LAT_DURATION WARMUP RATE CONNECTIONS RATE_CONNECTIONS SERVER_CPU LOAD_CPU MAX_OTHER RETRIES; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number (got '${!v}')"
+done
+((RATE > 0 && RATE_CONNECTIONS > 0 && CONNECTIONS > 0 && DURATION > 0 && LAT_DURATION > 0)) ||
+    die "RATE, CONNECTIONS, RATE_CONNECTIONS, DURATION and LAT_DURATION must be positive"
+
+# ---------------------------------------------------------------- tools
+
+install_tools() {
+    local pkgs=()
+    command -v nginx >/dev/null 2>&1 || pkgs+=(nginx-light)
+    command -v wrk >/dev/null 2>&1 || pkgs+=(wrk)
+    command -v taskset >/dev/null 2>&1 || pkgs+=(util-linux)
+    command -v curl >/dev/null 2>&1 || pkgs+=(curl)
+    command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
+    ((${#pkgs[@]} == 0)) && return 0
+    ((EUID == 0)) || die "missing tools (${pkgs[*]}): run as root or apt-get install them"
+    command -v apt-get >/dev/null 2>&1 || die "missing tools (${pkgs[*]}) and no apt-get"
+    log "installing ${pkgs[*]}"
+    # The nginx package's init script would start a system nginx on :80;
+    # a policy-rc.d that says 101 ("not allowed") keeps it from starting.
+    local policy=/usr/sbin/policy-rc.d added=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        added=1
+    fi
+    local rc=0
+    apt-get update -qq || rc=$?
+    if ((rc == 0)); then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" ||
+            rc=$?
+        if ((rc != 0)) && [[ " ${pkgs[*]} " == *" nginx-light "* ]]; then
+            # Debian releases after bookworm dropped nginx-light.
+            rc=0
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                "${pkgs[@]/nginx-light/nginx}" || rc=$?
+        fi
+    fi
+    ((added)) && rm -f "$policy"
+    ((rc == 0)) || die "apt-get failed"
+}
+
+install_tools
+NPROC=$(nproc)
+((SERVER_CPU < NPROC && LOAD_CPU < NPROC)) ||
+    die "SERVER_CPU=$SERVER_CPU / LOAD_CPU=$LOAD_CPU: this machine has $NPROC cores"
+((SERVER_CPU != LOAD_CPU)) || log "warning: servers and load generator share core $SERVER_CPU"
+
+# ---------------------------------------------------------------- build
+
+if ((GATEWAY)); then
+    if ((BUILD)); then
+        log "building the gateway (cargo build --release --bin castari-gateway)"
+        (cd "$REPO_DIR" && cargo build --release --bin castari-gateway) ||
+            die "the gateway does not build; GATEWAY=0 runs the nginx half alone"
+    fi
+    [[ -x $GATEWAY_BIN ]] || die "no gateway binary at $GATEWAY_BIN"
+fi
+
+# ---------------------------------------------------------------- processes
+
+RUN=$(mktemp -d /tmp/castari-bench.XXXXXX)
+chmod 755 "$RUN" # nginx workers may run as an unprivileged user
+PIDS=()          # every process this script started (and nginx workers)
+
+pid_state() { # prints the state letter of a pid, nothing if gone
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+    stat=${stat##*) }
+    printf '%s' "${stat%% *}"
+}
+
+alive() {
+    local s
+    s=$(pid_state "$1")
+    [[ -n $s && $s != Z && $s != X ]]
+}
+
+cleanup() {
+    local rc=$? pid i any
+    set +e
+    trap - INT TERM
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    for ((i = 0; i < 50; i++)); do
+        any=0
+        for pid in "${PIDS[@]}"; do alive "$pid" && any=1; done
+        ((any)) || break
+        sleep 0.1
+    done
+    for pid in "${PIDS[@]}"; do alive "$pid" && kill -KILL "$pid" 2>/dev/null; done
+    wait 2>/dev/null
+    if ((rc != 0)); then
+        local f
+        for f in "$RUN"/*.log "$RUN"/*.err; do
+            [[ -s $f ]] || continue
+            log "---- tail of $(basename "$f")"
+            tail -n 20 "$f" >&2
+        done
+    fi
+    rm -rf "$RUN"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() {
+    python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()'
+}
+
+child_pids() { # direct children of a pid
+    local f
+    if [[ -r /proc/$1/task/$1/children ]]; then
+        cat "/proc/$1/task/$1/children"
+        return
+    fi
+    for f in /proc/[0-9]*/stat; do
+        local stat
+        stat=$(cat "$f" 2>/dev/null) || continue
+        stat=${stat##*) }
+        read -r _ ppid _ <<<"$stat"
+        if [[ $ppid == "$1" ]]; then
+            f=${f#/proc/}
+            echo "${f%/stat}"
+        fi
+    done
+}
+
+cpu_ticks() { # utime + stime of a process (all its threads), clock ticks
+    local stat
+    stat=$(cat "/proc/$1/stat") || die "process $1 is gone"
+    stat=${stat##*) }
+    # after "pid (comm) ": state is field 1, utime 12, stime 13
+    awk '{ print $12 + $13 }' <<<"$stat"
+}
+
+runtime_ns() { # CPU time of a process, all threads, ns (the scheduler's own count)
+    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'
+}
+
+# "wall_ns idle_ns ours_ns": the clock, the idle time of a core (precise on
+# tickless kernels, unlike the busy columns of /proc/stat, which are sampled
+# by ticks and overcount a core that wakes often) and the CPU time of the
+# given processes.
+core_snapshot() { # cpu pid...
+    local cpu=$1 wall idle ours=0 pid
+    shift
+    wall=$(date +%s%N)
+    idle=$(awk -v c="cpu$cpu" -v hz="$CLK_TCK" '$1 == c { printf "%.0f", ($5 + $6) * 1e9 / hz }' /proc/stat)
+    for pid in "$@"; do ours=$((ours + $(runtime_ns "$pid"))); done
+    echo "$wall $idle $ours"
+}
+
+ctx_switches() { # voluntary + involuntary context switches over all threads
+    cat /proc/"$1"/task/*/status 2>/dev/null |
+        awk '/^(non)?voluntary_ctxt_switches:/ { n += $2 } END { print n + 0 }'
+}
+
+rss_kib() { # VmRSS of a process, KiB
+    awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
+}
+
+http_ok() { # url -> 0 when it answers 200
+    [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" 2>/dev/null) == 200 ]]
+}
+
+wait_http() { # name pid url
+    local i
+    for ((i = 0; i < 150; i++)); do
+        alive "$2" || die "$1 exited during startup"
+        http_ok "$3" && return 0
+        sleep 0.1
+    done
+    die "$1 did not answer $3 within 15 s"
+}
+
+declare -A PORT MASTER WORKER CMD
+
+fill() { # template -> stdout, with @KEY@ replaced by the given KEY=value pairs
+    local template=$1 kv args=()
+    shift
+    for kv in "$@"; do args+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
+    sed "${args[@]}" "$template"
+}
+
+start_nginx() { # name template [extra KEY=value...]
+    local name=$1 template=$2 port master worker i
+    shift 2
+    port=$(free_port)
+    mkdir -p "$RUN/$name"
+    fill "$template" "RUN=$RUN" "PORT=$port" "API_KEY=$API_KEY" "$@" >"$RUN/$name.conf"
+    CMD[$name]="taskset -c $SERVER_CPU nginx -p $RUN/$name -e $RUN/$name-error.log -c $RUN/$name.conf"
+    taskset -c "$SERVER_CPU" nginx -p "$RUN/$name" -e "$RUN/$name-error.log" \
+        -c "$RUN/$name.conf" >"$RUN/$name.log" 2>&1 &
+    master=$!
+    PIDS+=("$master")
+    worker=
+    for ((i = 0; i < 100; i++)); do
+        alive "$master" || die "nginx ($name) exited during startup"
+        read -r worker _ < <(child_pids "$master") || true
+        [[ -n $worker ]] && break
+        sleep 0.1
+    done
+    [[ -n $worker ]] || die "nginx ($name) started no worker"
+    PIDS+=("$worker")
+    PORT[$name]=$port
+    MASTER[$name]=$master
+    WORKER[$name]=$worker
+}
+
+start_gateway() { # name access_log(true|false) stdout-file
+    local name=$1 access_log=$2 stdout=$3 port pid
+    port=$(free_port)
+    fill "$BENCH_DIR/gateway.toml" "PORT=$port" "UPSTREAM_PORT=${PORT[upstream]}" \
+        "ACCESS_LOG=$access_log" >"$RUN/$name.toml"
+    local cmd=(taskset -c "$SERVER_CPU" env -u RUST_LOG TOKIO_WORKER_THREADS=1
+        "CASTARI_API_KEY=$API_KEY" "$GATEWAY_BIN" serve --config "$RUN/$name.toml"
+        --listen "127.0.0.1:$port" --upstream "http://127.0.0.1:${PORT[upstream]}")
+    CMD[$name]="${cmd[*]} >$stdout"
+    "${cmd[@]}" >"$stdout" 2>"$RUN/$name.err" &
+    pid=$!
+    PIDS+=("$pid")
+    PORT[$name]=$port
+    MASTER[$name]=$pid
+    WORKER[$name]=$pid
+    wait_http "gateway ($name)" "$pid" "http://127.0.0.1:$port/healthz"
+}
+
+# Checks that a target answers the benchmark request as the upstream does
+# and, for a proxy, that the upstream saw the injected key.
+check_target() { # name
+    local name=$1 url out
+    url="http://127.0.0.1:${PORT[$name]}"
+    out=$(curl -s -o "$RUN/check-$name.body" -w '%{http_code} %{content_type}' --max-time 5 \
+        "$url$BENCH_PATH") || die "$name: request failed"
+    [[ $out == "200 application/json"* ]] || die "$name: GET $BENCH_PATH answered '$out'"
+    cmp -s "$RUN/check-$name.body" "$PAYLOAD" || die "$name: body differs from payload.json"
+    if [[ $name != upstream ]]; then
+        out=$(curl -s --max-time 5 "$url$WHOAMI_PATH") || die "$name: whoami failed"
+        [[ $out == "Bearer $API_KEY" ]] ||
+            die "$name: upstream saw Authorization '$out', not 'Bearer $API_KEY'"
+    fi
+}
+
+# ---------------------------------------------------------------- wrk
+
+WRK_CMDS=()
+record_cmd() { # adds a command line to the report once
+    local c
+    for c in "${WRK_CMDS[@]}"; do [[ $c == "$1" ]] && return 0; done
+    WRK_CMDS+=("$1")
+}
+
+wrk_run() { # outfile seconds wrk-args...
+    local out=$1 secs=$2
+    shift 2
+    timeout --kill-after=5 $((secs + 30)) taskset -c "$LOAD_CPU" wrk "$@" >"$out" 2>&1 ||
+        die "wrk failed: $(tail -n 3 "$out")"
+}
+
+# Prints "requests rps errors p50_ms p99_ms" from wrk output.
+parse_wrk() {
+    awk '
+    function ms(v,   n, u) {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "us") return n / 1000
+        if (u == "s") return n * 1000
+        if (u == "m") return n * 60000
+        if (u == "h") return n * 3600000
+        return n
+    }
+    / requests in / { req = $1 }
+    /^Requests\/sec:/ { rps = $2 }
+    /Non-2xx or 3xx responses:/ { err += $NF }
+    /Socket errors:/ { gsub(",", ""); err += $4 + $6 + $8 + $10 }
+    $1 == "50%" { p50 = ms($2) }
+    $1 == "99%" { p99 = ms($2) }
+    END { printf "%d %.2f %d %.4f %.4f\n", req, rps, err, p50, p99 }
+    ' "$1"
+}
+
+declare -A TP_RPS TP_CPU TP_UPCPU TP_ERR TP_UPCONN TP_CSW TP_OTHER FR_RPS FR_P50 FR_P99 FR_ERR FR_OTHER
+
+upstream_accepts() { # connections the upstream accepted so far (stub_status)
+    curl -s --max-time 2 "http://127.0.0.1:${PORT[upstream]}/bench-status" |
+        awk 'NR == 3 { print $1 }'
+}
+
+# Busy time on the servers' core that was neither the server nor the
+# upstream, in % of the run: other work on the machine competing with it.
+other_pct() { # core_snapshot-before core_snapshot-after
+    local w0 i0 o0 w1 i1 o1
+    read -r w0 i0 o0 <<<"$1"
+    read -r w1 i1 o1 <<<"$2"
+    awk -v e=$((w1 - w0)) -v other=$((w1 - w0 - (i1 - i0) - (o1 - o0))) 'BEGIN {
+        o = (e > 0) ? 100 * other / e : 0
+        printf "%.0f", (o < 0) ? 0 : o }'
+}
+
+throughput_once() { # key (target name)
+    local key=$1 url server up t0 t1 u0 u1 a0 a1 c0 c1 k0 k1 ours req rps err
+    url="http://127.0.0.1:${PORT[$key]}$BENCH_PATH"
+    server=${WORKER[$key]}
+    up=${WORKER[upstream]}
+    log "throughput: $key (${WARMUP}s warm-up, ${DURATION}s measured)"
+    if ((WARMUP > 0)); then
+        wrk_run "$RUN/warmup-$key.txt" "$WARMUP" -t1 "-c$CONNECTIONS" "-d${WARMUP}s" "$url"
+    fi
+    local args=(-t1 "-c$CONNECTIONS" "-d${DURATION}s" --latency "$url")
+    record_cmd "taskset -c $LOAD_CPU wrk ${args[*]}    # throughput, $key"
+    a0=$(upstream_accepts)
+    c0=$(ctx_switches "$server")
+    ours=("$server")
+    if [[ $key != upstream ]]; then ours+=("$up"); fi
+    k0=$(core_snapshot "$SERVER_CPU" "${ours[@]}")
+    t0=$(cpu_ticks "$server")
+    u0=$(cpu_ticks "$up")
+    wrk_run "$OUT_DIR/raw/throughput-$key.txt" "$DURATION" "${args[@]}"
+    t1=$(cpu_ticks "$server")
+    u1=$(cpu_ticks "$up")
+    k1=$(core_snapshot "$SERVER_CPU" "${ours[@]}")
+    c1=$(ctx_switches "$server")
+    a1=$(upstream_accepts)
+    # minus one: the status request's own connection
+    TP_UPCONN[$key]=$((a1 - a0 - 1))
+    read -r req rps err _ _ < <(parse_wrk "$OUT_DIR/raw/throughput-$key.txt")
+    ((req > 0)) || die "$key: wrk completed no request"
+    TP_RPS[$key]=$rps
+    TP_OTHER[$key]=$(other_pct "$k0" "$k1")
+    TP_CSW[$key]=$(awk -v d=$((c1 - c0)) -v n="$req" 'BEGIN { printf "%.2f", d / n }')
+    TP_ERR[$key]=$err
+    TP_CPU[$key]=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$req" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')
+    if [[ $key != upstream ]]; then
+        TP_UPCPU[$key]=$(awk -v d=$((u1 - u0)) -v hz="$CLK_TCK" -v n="$req" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')
+    fi
+    log "  $rps req/s, ${TP_CPU[$key]} us CPU/request, $err errors"
+}
+
+fixed_rate_once() { # key
+    local key=$1 url req rps err p50 p99 k0 k1 ours
+    url="http://127.0.0.1:${PORT[$key]}$BENCH_PATH"
+    log "latency at $RATE req/s: $key (${LAT_DURATION}s)"
+    local args=(-t1 "-c$RATE_CONNECTIONS" "-d${LAT_DURATION}s" --latency
+        -s "$BENCH_DIR/fixed-rate.lua" "$url" -- "$RATE" 1 "$RATE_CONNECTIONS")
+    record_cmd "taskset -c $LOAD_CPU wrk ${args[*]}    # fixed rate, $key"
+    ours=("${WORKER[$key]}")
+    if [[ $key != upstream ]]; then ours+=("${WORKER[upstream]}"); fi
+    k0=$(core_snapshot "$SERVER_CPU" "${ours[@]}")
+    wrk_run "$OUT_DIR/raw/fixed-rate-$key.txt" "$LAT_DURATION" "${args[@]}"
+    k1=$(core_snapshot "$SERVER_CPU" "${ours[@]}")
+    FR_OTHER[$key]=$(other_pct "$k0" "$k1")
+    read -r req rps err p50 p99 < <(parse_wrk "$OUT_DIR/raw/fixed-rate-$key.txt")
+    ((req > 0)) || die "$key: wrk completed no request"
+    FR_RPS[$key]=$rps
+    FR_ERR[$key]=$err
+    FR_P50[$key]=$p50
+    FR_P99[$key]=$p99
+    log "  achieved $rps req/s, p50 $p50 ms, p99 $p99 ms, $err errors"
+}
+
+# Repeats a run whose servers' core was shared with other work (another
+# build, a test suite) beyond MAX_OTHER %, up to RETRIES more times.
+REPEATS=()
+retry_if_disturbed() { # once-function result-array key
+    local fn=$1 key=$3 attempt
+    local -n other=$2
+    for ((attempt = 0; ; attempt++)); do
+        "$fn" "$key"
+        ((${other[$key]} <= MAX_OTHER)) && return 0
+        if ((attempt >= RETRIES)); then
+            log "  warning: ${other[$key]}% of the servers' core went to other work; kept as is"
+            return 0
+        fi
+        log "  ${other[$key]}% of the servers' core went to other work; running it again in 5 s"
+        REPEATS+=("${fn%_once} $key (${other[$key]}%);")
+        sleep 5
+    done
+}
+throughput() { retry_if_disturbed throughput_once TP_OTHER "$1"; }
+fixed_rate() { retry_if_disturbed fixed_rate_once FR_OTHER "$1"; }
+
+# ---------------------------------------------------------------- run
+
+mkdir -p "$OUT_DIR/raw"
+rm -f "$OUT_DIR"/raw/*.txt
+mkdir -p "$RUN/www${BENCH_PATH%/*}"
+cp "$PAYLOAD" "$RUN/www$BENCH_PATH"
+chmod -R a+rX "$RUN/www"
+
+# Temp paths inside the run dir, not the distribution's /var/lib/nginx.
+NGINX_BUILD=$(nginx -V 2>&1)
+{
+    echo "client_body_temp_path $RUN/tmp-body;"
+    echo "proxy_temp_path $RUN/tmp-proxy;"
+    for m in fastcgi uwsgi scgi; do
+        [[ $NGINX_BUILD == *--without-http_${m}_module* ]] || echo "${m}_temp_path $RUN/tmp-$m;"
+    done
+} >"$RUN/common-http.conf"
+
+# How busy the machine is before we start (other jobs skew the numbers).
+busy_pct() {
+    local a b
+    a=$(awk '/^cpu / { print $2+$3+$4+$6+$7+$8, $2+$3+$4+$5+$6+$7+$8 }' /proc/stat)
+    sleep 1
+    b=$(awk '/^cpu / { print $2+$3+$4+$6+$7+$8, $2+$3+$4+$5+$6+$7+$8 }' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
+        t = y[2] - x[2]; printf "%.0f", (t > 0) ? 100 * (y[1] - x[1]) / t : 0 }'
+}
+BUSY=$(busy_pct)
+((BUSY > 10)) && log "warning: the machine was ${BUSY}% busy before the run; numbers will be noisy"
+
+log "starting upstream nginx"
+start_nginx upstream "$BENCH_DIR/nginx/upstream.conf"
+wait_http "upstream" "${WORKER[upstream]}" "http://127.0.0.1:${PORT[upstream]}/healthz"
+log "starting nginx proxy"
+start_nginx nginx "$BENCH_DIR/nginx/proxy.conf" "UPSTREAM_PORT=${PORT[upstream]}"
+wait_http "nginx proxy" "${WORKER[nginx]}" "http://127.0.0.1:${PORT[nginx]}$BENCH_PATH"
+
+TARGETS=(upstream nginx)
+declare -A RSS_IDLE RSS_LOADED
+if ((GATEWAY)); then
+    log "starting gateway (access log off)"
+    start_gateway gateway false "$RUN/gateway.log"
+    log "starting gateway (access log on, stdout to /dev/null)"
+    start_gateway gateway_log true /dev/null
+    TARGETS+=(gateway gateway_log)
+fi
+
+proc_rss_kib() { # name: master + worker for nginx, the process for the gateway
+    local name=$1 total
+    total=$(rss_kib "${WORKER[$name]}")
+    if [[ ${MASTER[$name]} != "${WORKER[$name]}" ]]; then
+        total=$((total + $(rss_kib "${MASTER[$name]}")))
+    fi
+    echo "$total"
+}
+
+sleep 1
+for t in "${TARGETS[@]}"; do RSS_IDLE[$t]=$(proc_rss_kib "$t"); done
+for t in "${TARGETS[@]}"; do check_target "$t"; done
+log "all targets answer $BENCH_PATH with payload.json; proxies inject the key"
+
+for t in "${TARGETS[@]}"; do throughput "$t"; done
+for t in upstream nginx gateway; do
+    if [[ -n ${PORT[$t]:-} ]]; then fixed_rate "$t"; fi
+done
+for t in "${TARGETS[@]}"; do RSS_LOADED[$t]=$(proc_rss_kib "$t"); done
+
+AFFINITY=()
+for t in "${TARGETS[@]}"; do
+    AFFINITY+=("$t: $(taskset -cp "${WORKER[$t]}" 2>/dev/null | sed 's/.*: //')")
+done
+
+# ---------------------------------------------------------------- report
+
+num() { # printf format, value ("" or "-" prints an en dash)
+    # shellcheck disable=SC2059 # the format is always a literal from this file
+    if [[ -z ${2:-} || $2 == - ]]; then printf '–'; else LC_ALL=C printf "$1" "$2"; fi
+}
+ratio() { # a b -> "a/b x"
+    if [[ -z ${1:-} || -z ${2:-} ]]; then printf '–'; else awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) printf "–"; else printf "%.2fx", a / b }'; fi
+}
+mib() {
+    if [[ -n ${1:-} ]]; then awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; fi
+}
+sub_ms() {
+    if [[ -n ${1:-} && -n ${2:-} ]]; then awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; fi
+}
+per_core() {
+    if [[ -n ${1:-} ]]; then awk -v c="$1" 'BEGIN { if (c > 0) printf "%.0f", 1e6 / c }'; fi
+}
+pf() {
+    if [[ $1 == 1 ]]; then printf 'PASS'; else printf 'FAIL'; fi
+}
+
+ADD_NGINX=$(sub_ms "${FR_P50[nginx]:-}" "${FR_P50[upstream]:-}")
+ADD_GW=$(sub_ms "${FR_P50[gateway]:-}" "${FR_P50[upstream]:-}")
+TP_RATIO=
+PASS_TP=
+PASS_LAT=
+PASS_RSS=
+if ((GATEWAY)); then
+    TP_RATIO=$(awk -v a="${TP_RPS[gateway]}" -v b="${TP_RPS[nginx]}" 'BEGIN { printf "%.2f", a / b }')
+    PASS_TP=$(pf "$(awk -v r="$TP_RATIO" 'BEGIN { print (r >= 1.3) ? 1 : 0 }')")
+    PASS_LAT=$(pf "$(awk -v g="$ADD_GW" -v n="$ADD_NGINX" 'BEGIN { print (g <= n) ? 1 : 0 }')")
+    PASS_RSS=$(pf "$(awk -v k="${RSS_IDLE[gateway]}" 'BEGIN { print (k < 20 * 1024) ? 1 : 0 }')")
+fi
+ADD_RATIO=
+if [[ -n $ADD_GW ]]; then
+    ADD_RATIO=$(awk -v a="$ADD_GW" -v b="$ADD_NGINX" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else printf "–" }')
+fi
+
+row() { # metric direct nginx gateway gateway_log ratio target result
+    local c out="|"
+    for c in "$@"; do out+=" ${c:-–} |"; done
+    printf '%s\n' "$out"
+}
+
+table() {
+    echo "| metric | upstream direct | nginx | gateway | gateway + access log | gateway / nginx | target | result |"
+    echo "|---|---:|---:|---:|---:|---:|---|---|"
+    row "throughput, req/s (wrk -t1 -c$CONNECTIONS, ${DURATION} s)" \
+        "$(num %.0f "${TP_RPS[upstream]:-}")" "$(num %.0f "${TP_RPS[nginx]:-}")" \
+        "$(num %.0f "${TP_RPS[gateway]:-}")" "$(num %.0f "${TP_RPS[gateway_log]:-}")" \
+        "$(ratio "${TP_RPS[gateway]:-}" "${TP_RPS[nginx]:-}")" "≥ 1.3x nginx" "$PASS_TP"
+    row "server CPU per request, µs (user+sys)" \
+        "$(num %.1f "${TP_CPU[upstream]:-}")" "$(num %.1f "${TP_CPU[nginx]:-}")" \
+        "$(num %.1f "${TP_CPU[gateway]:-}")" "$(num %.1f "${TP_CPU[gateway_log]:-}")" \
+        "$(ratio "${TP_CPU[gateway]:-}" "${TP_CPU[nginx]:-}")" "" ""
+    row "implied req/s per full core (1e6 / CPU per request)" \
+        "$(per_core "${TP_CPU[upstream]:-}")" "$(per_core "${TP_CPU[nginx]:-}")" \
+        "$(per_core "${TP_CPU[gateway]:-}")" "$(per_core "${TP_CPU[gateway_log]:-}")" "" "" ""
+    row "server context switches per request" \
+        "$(num %.2f "${TP_CSW[upstream]:-}")" "$(num %.2f "${TP_CSW[nginx]:-}")" \
+        "$(num %.2f "${TP_CSW[gateway]:-}")" "$(num %.2f "${TP_CSW[gateway_log]:-}")" "" "" ""
+    row "upstream nginx CPU per request in the same run, µs" \
+        "" "$(num %.1f "${TP_UPCPU[nginx]:-}")" \
+        "$(num %.1f "${TP_UPCPU[gateway]:-}")" "$(num %.1f "${TP_UPCPU[gateway_log]:-}")" "" "" ""
+    row "connections the upstream accepted during the run" \
+        "${TP_UPCONN[upstream]:-}" "${TP_UPCONN[nginx]:-}" "${TP_UPCONN[gateway]:-}" "${TP_UPCONN[gateway_log]:-}" "" "" ""
+    row "other load on the servers' core during the throughput run, %" \
+        "${TP_OTHER[upstream]:-}" "${TP_OTHER[nginx]:-}" "${TP_OTHER[gateway]:-}" "${TP_OTHER[gateway_log]:-}" "" "≈ 0" ""
+    row "throughput run errors (non-2xx + socket)" \
+        "${TP_ERR[upstream]:-}" "${TP_ERR[nginx]:-}" "${TP_ERR[gateway]:-}" "${TP_ERR[gateway_log]:-}" "" "0" ""
+    row "fixed rate: achieved req/s (asked $RATE, -c$RATE_CONNECTIONS, ${LAT_DURATION} s)" \
+        "$(num %.0f "${FR_RPS[upstream]:-}")" "$(num %.0f "${FR_RPS[nginx]:-}")" \
+        "$(num %.0f "${FR_RPS[gateway]:-}")" "" "" "" ""
+    row "fixed rate: p50 latency, ms" \
+        "$(num %.3f "${FR_P50[upstream]:-}")" "$(num %.3f "${FR_P50[nginx]:-}")" \
+        "$(num %.3f "${FR_P50[gateway]:-}")" "" "" "" ""
+    row "fixed rate: p99 latency, ms" \
+        "$(num %.3f "${FR_P99[upstream]:-}")" "$(num %.3f "${FR_P99[nginx]:-}")" \
+        "$(num %.3f "${FR_P99[gateway]:-}")" "" "" "" ""
+    row "fixed rate: added median latency (p50 − direct p50), ms" \
+        "" "$(num %.3f "$ADD_NGINX")" "$(num %.3f "$ADD_GW")" "" \
+        "$ADD_RATIO" "≤ nginx" "$PASS_LAT"
+    row "other load on the servers' core during the fixed-rate run, %" \
+        "${FR_OTHER[upstream]:-}" "${FR_OTHER[nginx]:-}" "${FR_OTHER[gateway]:-}" "" "" "≈ 0" ""
+    row "fixed rate errors (non-2xx + socket)" \
+        "${FR_ERR[upstream]:-}" "${FR_ERR[nginx]:-}" "${FR_ERR[gateway]:-}" "" "" "0" ""
+    row "RSS idle after start, MiB (nginx: master + worker)" \
+        "$(mib "${RSS_IDLE[upstream]:-}")" "$(mib "${RSS_IDLE[nginx]:-}")" \
+        "$(mib "${RSS_IDLE[gateway]:-}")" "$(mib "${RSS_IDLE[gateway_log]:-}")" "" "gateway < 20 MiB" "$PASS_RSS"
+    row "RSS after the load runs, MiB" \
+        "$(mib "${RSS_LOADED[upstream]:-}")" "$(mib "${RSS_LOADED[nginx]:-}")" \
+        "$(mib "${RSS_LOADED[gateway]:-}")" "$(mib "${RSS_LOADED[gateway_log]:-}")" "" "" ""
+}
+
+facts() {
+    local model kernel nginx_v wrk_v gw_v rev
+    model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+    kernel=$(uname -sr)
+    nginx_v=$(nginx -v 2>&1 | sed 's/^nginx version: //')
+    wrk_v=$(wrk -v 2>&1 | awk 'NR == 1 { print $2 }')
+    gw_v=–
+    ((GATEWAY)) && gw_v=$("$GATEWAY_BIN" --version 2>/dev/null || echo '?')
+    rev=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo 'no commit')
+    [[ -n $(git -C "$REPO_DIR" status --porcelain 2>/dev/null | head -n 1) ]] && rev+=" (+ uncommitted changes)"
+    echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "- machine: $NPROC cores, ${model:-unknown CPU}, $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $kernel"
+    echo "- machine busy before the run: ${BUSY}% of all cores"
+    if ((${#REPEATS[@]} > 0)); then
+        echo "- runs repeated because other work took > ${MAX_OTHER}% of the servers' core: ${REPEATS[*]}"
+    fi
+    echo "- nginx $nginx_v, wrk $wrk_v, gateway: $gw_v, git $rev"
+    echo "- servers (upstream nginx, nginx proxy, gateway) pinned to core $SERVER_CPU, wrk to core $LOAD_CPU"
+    echo "- request: GET $BENCH_PATH, 1024-byte application/json body (bench/payload.json)"
+    echo "- both proxies add \`Authorization: Bearer $API_KEY\` upstream and keep upstream connections alive"
+}
+
+commands() {
+    local t
+    echo '```'
+    echo "# servers (core $SERVER_CPU); configs are bench/nginx/upstream.conf, bench/nginx/proxy.conf"
+    echo "# and bench/gateway.toml with their @...@ placeholders filled in"
+    for t in "${TARGETS[@]}"; do echo "${CMD[$t]}"; done
+    echo "# load (core $LOAD_CPU); warm-up runs of ${WARMUP}s without --latency precede each throughput run"
+    printf '%s\n' "${WRK_CMDS[@]}"
+    echo "# CPU affinity as measured: ${AFFINITY[*]}"
+    echo '```'
+}
+
+REPORT=$(
+    echo "## castari-gateway vs nginx: pass-through benchmark"
+    echo
+    facts
+    echo
+    table
+    echo
+    echo "CPU per request is utime+stime of the server process (nginx: its worker; gateway: all threads) over the measured wrk run, divided by the requests wrk completed. The upstream nginx shares the servers' core with the proxy under test, so proxy throughput is what is left of one core after the upstream's share (the row \"upstream nginx CPU per request\")."
+    echo
+    echo "### How it ran"
+    echo
+    echo "\`bash bench/run.sh\` with DURATION=$DURATION LAT_DURATION=$LAT_DURATION WARMUP=$WARMUP RATE=$RATE CONNECTIONS=$CONNECTIONS RATE_CONNECTIONS=$RATE_CONNECTIONS GATEWAY=$GATEWAY"
+    echo
+    commands
+)
+
+printf '%s\n' "$REPORT" >"$OUT_DIR/results.md"
+echo
+printf '%s\n' "$REPORT"
+echo
+log "written to $OUT_DIR/results.md (raw wrk output in $OUT_DIR/raw/)"
