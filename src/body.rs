@@ -56,10 +56,15 @@ impl Verdict {
 }
 
 /// A byte stream with an idle deadline and an optional size limit.
+///
+/// The idle timer is armed only when the inner stream has to wait: a body
+/// that is already buffered (most small JSON answers) never touches the
+/// timer wheel.
 pub struct Guarded<S> {
     inner: S,
     idle: Duration,
-    sleep: Pin<Box<Sleep>>,
+    last_progress: Instant,
+    sleep: Option<Pin<Box<Sleep>>>,
     limit: u64,
     seen: u64,
     verdict: Verdict,
@@ -72,7 +77,8 @@ impl<S> Guarded<S> {
         Self {
             inner,
             idle,
-            sleep: Box::pin(tokio::time::sleep(idle)),
+            last_progress: Instant::now(),
+            sleep: None,
             limit,
             seen: 0,
             verdict,
@@ -104,8 +110,7 @@ where
                 if this.seen > this.limit {
                     return this.fail(BodyError::TooLarge);
                 }
-                let deadline = Instant::now() + this.idle;
-                this.sleep.as_mut().reset(deadline);
+                this.last_progress = Instant::now();
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(_))) => this.fail(BodyError::Aborted),
@@ -114,7 +119,19 @@ where
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                if this.sleep.as_mut().poll(cx).is_ready() {
+                let deadline = this.last_progress + this.idle;
+                let sleep = match &mut this.sleep {
+                    Some(sleep) => {
+                        if sleep.deadline() != deadline {
+                            sleep.as_mut().reset(deadline);
+                        }
+                        sleep
+                    }
+                    None => this
+                        .sleep
+                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                };
+                if sleep.as_mut().poll(cx).is_ready() {
                     return this.fail(BodyError::Idle);
                 }
                 Poll::Pending

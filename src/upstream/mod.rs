@@ -134,16 +134,17 @@ impl UpstreamClient {
     }
 
     fn relay(&self, upstream: reqwest::Response, latency: Duration) -> Response {
-        let status = upstream.status();
-        let mut headers = upstream.headers().clone();
-        headers::strip_hop_by_hop(&mut headers);
+        let (mut parts, body) = http::Response::from(upstream).into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
         let idle = Duration::from_millis(self.config.download_idle_timeout_ms);
-        let body = Guarded::new(upstream.bytes_stream(), idle, u64::MAX, Verdict::default());
-        let mut response = Response::new(Body::from_stream(body));
-        *response.status_mut() = status;
-        *response.headers_mut() = headers;
-        response.extensions_mut().insert(UpstreamLatency(latency));
-        response
+        let body = Guarded::new(
+            http_body_util::BodyExt::into_data_stream(body),
+            idle,
+            u64::MAX,
+            Verdict::default(),
+        );
+        parts.extensions.insert(UpstreamLatency(latency));
+        Response::from_parts(parts, Body::from_stream(body))
     }
 
     fn timeout(&self, class: RouteClass) -> Duration {
