@@ -39,7 +39,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Prepares client request headers for the upstream: hop-by-hop headers,
-/// `Host` and every client credential are removed. The caller then sets the
+/// `Host`, `Expect` and every client credential are removed. The caller then sets the
 /// upstream `Authorization`.
 pub fn sanitize_request(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
@@ -47,6 +47,8 @@ pub fn sanitize_request(headers: &mut HeaderMap) {
     headers.remove(header::AUTHORIZATION);
     headers.remove(X_API_KEY);
     headers.remove(header::COOKIE);
+    // The gateway's own server already answered any `100-continue`.
+    headers.remove(header::EXPECT);
 }
 
 #[cfg(test)]
@@ -69,6 +71,7 @@ mod tests {
             ("authorization", "Bearer local"),
             ("x-api-key", "local"),
             ("cookie", "a=b"),
+            ("expect", "100-continue"),
             ("accept", "application/json"),
             ("content-type", "application/json"),
         ] {

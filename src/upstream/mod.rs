@@ -171,6 +171,12 @@ fn classify_send_error(
         Some(BodyError::Idle) => return GatewayError::RequestBodyTimeout,
         Some(BodyError::Aborted) | None => {}
     }
+    // The cause chain, never the URL: a query string may carry a capability.
+    let cause = std::error::Error::source(error).map(ToString::to_string);
+    tracing::debug!(
+        cause = cause.as_deref().unwrap_or("unknown"),
+        "upstream request failed"
+    );
     if error.is_timeout() {
         GatewayError::UpstreamTimeout
     } else if error.is_connect() {
