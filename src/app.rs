@@ -23,7 +23,7 @@ use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::error::{error_response, GatewayError};
-use crate::routes::{health, proxy};
+use crate::routes::{admin, health, proxy};
 use crate::state::AppState;
 use crate::telemetry::{access_log, MakeGatewayRequestId};
 use crate::upstream::headers::{X_API_KEY, X_REQUEST_ID};
@@ -39,6 +39,10 @@ pub fn build_app(state: AppState) -> Router {
         .route(
             "/metrics",
             get(health::metrics).fallback(method_not_allowed),
+        )
+        .route(
+            "/admin/queue",
+            get(admin::queue).fallback(method_not_allowed),
         )
         .fallback(dispatch)
         .layer(axum::middleware::from_fn_with_state(

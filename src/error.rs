@@ -46,6 +46,18 @@ pub enum GatewayError {
     /// The upstream connection failed after it was made (reset, bad response).
     #[error("Upstream request failed")]
     UpstreamFailed,
+    /// The shaper will not send the request: the upstream budget is spent
+    /// for longer than the lane may wait, or its queue is full.
+    #[error("Rate limit exceeded. Try again in {retry_after_secs} seconds.")]
+    RateLimited {
+        /// `Retry-After`, whole seconds, at least 1.
+        retry_after_secs: u64,
+        /// `queue_full`, `wait_too_long` or `timed_out`.
+        reason: &'static str,
+    },
+    /// Shutdown began before the request could be sent; it never left.
+    #[error("The gateway is shutting down; the request was not sent upstream. Retry shortly.")]
+    ShuttingDown,
     /// An unexpected failure inside the gateway. The client sees only
     /// "Internal error"; the cause goes to the log.
     #[error("Internal error")]
@@ -62,6 +74,8 @@ impl GatewayError {
             Self::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamUnreachable | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -76,6 +90,12 @@ impl GatewayError {
             Self::UpstreamUnreachable => "upstream_unreachable",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamFailed => "upstream_failed",
+            Self::RateLimited { reason, .. } => match *reason {
+                "queue_full" => "queue_full",
+                "timed_out" => "queue_timeout",
+                _ => "rate_limited",
+            },
+            Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal_error",
         }
     }
@@ -86,11 +106,12 @@ impl GatewayError {
             Self::NotFound
             | Self::BadRequest(_)
             | Self::PayloadTooLarge { .. }
-            | Self::RequestBodyTimeout => Origin::Client,
+            | Self::RequestBodyTimeout
+            | Self::RateLimited { .. } => Origin::Client,
             Self::UpstreamUnreachable | Self::UpstreamTimeout | Self::UpstreamFailed => {
                 Origin::Upstream
             }
-            Self::Internal => Origin::Gateway,
+            Self::Internal | Self::ShuttingDown => Origin::Gateway,
         }
     }
 }
@@ -111,9 +132,34 @@ pub fn error_response(status: StatusCode, code: &str, detail: &str) -> Response 
 #[derive(Clone, Copy, Debug)]
 pub struct ErrorCode(pub &'static str);
 
+impl From<crate::shaper::Refusal> for GatewayError {
+    fn from(refusal: crate::shaper::Refusal) -> Self {
+        use crate::shaper::Refusal;
+        let retry_after = match refusal {
+            Refusal::Draining => return Self::ShuttingDown,
+            Refusal::QueueFull { retry_after }
+            | Refusal::WaitTooLong { retry_after }
+            | Refusal::TimedOut { retry_after } => retry_after,
+        };
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        Self::RateLimited {
+            retry_after_secs: secs.max(1),
+            reason: refusal.reason(),
+        }
+    }
+}
+
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let mut response = error_response(self.status(), self.code(), &self.to_string());
+        if let Self::RateLimited {
+            retry_after_secs, ..
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
         response.extensions_mut().insert(ErrorCode(self.code()));
         response
     }
@@ -146,6 +192,31 @@ mod tests {
             ),
             (GatewayError::UpstreamTimeout, 504, "upstream_timeout"),
             (GatewayError::UpstreamFailed, 502, "upstream_failed"),
+            (
+                GatewayError::RateLimited {
+                    retry_after_secs: 3,
+                    reason: "wait_too_long",
+                },
+                429,
+                "rate_limited",
+            ),
+            (
+                GatewayError::RateLimited {
+                    retry_after_secs: 3,
+                    reason: "queue_full",
+                },
+                429,
+                "queue_full",
+            ),
+            (
+                GatewayError::RateLimited {
+                    retry_after_secs: 3,
+                    reason: "timed_out",
+                },
+                429,
+                "queue_timeout",
+            ),
+            (GatewayError::ShuttingDown, 503, "shutting_down"),
             (GatewayError::Internal, 500, "internal_error"),
         ];
         for (error, status, code) in table {
@@ -163,5 +234,22 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(json["detail"], "Upstream timed out");
         assert_eq!(json["code"], "upstream_timeout");
+    }
+
+    #[tokio::test]
+    async fn rate_limited_carries_retry_after_and_castari_detail() {
+        let response = GatewayError::RateLimited {
+            retry_after_secs: 7,
+            reason: "wait_too_long",
+        }
+        .into_response();
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            json["detail"],
+            "Rate limit exceeded. Try again in 7 seconds."
+        );
     }
 }

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod route;
 pub mod routes;
 pub mod server;
+pub mod shaper;
 pub mod state;
 pub mod telemetry;
 pub mod types;
@@ -46,7 +47,8 @@ pub async fn run(
         .map_err(StartupError::Serve)
 }
 
-/// Builds the shared state from a validated config.
+/// Builds the shared state from a validated config. Call it inside a Tokio
+/// runtime: the shaper's dispatchers run on it.
 ///
 /// # Errors
 /// The config carries no upstream key, or the client cannot be built.

@@ -49,6 +49,7 @@ pub struct Metrics {
     in_flight: Gauge,
     connections_open: Gauge,
     connections_rejected: Counter,
+    shaper: crate::shaper::ShaperMetrics,
 }
 
 impl Default for Metrics {
@@ -93,8 +94,10 @@ impl Metrics {
             "Client connections closed at once because server.max_connections was reached",
             connections_rejected.clone(),
         );
+        let shaper = crate::shaper::ShaperMetrics::register(&mut registry);
         Self {
             registry,
+            shaper,
             requests,
             upstream_latency,
             in_flight,
@@ -128,6 +131,11 @@ impl Metrics {
     /// Counts a connection refused at the connection cap.
     pub fn connection_rejected(&self) {
         self.connections_rejected.inc();
+    }
+
+    /// The shaper's metric handles.
+    pub fn shaper(&self) -> &crate::shaper::ShaperMetrics {
+        &self.shaper
     }
 
     /// Renders the Prometheus text exposition format.

@@ -5,7 +5,8 @@
 //! fires; this loop does it by hand. A connection over the cap is closed at
 //! once rather than left waiting in the backlog. On shutdown the listener is
 //! dropped, idle keep-alive connections are closed, and in-flight requests get
-//! `server.shutdown_grace_ms` to finish.
+//! `server.shutdown_grace_ms` to finish; requests queued for the upstream
+//! budget keep being dispatched until shortly before that, then get 503.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,6 +27,11 @@ use crate::state::AppState;
 /// proxy can tell whether an absolute-form target names this gateway.
 #[derive(Clone, Copy, Debug)]
 pub struct LocalAddr(pub std::net::SocketAddr);
+
+/// The client's address, set on every request: the fairness identity of a
+/// client without a key, and the loopback check of `/admin/*`.
+#[derive(Clone, Copy, Debug)]
+pub struct RemoteAddr(pub std::net::SocketAddr);
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains.
 ///
@@ -53,7 +59,7 @@ pub async fn serve(
     tokio::pin!(shutdown);
 
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
@@ -76,6 +82,7 @@ pub async fn serve(
         let service = TowerToHyperService::new(app.clone().map_request(
             move |mut request: http::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(LocalAddr(local));
+                request.extensions_mut().insert(RemoteAddr(peer));
                 request
             },
         ));
@@ -96,6 +103,13 @@ pub async fn serve(
 
     drop(listener);
     let grace = Duration::from_millis(server.shutdown_grace_ms);
+    if let Some(shaper) = &state.shaper {
+        // Queued requests keep leaving as the budget allows; what is still
+        // queued shortly before the grace ends gets a 503, with time left
+        // to write it.
+        let answer_time = (grace / 4).min(Duration::from_secs(1));
+        shaper.drain(std::time::Instant::now() + grace - answer_time);
+    }
     tracing::info!(
         grace_ms = server.shutdown_grace_ms,
         "shutting down: draining connections"

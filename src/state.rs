@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::shaper::Shaper;
 use crate::upstream::UpstreamClient;
 
 /// Cheap to clone: one `Arc`.
@@ -25,16 +26,25 @@ pub struct Inner {
     pub metrics: Metrics,
     /// When the upstream last answered.
     pub readiness: Readiness,
+    /// The rate shaper, unless `shaper.enabled` is false.
+    pub shaper: Option<Shaper>,
 }
 
 impl AppState {
-    /// Wraps the parts.
+    /// Wraps the parts. With shaping on, this must run inside a Tokio
+    /// runtime (the shaper's dispatchers are spawned on it).
     pub fn new(config: Config, upstream: UpstreamClient) -> Self {
+        let metrics = Metrics::new();
+        let shaper = config
+            .shaper
+            .enabled
+            .then(|| Shaper::new(&config.shaper, metrics.shaper().clone()));
         Self(Arc::new(Inner {
             config,
             upstream,
-            metrics: Metrics::new(),
+            metrics,
             readiness: Readiness::new(),
+            shaper,
         }))
     }
 }

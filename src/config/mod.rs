@@ -11,6 +11,7 @@
 //! are errors. Every error names the field it is about, on one line.
 
 pub mod server;
+pub mod shaper;
 pub mod telemetry;
 pub mod upstream;
 
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use server::ServerConfig;
+pub use shaper::ShaperConfig;
 pub use telemetry::{LogFormat, TelemetryConfig};
 pub use upstream::UpstreamConfig;
 
@@ -45,6 +47,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// `[telemetry]`: logs.
     pub telemetry: TelemetryConfig,
+    /// `[shaper]`: upstream budgets and the queue.
+    pub shaper: ShaperConfig,
     /// The upstream API key, resolved from `CASTARI_API_KEY` or
     /// `upstream.api_key_file`. Never read from the TOML text itself.
     #[serde(skip)]
@@ -201,6 +205,11 @@ impl Config {
             "upstream.download_idle_timeout_ms",
             u.download_idle_timeout_ms,
         )?;
+        let sh = &self.shaper;
+        positive("shaper.crud_queue_depth", sh.crud_queue_depth as u64)?;
+        positive("shaper.invoke_queue_depth", sh.invoke_queue_depth as u64)?;
+        positive("shaper.crud_max_wait_ms", sh.crud_max_wait_ms)?;
+        positive("shaper.invoke_max_wait_ms", sh.invoke_max_wait_ms)?;
         if self.upstream_key.is_none() {
             return Err(ConfigError::new(
                 "upstream.api_key_file",

@@ -6,7 +6,12 @@
 //! | `GET /healthz` | [`health::healthz`]: the process is alive |
 //! | `GET /readyz` | [`health::readyz`]: config loaded, upstream reachable recently |
 //! | `GET /metrics` | [`health::metrics`]: Prometheus text |
+//! | `GET /admin/queue` | [`admin::queue`]: the shaper's queues, loopback clients only |
 //! | anything else | 404, Castari-shaped |
 
+pub mod admin;
 pub mod health;
 pub mod proxy;
+mod shaped;
+
+pub use shaped::QUEUE_WAIT_HEADER;

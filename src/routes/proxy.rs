@@ -5,6 +5,10 @@
 //! separators), the SDK 0.4 stop rewrite, and a declared `Content-Length`
 //! over the limit (413 before anything is sent upstream). Everything else is
 //! the upstream's to judge: its answers, errors included, are relayed as-is.
+//!
+//! With shaping on (the default), the request then goes through
+//! [`super::shaped`]: it waits for the upstream budget, and every answer
+//! carries the gateway's `X-RateLimit-*` view instead of the upstream's.
 
 use std::time::Duration;
 
@@ -12,9 +16,11 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{header, request::Parts, Version};
 
+use super::shaped;
 use crate::error::GatewayError;
 use crate::route::RouteClass;
 use crate::server::LocalAddr;
+use crate::shaper::Lane;
 use crate::state::AppState;
 use crate::upstream::path::ApiPath;
 use crate::upstream::{BodyLimits, Outbound};
@@ -37,6 +43,9 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
             error.into_response()
         }
     };
+    if let (Some(shaper), false) = (&state.shaper, class == RouteClass::Local) {
+        shaped::stamp_view(shaper, Lane::of(class), &mut response);
+    }
     response.extensions_mut().insert(class);
     response
 }
@@ -64,6 +73,9 @@ async fn forward(
         return Err(GatewayError::PayloadTooLarge {
             limit: limits.max_bytes,
         });
+    }
+    if let Some(shaper) = &state.shaper {
+        return shaped::forward(state, shaper, parts, body, &path, class, limits).await;
     }
     let url = path.to_upstream_url(state.upstream.base(), parts.uri.query());
     let outbound = Outbound {

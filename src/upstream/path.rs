@@ -49,6 +49,14 @@ impl ApiPath {
         &self.segments
     }
 
+    /// The agent slug of an `/agents/{slug}/...` route (still encoded).
+    pub fn agent(&self) -> Option<&str> {
+        match self.segments.as_slice() {
+            [first, slug, ..] if first == "agents" && !slug.is_empty() => Some(slug),
+            _ => None,
+        }
+    }
+
     /// Rewrites the SDK 0.4 stop form `DELETE /api/v1/{slug}/sandbox` to the
     /// documented `DELETE /api/v1/agents/{slug}/sandbox`. A slug equal to a
     /// known top-level resource stays as sent (it is ambiguous).

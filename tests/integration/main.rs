@@ -15,5 +15,6 @@ mod hostile;
 mod ops;
 mod proxy;
 mod routes;
+mod shaping;
 mod streaming;
 mod support;

@@ -170,9 +170,9 @@ async fn upstream_errors_reach_the_client_untouched() {
 }
 
 #[tokio::test]
-async fn upstream_429_headers_are_relayed() {
+async fn with_shaping_off_upstream_429s_are_relayed() {
     let sim = sim_with(|c| c.crud_limit = "2/60s".parse().unwrap()).await;
-    let gw = TestGateway::start(&sim.url()).await;
+    let gw = TestGateway::start_with(&sim.url(), |c| c.shaper.enabled = false).await;
     let mut last = None;
     for _ in 0..3 {
         last = Some(client().get(gw.url("/api/v1/agents")).send().await.unwrap());

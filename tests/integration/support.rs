@@ -58,6 +58,9 @@ impl TestGateway {
         config.upstream.url = url::Url::parse(upstream).unwrap();
         config.upstream_key = Some(Secret::new(UPSTREAM_KEY.to_string()));
         config.telemetry.access_log = false;
+        // Like the simulator's: high enough that only shaping tests queue.
+        config.shaper.crud_limit = "10000/60s".parse().unwrap();
+        config.shaper.invoke_limit = "10000/60s".parse().unwrap();
         tweak(&mut config);
         let config = config.validate().unwrap();
         let listener = tokio::net::TcpListener::bind(config.server.listen)
@@ -178,4 +181,33 @@ pub async fn create_agent(gw: &TestGateway, name: &str) -> String {
     );
     let agent: Value = response.json().await.unwrap();
     agent["slug"].as_str().unwrap().to_string()
+}
+
+/// `GET url`, the body as JSON.
+pub async fn get_json(url: &str) -> Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// `GET url`, the body as text (e.g. `/metrics`).
+pub async fn get_text(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// `GET url`, the status only.
+pub async fn get_status(url: &str) -> u16 {
+    client().get(url).send().await.unwrap().status().as_u16()
 }

@@ -1,0 +1,62 @@
+//! `[shaper]`: the upstream budgets and the queue that waits for them.
+
+use castari_sim::RateLimit;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Castari's documented CRUD budget per account.
+pub const DEFAULT_CRUD_LIMIT: RateLimit = RateLimit {
+    max: 100,
+    window: Duration::from_secs(60),
+};
+/// Castari's documented invocation budget per account.
+pub const DEFAULT_INVOKE_LIMIT: RateLimit = RateLimit {
+    max: 10,
+    window: Duration::from_secs(60),
+};
+
+/// Rate shaping settings.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShaperConfig {
+    /// Shape traffic at all. Off only for an upstream without limits.
+    pub enabled: bool,
+    /// Requests of any kind per window (`100/60s`, `5/1500ms`, `10/1m`).
+    pub crud_limit: RateLimit,
+    /// Invocations per window.
+    pub invoke_limit: RateLimit,
+    /// An invocation also spends the CRUD budget. The upstream does not say
+    /// whether it does, so the safe default is yes.
+    pub invoke_counts_as_crud: bool,
+    /// Added to every window: a request leaves the gateway a little before it
+    /// reaches the upstream, and the upstream counts arrivals.
+    pub safety_margin_ms: u64,
+    /// Most CRUD requests waiting at once; beyond it, 429 at once.
+    pub crud_queue_depth: usize,
+    /// Longest a CRUD request may wait for the budget.
+    pub crud_max_wait_ms: u64,
+    /// Most invocations waiting at once.
+    pub invoke_queue_depth: usize,
+    /// Longest an invocation may wait for the budget.
+    pub invoke_max_wait_ms: u64,
+    /// Bodies up to this size are held in memory, so that a request the
+    /// upstream refuses with 429 can be sent again without the client seeing it.
+    pub replay_max_bytes: u64,
+}
+
+impl Default for ShaperConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            crud_limit: DEFAULT_CRUD_LIMIT,
+            invoke_limit: DEFAULT_INVOKE_LIMIT,
+            invoke_counts_as_crud: true,
+            safety_margin_ms: 500,
+            crud_queue_depth: 1000,
+            crud_max_wait_ms: 10_000,
+            invoke_queue_depth: 1000,
+            invoke_max_wait_ms: 300_000,
+            replay_max_bytes: 1 << 20,
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The shaped path: hold a replayable body, keep the turns of a session in
+//! order, wait for the upstream budget, send, and absorb an upstream 429.
+//!
+//! Bodies up to `shaper.replay_max_bytes` (and every invocation body) are
+//! read before queueing, so a request the upstream refuses with 429, which
+//! means "not executed", can be sent again from the head of the queue
+//! without the client seeing it. Larger bodies stream as before; if the
+//! upstream refuses one of those with 429, the 429 reaches the client (with
+//! the gateway's `X-RateLimit-*` view), since its bytes are gone.
+//!
+//! An invocation is sent from a task of its own: once it has left, a client
+//! that hangs up does not abort it (the run goes on upstream and is billed
+//! either way), and the session's next turn waits for its answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{header, request::Parts, HeaderValue};
+
+use crate::body::{BodyError, Guarded, Verdict};
+use crate::error::GatewayError;
+use crate::route::RouteClass;
+use crate::server::RemoteAddr;
+use crate::shaper::sessions::Turn;
+use crate::shaper::{Lane, Shaper, Ticket};
+use crate::state::AppState;
+use crate::upstream::headers::X_API_KEY;
+use crate::upstream::path::ApiPath;
+use crate::upstream::{BodyLimits, Outbound};
+
+/// Header on responses that waited for the budget: milliseconds waited.
+pub const QUEUE_WAIT_HEADER: &str = "x-gateway-queue-wait-ms";
+
+/// Sends one request through the shaper.
+pub(super) async fn forward(
+    state: &AppState,
+    shaper: &Shaper,
+    parts: Parts,
+    body: Body,
+    path: &ApiPath,
+    class: RouteClass,
+    limits: BodyLimits,
+) -> Result<Response, GatewayError> {
+    let lane = Lane::of(class);
+    let replay_max = state.config.shaper.replay_max_bytes;
+    let mut body = read_replayable(body, lane, replay_max, limits).await?;
+    let agent: Option<Arc<str>> = path.agent().map(Arc::from);
+    let mut turn = match (&body, &agent) {
+        (Prepared::Bytes(bytes), Some(agent)) if lane == Lane::Invoke => match session_id(bytes) {
+            Some(session) => Some(shaper.sessions().turn(agent, &session).await),
+            None => None,
+        },
+        _ => None,
+    };
+    let url = path.to_upstream_url(state.upstream.base(), parts.uri.query());
+    let mut ticket = Ticket {
+        lane,
+        client: client_id(shaper, &parts),
+        agent,
+        retry: false,
+        arrived: std::time::Instant::now(),
+    };
+    let mut waited = Duration::ZERO;
+    let mut queued = false;
+    loop {
+        let admitted = shaper.admit(ticket.clone()).await?;
+        waited += admitted.waited;
+        queued |= admitted.queued;
+        let outbound = Outbound {
+            method: parts.method.clone(),
+            url: url.clone(),
+            headers: parts.headers.clone(),
+            body: body.take(),
+            class,
+        };
+        let (response, returned) = send(state, outbound, limits, lane, turn.take()).await?;
+        turn = returned;
+        let limited = shaper.observe(lane, response.status(), response.headers());
+        if limited && body.replayable() {
+            ticket.retry = true;
+            continue;
+        }
+        let mut response = match turn {
+            Some(turn) => hold_until_done(response, turn),
+            None => response,
+        };
+        if queued {
+            response.headers_mut().insert(
+                QUEUE_WAIT_HEADER,
+                HeaderValue::from(waited.as_millis() as u64),
+            );
+        }
+        return Ok(response);
+    }
+}
+
+/// A request body: in memory (replayable) or still streaming.
+enum Prepared {
+    Bytes(Bytes),
+    Stream(Option<Body>),
+}
+
+impl Prepared {
+    fn replayable(&self) -> bool {
+        matches!(self, Self::Bytes(_))
+    }
+
+    /// The body for one attempt.
+    fn take(&mut self) -> Body {
+        match self {
+            Self::Bytes(bytes) => Body::from(bytes.clone()),
+            Self::Stream(body) => body.take().unwrap_or_else(Body::empty),
+        }
+    }
+}
+
+/// Reads the body into memory when it is small enough to replay. An
+/// invocation is always read (its `session_id` decides its place in line),
+/// up to `replay_max` bytes.
+async fn read_replayable(
+    body: Body,
+    lane: Lane,
+    replay_max: u64,
+    limits: BodyLimits,
+) -> Result<Prepared, GatewayError> {
+    let hint = axum::body::HttpBody::size_hint(&body);
+    let small = hint.upper().is_some_and(|upper| upper <= replay_max);
+    if !small && lane != Lane::Invoke {
+        return Ok(Prepared::Stream(Some(body)));
+    }
+    let limit = replay_max.min(limits.max_bytes);
+    let verdict = Verdict::default();
+    let mut stream = Guarded::new(body.into_data_stream(), limits.idle, limit, verdict);
+    let mut buf = Vec::with_capacity(usize::try_from(hint.lower()).unwrap_or(0).min(1 << 20));
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) => buf.extend_from_slice(&chunk),
+            Err(BodyError::TooLarge) => return Err(GatewayError::PayloadTooLarge { limit }),
+            Err(BodyError::Idle) => return Err(GatewayError::RequestBodyTimeout),
+            Err(BodyError::Aborted) => {
+                return Err(GatewayError::BadRequest("Request body ended early"))
+            }
+        }
+    }
+    Ok(Prepared::Bytes(Bytes::from(buf)))
+}
+
+/// The `session_id` of an invocation body, if it names one.
+fn session_id(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Invoke {
+        session_id: Option<String>,
+    }
+    serde_json::from_slice::<Invoke>(body)
+        .ok()?
+        .session_id
+        .filter(|s| !s.is_empty())
+}
+
+/// Who a request is for fairness: its local credential's fingerprint, else
+/// its peer address.
+fn client_id(shaper: &Shaper, parts: &Parts) -> Arc<str> {
+    let credential = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .or_else(|| parts.headers.get(X_API_KEY));
+    if let Some(credential) = credential {
+        return Arc::from(shaper.fingerprint(credential.as_bytes()));
+    }
+    match parts.extensions.get::<RemoteAddr>() {
+        Some(RemoteAddr(peer)) => Arc::from(format!("ip:{}", peer.ip())),
+        None => Arc::from("anonymous"),
+    }
+}
+
+/// Sends one attempt. Invocations go from a task of their own, which owns
+/// the session turn until the upstream answers.
+async fn send(
+    state: &AppState,
+    outbound: Outbound,
+    limits: BodyLimits,
+    lane: Lane,
+    turn: Option<Turn>,
+) -> Result<(Response, Option<Turn>), GatewayError> {
+    if lane != Lane::Invoke {
+        let response = state.upstream.forward(outbound, limits).await?;
+        return Ok((response, turn));
+    }
+    let task_state = state.clone();
+    let task = tokio::spawn(async move {
+        let result = task_state.upstream.forward(outbound, limits).await;
+        (result, turn)
+    });
+    match task.await {
+        Ok((Ok(response), turn)) => Ok((response, turn)),
+        Ok((Err(error), _turn)) => Err(error),
+        Err(join_error) => {
+            tracing::error!(%join_error, "invocation task failed");
+            Err(GatewayError::Internal)
+        }
+    }
+}
+
+/// Keeps `turn` until the response body is finished or dropped, so the
+/// session's next turn (a streamed one included) waits for this one.
+fn hold_until_done(response: Response, turn: Turn) -> Response {
+    let (parts, body) = response.into_parts();
+    let stream = body.into_data_stream().map(move |chunk| {
+        let _held = &turn;
+        chunk
+    });
+    Response::from_parts(parts, Body::from_stream(stream))
+}
+
+/// Replaces any upstream `X-RateLimit-*` with the gateway's view of `lane`:
+/// one source per response, never a mix.
+pub(super) fn stamp_view(shaper: &Shaper, lane: Lane, response: &mut Response) {
+    let view = shaper.view(lane);
+    let headers = response.headers_mut();
+    headers.insert("x-ratelimit-limit", HeaderValue::from(view.limit));
+    headers.insert("x-ratelimit-remaining", HeaderValue::from(view.remaining));
+    headers.insert("x-ratelimit-reset", HeaderValue::from(view.reset_unix));
+}

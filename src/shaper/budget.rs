@@ -1,0 +1,223 @@
+//! One upstream budget: at most `max` sends in any window, exactly.
+//!
+//! A token bucket (governor's GCRA included) with a burst of `max` lets
+//! nearly `2 * max` requests through one window: a full burst at its end and
+//! the refill right after. The upstream counts arrivals in fixed or sliding
+//! windows, so the gateway keeps the one model that is never wrong for
+//! either: a log of the last `max` send times. A send is allowed when fewer
+//! than `max` sends happened in the last `window + margin`; the margin covers
+//! the time from leaving the gateway to arriving upstream. Any window of the
+//! upstream's length then holds at most `max` arrivals, whichever way the
+//! upstream counts.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// The send log of one budget.
+#[derive(Debug)]
+pub struct Budget {
+    max: usize,
+    /// Window plus safety margin.
+    span: Duration,
+    /// Send times (some may be placeholders for sends the upstream saw from
+    /// elsewhere), ascending, all within the last `span`.
+    sends: VecDeque<Instant>,
+    /// No sends before this instant (the upstream answered 429).
+    paused_until: Option<Instant>,
+}
+
+impl Budget {
+    /// A budget of `max` sends per `window`, each send counting for
+    /// `window + margin`.
+    pub fn new(max: u32, window: Duration, margin: Duration) -> Self {
+        Self {
+            max: max.max(1) as usize,
+            span: window + margin,
+            sends: VecDeque::with_capacity(max as usize),
+            paused_until: None,
+        }
+    }
+
+    /// The configured count per window.
+    pub fn max(&self) -> u32 {
+        self.max as u32
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while self
+            .sends
+            .front()
+            .is_some_and(|sent| *sent + self.span <= now)
+        {
+            self.sends.pop_front();
+        }
+        if self.paused_until.is_some_and(|until| until <= now) {
+            self.paused_until = None;
+        }
+    }
+
+    /// Sends still allowed right now.
+    pub fn remaining(&mut self, now: Instant) -> u32 {
+        self.expire(now);
+        if self.paused_until.is_some() {
+            return 0;
+        }
+        (self.max - self.sends.len()) as u32
+    }
+
+    /// When the `k`-th send from now (0 = the next one) may leave, if nothing
+    /// else changes. Sends repeat with period `span`: the slot freed by the
+    /// `i`-th oldest send comes back `span` after it.
+    pub fn nth_free_at(&mut self, k: usize, now: Instant) -> Instant {
+        self.expire(now);
+        let used = self.sends.len();
+        let free_now = self.max - used;
+        let at = if k < free_now {
+            now
+        } else {
+            let m = k - free_now;
+            let base = self.sends.get(m % self.max).copied().unwrap_or(now);
+            let cycles = u32::try_from(m / self.max + 1).unwrap_or(u32::MAX);
+            base + self.span.saturating_mul(cycles)
+        };
+        match self.paused_until {
+            Some(until) if until > at => until,
+            _ => at,
+        }
+    }
+
+    /// Records a send at `now`; the caller checked `remaining` first.
+    pub fn record(&mut self, now: Instant) {
+        self.expire(now);
+        if self.sends.len() == self.max {
+            self.sends.pop_front();
+        }
+        self.sends.push_back(now);
+    }
+
+    /// Takes back the send recorded at `at` (it never left: its waiter was
+    /// gone). The exact entry goes, not the newest: dropping a later one
+    /// would free its slot too early.
+    pub fn unrecord(&mut self, at: Instant) {
+        if let Some(i) = self.sends.iter().rposition(|sent| *sent == at) {
+            self.sends.remove(i);
+        }
+    }
+
+    /// No sends before `until` (the upstream said 429).
+    pub fn pause_until(&mut self, until: Instant) {
+        if self.paused_until.is_none_or(|current| current < until) {
+            self.paused_until = Some(until);
+        }
+    }
+
+    /// The upstream says only `upstream_remaining` sends are left, fewer than
+    /// the log thinks: someone else spends the same account. The difference
+    /// is filled with sends dated now, the conservative reading.
+    pub fn follow_upstream(&mut self, upstream_remaining: u32, now: Instant) -> u32 {
+        self.expire(now);
+        let ours = (self.max - self.sends.len()) as u32;
+        let missing = ours.saturating_sub(upstream_remaining);
+        for _ in 0..missing {
+            self.sends.push_back(now);
+        }
+        missing
+    }
+
+    /// When the oldest send in the log stops counting (now if none), or the
+    /// end of a pause if later.
+    pub fn oldest_expiry(&mut self, now: Instant) -> Instant {
+        self.expire(now);
+        let at = self.sends.front().map_or(now, |sent| *sent + self.span);
+        match self.paused_until {
+            Some(until) if until > at => until,
+            _ => at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: Duration = Duration::from_secs(10);
+
+    fn budget(max: u32) -> Budget {
+        Budget::new(max, W, Duration::ZERO)
+    }
+
+    #[test]
+    fn never_more_than_max_in_any_window() {
+        let mut b = budget(3);
+        let t0 = Instant::now();
+        let mut sent = Vec::new();
+        let mut now = t0;
+        // Try to send every 100 ms for a minute; keep only allowed sends.
+        for _ in 0..600 {
+            if b.remaining(now) > 0 {
+                b.record(now);
+                sent.push(now);
+            }
+            now += Duration::from_millis(100);
+        }
+        for (i, start) in sent.iter().enumerate() {
+            let in_window = sent[i..].iter().filter(|t| **t < *start + W).count();
+            assert!(in_window <= 3, "{in_window} sends in one window");
+        }
+        // And the budget was used: 3 per 10 s over 60 s.
+        assert_eq!(sent.len(), 18);
+    }
+
+    #[test]
+    fn predicts_the_kth_free_slot() {
+        let mut b = budget(2);
+        let t0 = Instant::now();
+        assert_eq!(b.nth_free_at(0, t0), t0);
+        assert_eq!(b.nth_free_at(1, t0), t0);
+        assert_eq!(b.nth_free_at(2, t0), t0 + W);
+        b.record(t0);
+        let t1 = t0 + Duration::from_secs(1);
+        b.record(t1);
+        assert_eq!(b.remaining(t1), 0);
+        assert_eq!(b.nth_free_at(0, t1), t0 + W);
+        assert_eq!(b.nth_free_at(1, t1), t1 + W);
+        assert_eq!(b.nth_free_at(2, t1), t0 + W * 2);
+        assert_eq!(b.nth_free_at(5, t1), t1 + W * 3);
+    }
+
+    #[test]
+    fn a_pause_holds_every_slot() {
+        let mut b = budget(5);
+        let t0 = Instant::now();
+        b.pause_until(t0 + Duration::from_secs(3));
+        assert_eq!(b.remaining(t0), 0);
+        assert_eq!(b.nth_free_at(0, t0), t0 + Duration::from_secs(3));
+        assert_eq!(b.remaining(t0 + Duration::from_secs(3)), 5);
+    }
+
+    #[test]
+    fn follows_a_lower_upstream_count() {
+        let mut b = budget(5);
+        let t0 = Instant::now();
+        b.record(t0);
+        assert_eq!(b.follow_upstream(1, t0), 3);
+        assert_eq!(b.remaining(t0), 1);
+        // A higher upstream count never gives slots back.
+        assert_eq!(b.follow_upstream(4, t0), 0);
+        assert_eq!(b.remaining(t0), 1);
+        assert_eq!(b.remaining(t0 + W), 5);
+    }
+
+    #[test]
+    fn unrecord_returns_that_exact_slot() {
+        let mut b = budget(1);
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(1);
+        b.record(t0);
+        assert_eq!(b.remaining(t1), 0);
+        b.unrecord(t1);
+        assert_eq!(b.remaining(t1), 0, "only the exact send is taken back");
+        b.unrecord(t0);
+        assert_eq!(b.remaining(t1), 1);
+    }
+}
