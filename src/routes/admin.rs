@@ -40,3 +40,26 @@ fn deny_non_loopback(request: &Request) -> Option<Response> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(addr: &str) -> Request {
+        let mut request = Request::new(axum::body::Body::empty());
+        request
+            .extensions_mut()
+            .insert(RemoteAddr(addr.parse().unwrap()));
+        request
+    }
+
+    #[test]
+    fn only_loopback_peers_pass() {
+        assert!(deny_non_loopback(&from("127.0.0.1:5000")).is_none());
+        assert!(deny_non_loopback(&from("[::1]:5000")).is_none());
+        let denied = deny_non_loopback(&from("10.0.0.7:5000")).unwrap();
+        assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+        let unknown = deny_non_loopback(&Request::new(axum::body::Body::empty())).unwrap();
+        assert_eq!(unknown.status(), StatusCode::FORBIDDEN);
+    }
+}

@@ -7,7 +7,7 @@
 //! the upstream's to judge: its answers, errors included, are relayed as-is.
 //!
 //! With shaping on (the default), the request then goes through
-//! [`super::shaped`]: it waits for the upstream budget, and every answer
+//! the shaped path (`routes/shaped.rs`): it waits for the upstream budget, and every answer
 //! carries the gateway's `X-RateLimit-*` view instead of the upstream's.
 
 use std::time::Duration;

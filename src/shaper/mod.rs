@@ -481,6 +481,11 @@ impl Shaper {
         }
     }
 
+    /// Requests waiting in `lane` now.
+    pub fn depth(&self, lane: Lane) -> usize {
+        self.lock().queues[lane.index()].len()
+    }
+
     /// What `/admin/queue` shows.
     pub fn snapshot(&self) -> Snapshot {
         let now = Instant::now();
