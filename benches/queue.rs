@@ -17,9 +17,8 @@ use std::alloc::System;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use castari_gateway::config::ShaperConfig;
+use castari_gateway::config::{Rate, ShaperConfig};
 use castari_gateway::shaper::{Lane, Shaper, ShaperMetrics, Ticket};
-use castari_sim::RateLimit;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tokio::sync::{mpsc, oneshot};
 
@@ -80,7 +79,7 @@ fn ticket(clients: &[Arc<str>], i: usize) -> Ticket {
 
 async fn shaper_run(clients: usize) -> Figures {
     let config = ShaperConfig {
-        crud_limit: RateLimit::new(QUEUED as u32, WINDOW),
+        crud_limit: Rate::new(QUEUED as u32, WINDOW),
         safety_margin_ms: 0,
         crud_queue_depth: QUEUED * 2,
         crud_max_wait_ms: 60_000,

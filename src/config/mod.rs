@@ -10,6 +10,7 @@
 //! Precedence is therefore flag > environment > file > default. Unknown keys
 //! are errors. Every error names the field it is about, on one line.
 
+pub mod rate;
 pub mod server;
 pub mod shaper;
 pub mod telemetry;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use rate::Rate;
 pub use server::ServerConfig;
 pub use shaper::ShaperConfig;
 pub use telemetry::{LogFormat, TelemetryConfig};

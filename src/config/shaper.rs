@@ -1,16 +1,18 @@
 //! `[shaper]`: the upstream budgets and the queue that waits for them.
 
-use castari_sim::RateLimit;
-use serde::Deserialize;
 use std::time::Duration;
 
+use serde::Deserialize;
+
+use super::rate::Rate;
+
 /// Castari's documented CRUD budget per account.
-pub const DEFAULT_CRUD_LIMIT: RateLimit = RateLimit {
+pub const DEFAULT_CRUD_LIMIT: Rate = Rate {
     max: 100,
     window: Duration::from_secs(60),
 };
 /// Castari's documented invocation budget per account.
-pub const DEFAULT_INVOKE_LIMIT: RateLimit = RateLimit {
+pub const DEFAULT_INVOKE_LIMIT: Rate = Rate {
     max: 10,
     window: Duration::from_secs(60),
 };
@@ -22,9 +24,9 @@ pub struct ShaperConfig {
     /// Shape traffic at all. Off only for an upstream without limits.
     pub enabled: bool,
     /// Requests of any kind per window (`100/60s`, `5/1500ms`, `10/1m`).
-    pub crud_limit: RateLimit,
+    pub crud_limit: Rate,
     /// Invocations per window.
-    pub invoke_limit: RateLimit,
+    pub invoke_limit: Rate,
     /// An invocation also spends the CRUD budget. The upstream does not say
     /// whether it does, so the safe default is yes.
     pub invoke_counts_as_crud: bool,

@@ -168,3 +168,23 @@ fn bad_values_name_their_field() {
     .unwrap_err();
     assert_eq!(err.field, ENV_LISTEN);
 }
+
+#[test]
+fn a_bad_rate_names_its_field_on_one_line() {
+    let err = Config::from_toml("[shaper]\ncrud_limit = \"fast\"\n").unwrap_err();
+    assert_eq!(err.field, "shaper.crud_limit");
+    assert!(err.message.contains("N/WINDOW"), "{err}");
+    assert!(!err.to_string().contains('\n'));
+    let zero = Config {
+        upstream_key: Some(Secret::new("k".to_string())),
+        shaper: ShaperConfig {
+            crud_max_wait_ms: 0,
+            ..ShaperConfig::default()
+        },
+        ..Config::default()
+    };
+    assert_eq!(
+        zero.validate().unwrap_err().field,
+        "shaper.crud_max_wait_ms"
+    );
+}

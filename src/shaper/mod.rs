@@ -660,7 +660,7 @@ fn unix_seconds_ceil(at: Instant, now: Instant) -> u64 {
     unix.as_secs() + u64::from(unix.subsec_nanos() > 0)
 }
 
-fn lane_limit(config: &ShaperConfig, lane: Lane) -> castari_sim::RateLimit {
+fn lane_limit(config: &ShaperConfig, lane: Lane) -> crate::config::Rate {
     match lane {
         Lane::Crud => config.crud_limit,
         Lane::Invoke => config.invoke_limit,
