@@ -52,8 +52,9 @@ pub enum GatewayError {
     RateLimited {
         /// `Retry-After`, whole seconds, at least 1.
         retry_after_secs: u64,
-        /// `queue_full`, `wait_too_long` or `timed_out`.
-        reason: &'static str,
+        /// `rate_limited`, `queue_full` or `queue_timeout`, set from the
+        /// shaper's refusal by the `From` impl below.
+        code: &'static str,
     },
     /// Shutdown began before the request could be sent; it never left.
     #[error("The gateway is shutting down; the request was not sent upstream. Retry shortly.")]
@@ -90,11 +91,7 @@ impl GatewayError {
             Self::UpstreamUnreachable => "upstream_unreachable",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamFailed => "upstream_failed",
-            Self::RateLimited { reason, .. } => match *reason {
-                "queue_full" => "queue_full",
-                "timed_out" => "queue_timeout",
-                _ => "rate_limited",
-            },
+            Self::RateLimited { code, .. } => code,
             Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal_error",
         }
@@ -135,16 +132,16 @@ pub struct ErrorCode(pub &'static str);
 impl From<crate::shaper::Refusal> for GatewayError {
     fn from(refusal: crate::shaper::Refusal) -> Self {
         use crate::shaper::Refusal;
-        let retry_after = match refusal {
+        let (retry_after, code) = match refusal {
             Refusal::Draining => return Self::ShuttingDown,
-            Refusal::QueueFull { retry_after }
-            | Refusal::WaitTooLong { retry_after }
-            | Refusal::TimedOut { retry_after } => retry_after,
+            Refusal::WaitTooLong { retry_after } => (retry_after, "rate_limited"),
+            Refusal::QueueFull { retry_after } => (retry_after, "queue_full"),
+            Refusal::TimedOut { retry_after } => (retry_after, "queue_timeout"),
         };
         let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
         Self::RateLimited {
             retry_after_secs: secs.max(1),
-            reason: refusal.reason(),
+            code,
         }
     }
 }
@@ -168,7 +165,9 @@ impl IntoResponse for GatewayError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shaper::Refusal;
     use http_body_util::BodyExt;
+    use std::time::Duration;
 
     #[test]
     fn every_error_maps_to_its_status_and_code() {
@@ -193,30 +192,28 @@ mod tests {
             (GatewayError::UpstreamTimeout, 504, "upstream_timeout"),
             (GatewayError::UpstreamFailed, 502, "upstream_failed"),
             (
-                GatewayError::RateLimited {
-                    retry_after_secs: 3,
-                    reason: "wait_too_long",
-                },
+                GatewayError::from(Refusal::WaitTooLong {
+                    retry_after: Duration::from_millis(2_500),
+                }),
                 429,
                 "rate_limited",
             ),
             (
-                GatewayError::RateLimited {
-                    retry_after_secs: 3,
-                    reason: "queue_full",
-                },
+                GatewayError::from(Refusal::QueueFull {
+                    retry_after: Duration::from_millis(2_500),
+                }),
                 429,
                 "queue_full",
             ),
             (
-                GatewayError::RateLimited {
-                    retry_after_secs: 3,
-                    reason: "timed_out",
-                },
+                GatewayError::from(Refusal::TimedOut {
+                    retry_after: Duration::from_millis(2_500),
+                }),
                 429,
                 "queue_timeout",
             ),
             (GatewayError::ShuttingDown, 503, "shutting_down"),
+            (GatewayError::from(Refusal::Draining), 503, "shutting_down"),
             (GatewayError::Internal, 500, "internal_error"),
         ];
         for (error, status, code) in table {
@@ -238,10 +235,9 @@ mod tests {
 
     #[tokio::test]
     async fn rate_limited_carries_retry_after_and_castari_detail() {
-        let response = GatewayError::RateLimited {
-            retry_after_secs: 7,
-            reason: "wait_too_long",
-        }
+        let response = GatewayError::from(Refusal::WaitTooLong {
+            retry_after: Duration::from_millis(6_200),
+        })
         .into_response();
         assert_eq!(response.status(), 429);
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");

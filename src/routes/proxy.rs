@@ -43,7 +43,8 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
             error.into_response()
         }
     };
-    if let (Some(shaper), false) = (&state.shaper, class == RouteClass::Local) {
+    // Every `/api/v1` answer, refusals of bad paths included.
+    if let Some(shaper) = &state.shaper {
         shaped::stamp_view(shaper, Lane::of(class), &mut response);
     }
     response.extensions_mut().insert(class);

@@ -127,6 +127,9 @@ async fn read_replayable(
     replay_max: u64,
     limits: BodyLimits,
 ) -> Result<Prepared, GatewayError> {
+    if axum::body::HttpBody::is_end_stream(&body) {
+        return Ok(Prepared::Bytes(Bytes::new()));
+    }
     let hint = axum::body::HttpBody::size_hint(&body);
     let small = hint.upper().is_some_and(|upper| upper <= replay_max);
     if !small && lane != Lane::Invoke {

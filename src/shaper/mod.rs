@@ -183,8 +183,11 @@ impl Shaper {
     /// last clone of the shaper is dropped.
     pub fn new(config: &ShaperConfig, metrics: ShaperMetrics) -> Self {
         let margin = Duration::from_millis(config.safety_margin_ms);
-        let crud = Budget::new(config.crud_limit.max, config.crud_limit.window, margin);
-        let invoke = Budget::new(config.invoke_limit.max, config.invoke_limit.window, margin);
+        let budget = |lane| {
+            let limit = lane_limit(config, lane);
+            Budget::new(limit.max, limit.window, margin)
+        };
+        let (crud, invoke) = (budget(Lane::Crud), budget(Lane::Invoke));
         let inner = Arc::new(Inner {
             config: config.clone(),
             core: Mutex::new(Core {
@@ -600,16 +603,26 @@ impl Drop for Wait<'_> {
             return;
         };
         let mut core = self.shaper.lock();
+        let mut freed = false;
         if core.queues[self.lane.index()]
             .remove(self.id, &self.client)
             .is_none()
         {
             if let Ok(Ok(sent_at)) = rx.try_recv() {
                 self.shaper.unrecord(&mut core, self.lane, sent_at);
+                freed = true;
             }
         }
         self.shaper.update_gauges(&mut core, Instant::now());
+        drop(core);
         self.shaper.0.metrics.refused(self.lane, "client_gone");
+        if freed {
+            // A slot came back early: dispatchers asleep until a later one
+            // should look again.
+            for wake in &self.shaper.0.wake {
+                wake.notify_one();
+            }
+        }
     }
 }
 

@@ -93,6 +93,11 @@ async fn upstream_429s(sim: &Simulator) -> usize {
         .count()
 }
 
+/// A numeric response header.
+fn header_u64(response: &reqwest::Response, name: &str) -> u64 {
+    response.headers()[name].to_str().unwrap().parse().unwrap()
+}
+
 async fn stats(sim: &Simulator) -> Value {
     get_json(&format!("{}/_sim/stats", sim.url())).await
 }
@@ -213,18 +218,10 @@ async fn over_budget_is_refused_at_once_with_the_gateways_view() {
         "not at once"
     );
     assert_eq!(refused.status(), 429);
-    let retry_after: u64 = refused.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry_after: u64 = header_u64(&refused, "retry-after");
     assert!((9..=10).contains(&retry_after), "Retry-After {retry_after}");
     assert_eq!(refused.headers()["x-ratelimit-remaining"], "0");
-    let reset: u64 = refused.headers()["x-ratelimit-reset"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let reset: u64 = header_u64(&refused, "x-ratelimit-reset");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -321,11 +318,7 @@ async fn the_queue_is_visible_and_waits_are_reported() {
 
     let first = first.await.unwrap().unwrap();
     assert_eq!(first.status(), 200);
-    let waited: u64 = first.headers()["x-gateway-queue-wait-ms"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let waited: u64 = header_u64(&first, "x-gateway-queue-wait-ms");
     assert!(waited >= 1_000, "waited {waited} ms");
     let second = second.await.unwrap().unwrap();
     assert_eq!(second.status(), 200);
@@ -510,7 +503,10 @@ async fn sigterm_drains_the_invocation_queue_and_loses_nothing() {
     let config = std::env::temp_dir().join(format!(
         "castari-drain-{}-{}.toml",
         std::process::id(),
-        Instant::now().elapsed().as_nanos()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
     ));
     std::fs::write(
         &config,
