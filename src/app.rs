@@ -44,6 +44,12 @@ pub fn build_app(state: AppState) -> Router {
             "/admin/queue",
             get(admin::queue).fallback(method_not_allowed),
         )
+        .route(
+            "/admin/cache",
+            get(admin::cache_summary)
+                .delete(admin::cache_purge)
+                .fallback(method_not_allowed),
+        )
         .fallback(dispatch)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

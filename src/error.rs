@@ -20,7 +20,7 @@ pub enum Origin {
 }
 
 /// An error on the request path.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum GatewayError {
     /// A path outside `/api/v1/` that is not a gateway endpoint.
     #[error("Not Found")]

@@ -5,8 +5,11 @@
 //!              └► app (catch-panic ► sensitive headers ► request id ► access log)
 //!                   ├► /healthz /readyz /metrics
 //!                   └► /api/v1/*  proxy: check target and path ► class
-//!                                   └► upstream: strip credentials, inject key,
-//!                                      stream body both ways ► Castari API
+//!                                   ├► cache (GETs: hit, coalesced miss, stale;
+//!                                   │         writes: invalidate after)
+//!                                   └► shaper (budget, fair queue, sessions)
+//!                                      └► upstream: strip credentials, inject
+//!                                         key, stream body both ways ► Castari API
 //! ```
 //!
 //! The binary (`src/main.rs`) only parses arguments and calls into this
@@ -14,6 +17,7 @@
 
 pub mod app;
 pub mod body;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod metrics;

@@ -50,6 +50,7 @@ pub struct Metrics {
     connections_open: Gauge,
     connections_rejected: Counter,
     shaper: crate::shaper::ShaperMetrics,
+    cache: crate::cache::CacheMetrics,
 }
 
 impl Default for Metrics {
@@ -95,9 +96,11 @@ impl Metrics {
             connections_rejected.clone(),
         );
         let shaper = crate::shaper::ShaperMetrics::register(&mut registry);
+        let cache = crate::cache::CacheMetrics::register(&mut registry);
         Self {
             registry,
             shaper,
+            cache,
             requests,
             upstream_latency,
             in_flight,
@@ -136,6 +139,11 @@ impl Metrics {
     /// The shaper's metric handles.
     pub fn shaper(&self) -> &crate::shaper::ShaperMetrics {
         &self.shaper
+    }
+
+    /// The cache's metric handles.
+    pub fn cache(&self) -> &crate::cache::CacheMetrics {
+        &self.cache
     }
 
     /// Renders the Prometheus text exposition format.

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::cache::ResponseCache;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::shaper::Shaper;
@@ -28,6 +29,8 @@ pub struct Inner {
     pub readiness: Readiness,
     /// The rate shaper, unless `shaper.enabled` is false.
     pub shaper: Option<Shaper>,
+    /// The response cache, unless `cache.enabled` is false.
+    pub cache: Option<ResponseCache>,
 }
 
 impl AppState {
@@ -39,8 +42,15 @@ impl AppState {
             .shaper
             .enabled
             .then(|| Shaper::new(&config.shaper, metrics.shaper().clone()));
+        let cache = config.cache.enabled.then(|| {
+            let up = &config.upstream;
+            let longest =
+                Duration::from_millis(up.crud_timeout_ms + config.shaper.crud_max_wait_ms);
+            ResponseCache::new(&config.cache, metrics.cache().clone(), longest)
+        });
         Self(Arc::new(Inner {
             config,
+            cache,
             upstream,
             metrics,
             readiness: Readiness::new(),

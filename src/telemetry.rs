@@ -95,6 +95,10 @@ pub async fn access_log(State(state): State<AppState>, request: Request, next: N
         .unwrap_or(RouteClass::Local);
     let code = response.extensions().get::<ErrorCode>().map_or("", |c| c.0);
     let upstream = response.extensions().get::<UpstreamLatency>().map(|l| l.0);
+    let cache = response
+        .extensions()
+        .get::<crate::cache::CacheStatus>()
+        .map_or("", |c| c.as_str());
     let status = response.status().as_u16();
     if let Some(latency) = upstream {
         state.readiness.mark_ok();
@@ -115,6 +119,7 @@ pub async fn access_log(State(state): State<AppState>, request: Request, next: N
             class = class.as_str(),
             status,
             code,
+            cache,
             latency_ms = started.elapsed().as_secs_f64() * 1000.0,
             upstream_ms = upstream.map(|l| l.as_secs_f64() * 1000.0),
         );

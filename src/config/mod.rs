@@ -10,6 +10,7 @@
 //! Precedence is therefore flag > environment > file > default. Unknown keys
 //! are errors. Every error names the field it is about, on one line.
 
+pub mod cache;
 pub mod rate;
 pub mod server;
 pub mod shaper;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use cache::{CacheConfig, TtlConfig};
 pub use rate::Rate;
 pub use server::ServerConfig;
 pub use shaper::ShaperConfig;
@@ -51,6 +53,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// `[shaper]`: upstream budgets and the queue.
     pub shaper: ShaperConfig,
+    /// `[cache]`: the response cache.
+    pub cache: CacheConfig,
     /// The upstream API key, resolved from `CASTARI_API_KEY` or
     /// `upstream.api_key_file`. Never read from the TOML text itself.
     #[serde(skip)]
@@ -212,6 +216,7 @@ impl Config {
         positive("shaper.invoke_queue_depth", sh.invoke_queue_depth as u64)?;
         positive("shaper.crud_max_wait_ms", sh.crud_max_wait_ms)?;
         positive("shaper.invoke_max_wait_ms", sh.invoke_max_wait_ms)?;
+        self.cache.validate()?;
         if self.upstream_key.is_none() {
             return Err(ConfigError::new(
                 "upstream.api_key_file",

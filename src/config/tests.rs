@@ -151,6 +151,13 @@ fn bad_values_name_their_field() {
             "telemetry.log_format",
         ),
         ("[telemetry]\nlog_level = \"=[\"\n", "telemetry.log_level"),
+        ("[cache]\nmax_bytes = 0\n", "cache.max_bytes"),
+        (
+            "[cache]\nmax_bytes = 1000\nmax_entry_bytes = 2000\n",
+            "cache.max_entry_bytes",
+        ),
+        ("[cache.ttl_secs]\nagent = -1\n", "cache.ttl_secs.agent"),
+        ("[cache.ttl_secs]\nnope = 1\n", "cache.ttl_secs.nope"),
     ];
     for (text, field) in cases {
         let path = write_temp("bad.toml", text);

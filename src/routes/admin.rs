@@ -27,6 +27,58 @@ pub async fn queue(State(state): State<AppState>, request: Request) -> Response 
     }
 }
 
+/// `GET /admin/cache`: sizes, counters, agents in motion, largest entries.
+pub async fn cache_summary(State(state): State<AppState>, request: Request) -> Response {
+    if let Some(denied) = deny_non_loopback(&request) {
+        return denied;
+    }
+    match &state.cache {
+        Some(cache) => axum::Json(cache.summary().await).into_response(),
+        None => cache_disabled(),
+    }
+}
+
+/// `DELETE /admin/cache[?prefix=/api/v1/agents/x]`: drops every entry, or
+/// those at and below a path, for every credential. Fetches in flight are
+/// dropped too: their answers are not stored.
+pub async fn cache_purge(State(state): State<AppState>, request: Request) -> Response {
+    if let Some(denied) = deny_non_loopback(&request) {
+        return denied;
+    }
+    let Some(cache) = &state.cache else {
+        return cache_disabled();
+    };
+    let prefix = request.uri().query().and_then(|query| {
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(name, _)| name == "prefix")
+            .map(|(_, value)| value.into_owned())
+    });
+    let purged = match prefix.as_deref() {
+        None => cache.purge(None).await,
+        Some(prefix) => {
+            let rest = prefix
+                .strip_prefix("/api/v1")
+                .unwrap_or(prefix)
+                .trim_matches('/');
+            if rest.is_empty() {
+                cache.purge(None).await
+            } else {
+                let parts: Vec<&str> = rest.split('/').collect();
+                cache.purge(Some(&parts)).await
+            }
+        }
+    };
+    axum::Json(serde_json::json!({ "purged": purged, "prefix": prefix })).into_response()
+}
+
+fn cache_disabled() -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "cache_disabled",
+        "The response cache is off (cache.enabled = false)",
+    )
+}
+
 fn deny_non_loopback(request: &Request) -> Option<Response> {
     let loopback = request
         .extensions()

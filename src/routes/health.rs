@@ -34,6 +34,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`: Prometheus text exposition.
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    if let Some(cache) = &state.cache {
+        cache.refresh_gauges().await;
+    }
     let body = state.metrics.render();
     (
         [(

@@ -7,9 +7,11 @@
 //! | `GET /readyz` | [`health::readyz`]: config loaded, upstream reachable recently |
 //! | `GET /metrics` | [`health::metrics`]: Prometheus text |
 //! | `GET /admin/queue` | [`admin::queue`]: the shaper's queues, loopback clients only |
+//! | `GET`, `DELETE /admin/cache` | [`admin::cache_summary`], [`admin::cache_purge`]: the response cache, loopback clients only |
 //! | anything else | 404, Castari-shaped |
 
 pub mod admin;
+mod cached;
 pub mod health;
 pub mod proxy;
 mod shaped;

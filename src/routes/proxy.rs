@@ -6,6 +6,10 @@
 //! over the limit (413 before anything is sent upstream). Everything else is
 //! the upstream's to judge: its answers, errors included, are relayed as-is.
 //!
+//! With caching on (the default), GETs of cacheable routes go through the
+//! cached path (`routes/cached.rs`), and every other request except HEAD
+//! drops the cached reads it changes once it went through.
+//!
 //! With shaping on (the default), the request then goes through
 //! the shaped path (`routes/shaped.rs`): it waits for the upstream budget, and every answer
 //! carries the gateway's `X-RateLimit-*` view instead of the upstream's.
@@ -14,9 +18,12 @@ use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use http::{header, request::Parts, Version};
+use http::{header, request::Parts, Method, Version};
 
+use super::cached::{CachedGet, Write};
 use super::shaped;
+use crate::cache::key::decode_path;
+use crate::cache::CacheRoute;
 use crate::error::GatewayError;
 use crate::route::RouteClass;
 use crate::server::LocalAddr;
@@ -75,8 +82,46 @@ async fn forward(
             limit: limits.max_bytes,
         });
     }
+    let Some(cache) = &state.cache else {
+        return send(state, parts, body, &path, class, limits).await;
+    };
+    let decoded = decode_path(path.segments());
+    if parts.method == Method::GET {
+        return match CacheRoute::of(&decoded) {
+            Some(route) => {
+                let get = CachedGet {
+                    state,
+                    cache,
+                    route,
+                    decoded,
+                    path: &path,
+                    class,
+                    limits,
+                };
+                get.serve(parts).await
+            }
+            None => send(state, parts, body, &path, class, limits).await,
+        };
+    }
+    if parts.method == Method::HEAD {
+        return send(state, parts, body, &path, class, limits).await;
+    }
+    let write = Write::of(state, &parts, decoded);
+    let result = send(state, parts, body, &path, class, limits).await;
+    write.settle(cache, result).await
+}
+
+/// Sends one request upstream: through the shaper when it is on.
+pub(super) async fn send(
+    state: &AppState,
+    parts: Parts,
+    body: axum::body::Body,
+    path: &ApiPath,
+    class: RouteClass,
+    limits: BodyLimits,
+) -> Result<Response, GatewayError> {
     if let Some(shaper) = &state.shaper {
-        return shaped::forward(state, shaper, parts, body, &path, class, limits).await;
+        return shaped::forward(state, shaper, parts, body, path, class, limits).await;
     }
     let url = path.to_upstream_url(state.upstream.base(), parts.uri.query());
     let outbound = Outbound {

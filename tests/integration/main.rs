@@ -10,6 +10,7 @@
 )]
 
 mod binary;
+mod cache;
 mod errors;
 mod hostile;
 mod ops;

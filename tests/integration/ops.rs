@@ -39,7 +39,7 @@ async fn healthz_and_readyz_follow_the_upstream() {
 #[tokio::test]
 async fn metrics_count_requests_by_class_method_and_status() {
     let sim = sim().await;
-    let gw = TestGateway::start(&sim.url()).await;
+    let gw = TestGateway::start_with(&sim.url(), |c| c.cache.enabled = false).await;
     for _ in 0..3 {
         client().get(gw.url("/api/v1/agents")).send().await.unwrap();
     }

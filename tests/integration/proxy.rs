@@ -111,7 +111,7 @@ async fn hop_by_hop_and_connection_named_headers_are_dropped() {
 #[tokio::test]
 async fn request_id_is_passed_on_or_generated() {
     let sim = sim().await;
-    let gw = TestGateway::start(&sim.url()).await;
+    let gw = TestGateway::start_with(&sim.url(), |c| c.cache.enabled = false).await;
     let response = client()
         .get(gw.url("/api/v1/agents"))
         .header("x-request-id", "trace-42")
@@ -172,7 +172,11 @@ async fn upstream_errors_reach_the_client_untouched() {
 #[tokio::test]
 async fn with_shaping_off_upstream_429s_are_relayed() {
     let sim = sim_with(|c| c.crud_limit = "2/60s".parse().unwrap()).await;
-    let gw = TestGateway::start_with(&sim.url(), |c| c.shaper.enabled = false).await;
+    let gw = TestGateway::start_with(&sim.url(), |c| {
+        c.shaper.enabled = false;
+        c.cache.enabled = false;
+    })
+    .await;
     let mut last = None;
     for _ in 0..3 {
         last = Some(client().get(gw.url("/api/v1/agents")).send().await.unwrap());

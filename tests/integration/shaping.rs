@@ -48,6 +48,8 @@ fn shaped(config: &mut Config, crud: &str, invoke: &str, margin_ms: u64) {
     config.shaper.crud_limit = crud.parse().unwrap();
     config.shaper.invoke_limit = invoke.parse().unwrap();
     config.shaper.safety_margin_ms = margin_ms;
+    // These tests count what reaches the upstream: every GET must go there.
+    config.cache.enabled = false;
 }
 
 /// An active agent, created on the simulator with the setup key (waiting

@@ -1,0 +1,147 @@
+//! The cache's metrics: lookups by route and result, coalesced waiters,
+//! evictions, invalidations, and the bytes and entries held.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::entry::CacheStatus;
+use super::policy::CacheRoute;
+
+/// Labels: the route class and the result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookupLabels {
+    /// A [`CacheRoute`] label.
+    pub route: &'static str,
+    /// `hit`, `miss`, `stale` or `bypass`.
+    pub result: &'static str,
+}
+
+/// Labels: why an entry left.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EvictionLabels {
+    /// `size` (the byte limit) or `expired`.
+    pub cause: &'static str,
+}
+
+/// Handles to the cache's metric families (clones share the values).
+#[derive(Clone, Debug, Default)]
+pub struct CacheMetrics {
+    lookups: Family<LookupLabels, Counter>,
+    coalesced: Counter,
+    evictions: Family<EvictionLabels, Counter>,
+    invalidations: Counter,
+    bytes: Gauge,
+    entries: Gauge,
+}
+
+impl CacheMetrics {
+    /// Creates the families and registers them.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "cache_lookups",
+            "Requests to cached routes, by route class and result (hit, miss, stale, bypass)",
+            metrics.lookups.clone(),
+        );
+        registry.register(
+            "cache_coalesced",
+            "Misses that joined a fetch already in flight instead of going upstream",
+            metrics.coalesced.clone(),
+        );
+        registry.register(
+            "cache_evictions",
+            "Entries that left the cache, by cause (size: the byte limit; expired)",
+            metrics.evictions.clone(),
+        );
+        registry.register(
+            "cache_invalidations",
+            "Writes that dropped cached reads",
+            metrics.invalidations.clone(),
+        );
+        registry.register(
+            "cache_bytes",
+            "Bytes held by the cache (bodies, headers, keys)",
+            metrics.bytes.clone(),
+        );
+        registry.register(
+            "cache_entries",
+            "Entries held by the cache",
+            metrics.entries.clone(),
+        );
+        metrics
+    }
+
+    /// Counts one request to a cached route.
+    pub fn lookup(&self, route: CacheRoute, status: CacheStatus) {
+        let result = match status {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Stale => "stale",
+            CacheStatus::Bypass => "bypass",
+        };
+        self.lookups
+            .get_or_create(&LookupLabels {
+                route: route.as_str(),
+                result,
+            })
+            .inc();
+    }
+
+    /// Counts, for all routes, the lookups with `result`.
+    pub fn total(&self, routes: &[CacheRoute], result: &'static str) -> u64 {
+        routes
+            .iter()
+            .map(|route| {
+                self.lookups
+                    .get_or_create(&LookupLabels {
+                        route: route.as_str(),
+                        result,
+                    })
+                    .get()
+            })
+            .sum()
+    }
+
+    /// One waiter joined a fetch in flight.
+    pub fn coalesced(&self) {
+        self.coalesced.inc();
+    }
+
+    /// Waiters that joined a fetch in flight, so far.
+    pub fn coalesced_total(&self) -> u64 {
+        self.coalesced.get()
+    }
+
+    /// One entry left because of `cause`.
+    pub fn evicted(&self, cause: &'static str) {
+        self.evictions
+            .get_or_create(&EvictionLabels { cause })
+            .inc();
+    }
+
+    /// Entries evicted for `cause`, so far.
+    pub fn evicted_total(&self, cause: &'static str) -> u64 {
+        self.evictions
+            .get_or_create(&EvictionLabels { cause })
+            .get()
+    }
+
+    /// One write dropped cached reads.
+    pub fn invalidated(&self) {
+        self.invalidations.inc();
+    }
+
+    /// Writes that dropped cached reads, so far.
+    pub fn invalidations_total(&self) -> u64 {
+        self.invalidations.get()
+    }
+
+    /// Sets the size gauges.
+    pub fn set_size(&self, bytes: u64, entries: u64) {
+        self.bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.entries.set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+}

@@ -1,0 +1,436 @@
+//! The response cache: GETs answered from memory, per upstream credential,
+//! bounded in bytes, made stale by the writes that change them.
+//!
+//! | file | concern |
+//! |---|---|
+//! | `policy.rs` | which routes are cached for how long; the write → invalidation map |
+//! | `key.rs` | cache keys (credential, method, decoded path, normalized query, `Accept`) |
+//! | `entry.rs` | a stored response; `X-Cache`, `Age`, `ETag` and 304 |
+//! | `invalidate.rs` | invalidation by sequence number (no read-after-write race) |
+//! | `flight.rs` | coalescing concurrent misses onto one upstream fetch |
+//! | `agents.rs` | agents in motion (deploying, just acted on) are fetched fresh |
+//! | `metrics.rs` | hits, misses, stale serves, evictions, bytes, entries |
+//!
+//! The request flow lives in `routes/cached.rs`; this module holds the
+//! state. The cache sits in front of the rate shaper: a hit never spends
+//! upstream budget.
+
+pub mod agents;
+pub mod entry;
+pub mod flight;
+pub mod invalidate;
+pub mod key;
+pub mod metrics;
+pub mod policy;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::response::Response;
+use bytes::Bytes;
+use http::HeaderMap;
+use moka::notification::RemovalCause;
+use moka::Expiry;
+use serde::Serialize;
+
+use crate::config::CacheConfig;
+use crate::error::GatewayError;
+pub use agents::AgentWatch;
+pub use entry::{CacheStatus, Entry, X_CACHE};
+pub use flight::{Flights, Need, Role};
+pub use invalidate::{Invalidations, Pattern};
+pub use key::CacheKey;
+pub use metrics::CacheMetrics;
+pub use policy::{write_effect, AgentWrite, CacheRoute, WriteEffect};
+
+/// The name of the (single, for now) upstream credential in cache keys.
+pub const DEFAULT_PRINCIPAL: &str = "default";
+
+/// What a fetch produced, shared by every waiter on it.
+#[derive(Clone, Debug)]
+pub enum Fetched {
+    /// A 200 that is now stored.
+    Stored(Arc<Entry>),
+    /// Any other complete answer (not 200, or not storable): relayed to
+    /// every waiter, stored for none.
+    Passed(Arc<Passed>),
+    /// The upstream (or the shaper) failed.
+    Failed(GatewayError),
+    /// The body was larger than `max_entry_bytes`: the leader got it
+    /// streamed; the others fetch their own.
+    Oversize,
+}
+
+/// A complete answer that is not stored.
+#[derive(Debug)]
+pub struct Passed {
+    /// The response head.
+    pub head: http::response::Parts,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+impl Passed {
+    /// The answer for one waiter.
+    pub fn respond(&self) -> Response {
+        let mut builder = http::Response::builder()
+            .status(self.head.status)
+            .version(self.head.version);
+        if let Some(headers) = builder.headers_mut() {
+            *headers = self.head.headers.clone();
+        }
+        builder
+            .body(axum::body::Body::from(self.body.clone()))
+            .unwrap_or_else(|_| axum::response::IntoResponse::into_response(GatewayError::Internal))
+    }
+}
+
+/// Entries live for their TTL plus the stale-on-error window.
+struct StaleWindow(Duration);
+
+impl Expiry<CacheKey, Arc<Entry>> for StaleWindow {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<Entry>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl + self.0)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<Entry>,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl + self.0)
+    }
+}
+
+/// The cache and everything it needs to stay correct.
+pub struct ResponseCache {
+    config: CacheConfig,
+    principal: Arc<str>,
+    store: moka::future::Cache<CacheKey, Arc<Entry>>,
+    invalidations: Invalidations,
+    flights: Flights<CacheKey, Fetched>,
+    agents: AgentWatch,
+    metrics: CacheMetrics,
+}
+
+impl std::fmt::Debug for ResponseCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseCache")
+            .field("entries", &self.store.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResponseCache {
+    /// Builds the cache. `longest_fetch` bounds how long a fetch can run
+    /// (the CRUD upstream timeout plus the longest queue wait), so that
+    /// invalidations are kept long enough to catch it.
+    pub fn new(config: &CacheConfig, metrics: CacheMetrics, longest_fetch: Duration) -> Self {
+        let stale = Duration::from_secs(config.stale_if_error_secs);
+        let max_ttl = Duration::from_secs(max_ttl(config));
+        let listener_metrics = metrics.clone();
+        let store = moka::future::Cache::builder()
+            .max_capacity(config.max_bytes)
+            .weigher(|key: &CacheKey, entry: &Arc<Entry>| {
+                u32::try_from(key.weight() + entry.weight()).unwrap_or(u32::MAX)
+            })
+            .expire_after(StaleWindow(stale))
+            .eviction_listener(move |_key, _entry, cause| match cause {
+                RemovalCause::Size => listener_metrics.evicted("size"),
+                RemovalCause::Expired => listener_metrics.evicted("expired"),
+                RemovalCause::Explicit | RemovalCause::Replaced => {}
+            })
+            .build();
+        Self {
+            config: config.clone(),
+            principal: Arc::from(DEFAULT_PRINCIPAL),
+            store,
+            invalidations: Invalidations::new(max_ttl + stale + longest_fetch),
+            flights: Flights::new(|| Fetched::Failed(GatewayError::Internal)),
+            agents: AgentWatch::new(Duration::from_secs(config.agent_settle_secs)),
+            metrics,
+        }
+    }
+
+    /// The upstream credential requests are sent with (one, until several
+    /// upstream keys can be configured).
+    pub fn principal(&self) -> &Arc<str> {
+        &self.principal
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &CacheConfig {
+        &self.config
+    }
+
+    /// The metric handles.
+    pub fn metrics(&self) -> &CacheMetrics {
+        &self.metrics
+    }
+
+    /// Agents in motion.
+    pub fn agents(&self) -> &AgentWatch {
+        &self.agents
+    }
+
+    /// Fetches in flight.
+    pub fn flights(&self) -> &Flights<CacheKey, Fetched> {
+        &self.flights
+    }
+
+    /// The invalidation record.
+    pub fn invalidations(&self) -> &Invalidations {
+        &self.invalidations
+    }
+
+    /// The TTL of `route` (zero: not cached).
+    pub fn ttl(&self, route: CacheRoute) -> Duration {
+        Duration::from_secs(route.ttl_secs(&self.config.ttl_secs))
+    }
+
+    /// The stored entry for `key`, unless a write made it stale. It may be
+    /// past its TTL: the caller decides between fresh and stale.
+    pub async fn lookup(&self, key: &CacheKey) -> Option<Arc<Entry>> {
+        let entry = self.store.get(key).await?;
+        if self.current(key, entry.seq) {
+            return Some(entry);
+        }
+        self.store.invalidate(key).await;
+        None
+    }
+
+    /// Whether something for `key` stamped `seq` is still current.
+    pub fn current(&self, key: &CacheKey, seq: u64) -> bool {
+        self.invalidations.current(&key.principal, &key.path, seq)
+    }
+
+    /// Stores `entry` under `key` if no write made it stale meanwhile.
+    pub async fn insert(&self, key: CacheKey, entry: Arc<Entry>) -> bool {
+        if !self.current(&key, entry.seq) {
+            return false;
+        }
+        self.store.insert(key, entry).await;
+        true
+    }
+
+    /// Drops what a write changed, before its response is released.
+    pub fn invalidate(&self, principal: &Arc<str>, effect: &WriteEffect) {
+        match &effect.agent {
+            Some(AgentWrite::Settling(slug)) => self.agents.acted(principal, slug),
+            Some(AgentWrite::Deleted(slug)) => self.agents.forget(principal, slug),
+            None => {}
+        }
+        if effect.drops.is_empty() {
+            return;
+        }
+        self.invalidations.record(Some(principal), &effect.drops);
+        self.metrics.invalidated();
+    }
+
+    /// Purges everything (`prefix` `None`) or the paths under `prefix`
+    /// (decoded segments after `/api/v1/`), for every credential. Returns
+    /// the number of entries removed.
+    pub async fn purge(&self, prefix: Option<&[&str]>) -> u64 {
+        let pattern = match prefix {
+            None => Pattern::all(),
+            Some(parts) => Pattern::below(parts),
+        };
+        self.invalidations
+            .record(None, std::slice::from_ref(&pattern));
+        let doomed: Vec<Arc<CacheKey>> = self
+            .store
+            .iter()
+            .filter(|(key, _)| pattern.matches(&key.path))
+            .map(|(key, _)| key)
+            .collect();
+        for key in &doomed {
+            self.store.invalidate(key.as_ref()).await;
+        }
+        self.refresh_gauges().await;
+        doomed.len() as u64
+    }
+
+    /// Brings the size gauges up to date (after pending evictions).
+    pub async fn refresh_gauges(&self) {
+        self.store.run_pending_tasks().await;
+        self.metrics
+            .set_size(self.store.weighted_size(), self.store.entry_count());
+    }
+
+    /// A summary for `GET /admin/cache`.
+    pub async fn summary(&self) -> CacheSummary {
+        self.refresh_gauges().await;
+        let routes = ALL_ROUTES;
+        let now = Instant::now();
+        let mut largest: Vec<(String, u64, u64)> = self
+            .store
+            .iter()
+            .map(|(key, entry)| {
+                (
+                    key.display_path(),
+                    entry.body.len() as u64,
+                    entry.age(now).as_secs(),
+                )
+            })
+            .collect();
+        largest.sort_by_key(|entry| std::cmp::Reverse(entry.1));
+        largest.truncate(10);
+        CacheSummary {
+            entries: self.store.entry_count(),
+            bytes: self.store.weighted_size(),
+            max_bytes: self.config.max_bytes,
+            max_entry_bytes: self.config.max_entry_bytes,
+            hits: self.metrics.total(&routes, "hit"),
+            misses: self.metrics.total(&routes, "miss"),
+            stale: self.metrics.total(&routes, "stale"),
+            bypass: self.metrics.total(&routes, "bypass"),
+            coalesced: self.metrics.coalesced_total(),
+            evicted_size: self.metrics.evicted_total("size"),
+            evicted_expired: self.metrics.evicted_total("expired"),
+            invalidations: self.metrics.invalidations_total(),
+            in_flight: self.flights.len(),
+            agents_in_motion: self
+                .agents
+                .snapshot()
+                .into_iter()
+                .map(|(slug, transitional, settling_secs)| AgentMotion {
+                    slug,
+                    transitional,
+                    settling_secs,
+                })
+                .collect(),
+            largest: largest
+                .into_iter()
+                .map(|(path, body_bytes, age_secs)| LargeEntry {
+                    path,
+                    body_bytes,
+                    age_secs,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Every cacheable route class.
+pub const ALL_ROUTES: [CacheRoute; 12] = [
+    CacheRoute::AuthMe,
+    CacheRoute::Agents,
+    CacheRoute::Agent,
+    CacheRoute::Secrets,
+    CacheRoute::Sessions,
+    CacheRoute::Invocations,
+    CacheRoute::Usage,
+    CacheRoute::Buckets,
+    CacheRoute::BucketFiles,
+    CacheRoute::Mounts,
+    CacheRoute::Files,
+    CacheRoute::AgentFiles,
+];
+
+fn max_ttl(config: &CacheConfig) -> u64 {
+    ALL_ROUTES
+        .iter()
+        .map(|r| r.ttl_secs(&config.ttl_secs))
+        .max()
+        .unwrap_or(0)
+}
+
+/// `GET /admin/cache`.
+#[derive(Debug, Serialize)]
+pub struct CacheSummary {
+    /// Entries held.
+    pub entries: u64,
+    /// Bytes held (as the weigher counts them).
+    pub bytes: u64,
+    /// `cache.max_bytes`.
+    pub max_bytes: u64,
+    /// `cache.max_entry_bytes`.
+    pub max_entry_bytes: u64,
+    /// Answers served from memory.
+    pub hits: u64,
+    /// Answers fetched upstream (coalesced waiters included).
+    pub misses: u64,
+    /// Expired entries served because the upstream failed.
+    pub stale: u64,
+    /// Requests that skipped the cache (`no-store`, `Range`).
+    pub bypass: u64,
+    /// Misses that joined a fetch in flight.
+    pub coalesced: u64,
+    /// Entries evicted by the byte limit.
+    pub evicted_size: u64,
+    /// Entries that expired.
+    pub evicted_expired: u64,
+    /// Writes that dropped cached reads.
+    pub invalidations: u64,
+    /// Fetches running now.
+    pub in_flight: usize,
+    /// Agents fetched fresh right now.
+    pub agents_in_motion: Vec<AgentMotion>,
+    /// The ten largest entries.
+    pub largest: Vec<LargeEntry>,
+}
+
+/// An agent in motion, for the admin page.
+#[derive(Debug, Serialize)]
+pub struct AgentMotion {
+    /// The slug.
+    pub slug: String,
+    /// Its last seen status is not settled.
+    pub transitional: bool,
+    /// Seconds left of its settling window (0: none).
+    pub settling_secs: u64,
+}
+
+/// One entry, for the admin page.
+#[derive(Debug, Serialize)]
+pub struct LargeEntry {
+    /// `/api/v1/...?query`.
+    pub path: String,
+    /// Body size.
+    pub body_bytes: u64,
+    /// Seconds since it was fetched.
+    pub age_secs: u64,
+}
+
+/// The headers of `request` that make a cached route skip or refresh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Directive {
+    /// Look up as usual.
+    Normal,
+    /// `no-cache`, `max-age=0` or `Pragma: no-cache`: fetch fresh, store.
+    Revalidate,
+    /// `no-store` or a `Range`: neither look up nor store.
+    Bypass,
+}
+
+impl Directive {
+    /// Reads the client's `Cache-Control`, `Pragma` and `Range`.
+    pub fn of(headers: &HeaderMap) -> Self {
+        if headers.contains_key(http::header::RANGE) {
+            return Self::Bypass;
+        }
+        let mut directive = Self::Normal;
+        let values = headers
+            .get_all(http::header::CACHE_CONTROL)
+            .iter()
+            .chain(headers.get_all(http::header::PRAGMA).iter())
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','));
+        for value in values {
+            let value = value.trim().to_ascii_lowercase();
+            match value.as_str() {
+                "no-store" => return Self::Bypass,
+                "no-cache" | "max-age=0" => directive = Self::Revalidate,
+                _ => {}
+            }
+        }
+        directive
+    }
+}

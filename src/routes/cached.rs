@@ -1,0 +1,442 @@
+//! The cached path: GETs of cacheable routes, and the invalidation that
+//! follows every write.
+//!
+//! A GET is answered from memory when its entry is fresh and nothing forces
+//! a fetch; otherwise it joins or starts one fetch per key (coalescing),
+//! which goes through the shaper like any request. When that fetch fails
+//! (unreachable, timeout, 5xx) an entry up to `stale_if_error_secs` past
+//! its TTL is served instead, marked `X-Cache: STALE`, except for an agent
+//! in motion, whose status is never served stale.
+//!
+//! A write drops what it changed (the invalidation map) before its response
+//! is released, when it went through (2xx) or may have (5xx, timeout, lost
+//! connection); an `Agent` returned by a deploy, stop or PATCH is written
+//! through to that agent's entry.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode};
+use tokio::sync::oneshot;
+
+use crate::cache::{
+    entry, write_effect, AgentWrite, CacheKey, CacheRoute, CacheStatus, Directive, Entry, Fetched,
+    Need, Passed, ResponseCache, Role, X_CACHE,
+};
+use crate::error::{GatewayError, Origin};
+use crate::route::RouteClass;
+use crate::server::RemoteAddr;
+use crate::state::AppState;
+use crate::upstream::path::ApiPath;
+use crate::upstream::{BodyLimits, UpstreamLatency};
+
+/// A GET of a cacheable route.
+pub(super) struct CachedGet<'a> {
+    pub state: &'a AppState,
+    pub cache: &'a ResponseCache,
+    pub route: CacheRoute,
+    pub decoded: Arc<[Box<str>]>,
+    pub path: &'a ApiPath,
+    pub class: RouteClass,
+    pub limits: BodyLimits,
+}
+
+impl CachedGet<'_> {
+    /// Answers from memory, or fetches (coalesced), or serves stale.
+    pub(super) async fn serve(self, parts: Parts) -> Result<Response, GatewayError> {
+        let cache = self.cache;
+        let directive = Directive::of(&parts.headers);
+        let ttl = cache.ttl(self.route);
+        if directive == Directive::Bypass || ttl.is_zero() {
+            let mut response = self.send_own(parts).await?;
+            if !ttl.is_zero() {
+                cache.metrics().lookup(self.route, CacheStatus::Bypass);
+                mark(&mut response, CacheStatus::Bypass);
+            }
+            return Ok(response);
+        }
+        let principal = cache.principal().clone();
+        let key = CacheKey::new(
+            &principal,
+            self.decoded.clone(),
+            parts.uri.query(),
+            &parts.headers,
+        );
+        let arrived = Instant::now();
+        let stored = cache.lookup(&key).await;
+        let moving = self.in_motion(&principal);
+        let must_fetch = moving || directive == Directive::Revalidate;
+        if let Some(entry) = stored.as_ref().filter(|e| !must_fetch && e.fresh(arrived)) {
+            cache.metrics().lookup(self.route, CacheStatus::Hit);
+            return Ok(entry.respond(CacheStatus::Hit, &parts.headers, arrived));
+        }
+
+        let (leader_tx, leader_rx) = oneshot::channel();
+        let current = |seq| cache.current(&key, seq);
+        let need = Need {
+            started_after: must_fetch.then_some(arrived),
+            current: &current,
+        };
+        let fetch = Fetch {
+            state: self.state.clone(),
+            head: Head::of(&parts),
+            path: self.path.clone(),
+            class: self.class,
+            limits: self.limits,
+            key: key.clone(),
+            route: self.route,
+            ttl,
+            leader: leader_tx,
+        };
+        let stamp = || cache.invalidations().stamp();
+        let (fetched, role) = cache
+            .flights()
+            .run(&key, need, stamp, move |seq| fetch.run(seq))
+            .await;
+        if role == Role::Joined {
+            cache.metrics().coalesced();
+        }
+        // An agent in motion is never served stale.
+        let fallback =
+            stored.filter(|e| !moving && e.age(Instant::now()) <= e.ttl + stale_window(cache));
+        let now = Instant::now();
+        let (status, result) = match fetched {
+            Fetched::Stored(entry) => (
+                CacheStatus::Miss,
+                Ok(entry.respond(CacheStatus::Miss, &parts.headers, now)),
+            ),
+            Fetched::Passed(passed) if passed.head.status.is_server_error() => {
+                stale_or(fallback, &parts.headers, now, Ok(passed.respond()))
+            }
+            Fetched::Passed(passed) => (CacheStatus::Miss, Ok(passed.respond())),
+            Fetched::Failed(error) if error.origin() == Origin::Upstream => {
+                stale_or(fallback, &parts.headers, now, Err(error))
+            }
+            Fetched::Failed(error) => (CacheStatus::Miss, Err(error)),
+            Fetched::Oversize => {
+                let response = match (role, leader_rx.await) {
+                    (Role::Leader, Ok(response)) => Ok(response),
+                    _ => self.send_own(parts).await,
+                };
+                (CacheStatus::Miss, response)
+            }
+        };
+        cache.metrics().lookup(self.route, status);
+        result.map(|mut response| {
+            if status == CacheStatus::Miss {
+                mark(&mut response, CacheStatus::Miss);
+                response
+                    .headers_mut()
+                    .entry(header::AGE)
+                    .or_insert(HeaderValue::from_static("0"));
+            }
+            response
+        })
+    }
+
+    /// Sends this request alone, past the cache.
+    async fn send_own(&self, parts: Parts) -> Result<Response, GatewayError> {
+        let state = self.state;
+        super::proxy::send(
+            state,
+            parts,
+            Body::empty(),
+            self.path,
+            self.class,
+            self.limits,
+        )
+        .await
+    }
+
+    /// Whether an agent this read shows is in motion (then: fetch fresh).
+    fn in_motion(&self, principal: &Arc<str>) -> bool {
+        let agents = self.cache.agents();
+        match self.route {
+            CacheRoute::Agent => agents.must_fetch(principal, &self.decoded[1]),
+            CacheRoute::Agents => agents.any_moving(principal),
+            _ => false,
+        }
+    }
+}
+
+fn stale_window(cache: &ResponseCache) -> Duration {
+    Duration::from_secs(cache.config().stale_if_error_secs)
+}
+
+/// The stale entry if there is one, else what the upstream said.
+fn stale_or(
+    fallback: Option<Arc<Entry>>,
+    request: &HeaderMap,
+    now: Instant,
+    failed: Result<Response, GatewayError>,
+) -> (CacheStatus, Result<Response, GatewayError>) {
+    match fallback {
+        Some(entry) => {
+            tracing::warn!(
+                path = %entry.route.as_str(),
+                "upstream failed; serving a stale cache entry"
+            );
+            (
+                CacheStatus::Stale,
+                Ok(entry.respond(CacheStatus::Stale, request, now)),
+            )
+        }
+        None => (CacheStatus::Miss, failed),
+    }
+}
+
+fn mark(response: &mut Response, status: CacheStatus) {
+    response
+        .headers_mut()
+        .insert(X_CACHE, HeaderValue::from_static(status.as_str()));
+    response.extensions_mut().insert(status);
+}
+
+/// What a fetch needs of the request that started it.
+struct Head {
+    uri: http::Uri,
+    version: http::Version,
+    headers: HeaderMap,
+    remote: Option<RemoteAddr>,
+}
+
+impl Head {
+    fn of(parts: &Parts) -> Self {
+        Self {
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: without_validators(&parts.headers),
+            remote: parts.extensions.get::<RemoteAddr>().copied(),
+        }
+    }
+
+    fn into_parts(self) -> Parts {
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        parts.method = Method::GET;
+        parts.uri = self.uri;
+        parts.version = self.version;
+        parts.headers = self.headers;
+        if let Some(remote) = self.remote {
+            parts.extensions.insert(remote);
+        }
+        parts
+    }
+}
+
+/// The leader's own conditional and cache headers are not sent upstream:
+/// the fetch serves every waiter, so it asks for the full representation.
+fn without_validators(headers: &HeaderMap) -> HeaderMap {
+    let mut headers = headers.clone();
+    for name in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::CACHE_CONTROL,
+        header::PRAGMA,
+    ] {
+        headers.remove(name);
+    }
+    headers
+}
+
+/// One upstream fetch on behalf of every waiter on a key.
+struct Fetch {
+    state: AppState,
+    head: Head,
+    path: ApiPath,
+    class: RouteClass,
+    limits: BodyLimits,
+    key: CacheKey,
+    route: CacheRoute,
+    ttl: Duration,
+    /// Gets the response when it is too large to store or share.
+    leader: oneshot::Sender<Response>,
+}
+
+impl Fetch {
+    async fn run(self, seq: u64) -> Fetched {
+        let Some(cache) = self.state.cache.as_ref() else {
+            return Fetched::Failed(GatewayError::Internal);
+        };
+        let sent = super::proxy::send(
+            &self.state,
+            self.head.into_parts(),
+            Body::empty(),
+            &self.path,
+            self.class,
+            self.limits,
+        )
+        .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => return Fetched::Failed(error),
+        };
+        let max = cache.config().max_entry_bytes;
+        let (mut head, body) = response.into_parts();
+        // Recorded here, once for all waiters (the access log sees none).
+        if let Some(UpstreamLatency(latency)) = head.extensions.remove::<UpstreamLatency>() {
+            self.state.readiness.mark_ok();
+            self.state
+                .metrics
+                .upstream_latency(self.class.as_str(), latency);
+        }
+        let body = match read_up_to(body, max).await {
+            Read::All(body) => body,
+            Read::Over(rest) => {
+                // The leader may have gone; then nobody needs it.
+                let _ = self.leader.send(Response::from_parts(head, rest));
+                return Fetched::Oversize;
+            }
+            Read::Failed => return Fetched::Failed(GatewayError::UpstreamFailed),
+        };
+        let ok = head.status == StatusCode::OK;
+        if ok && matches!(self.route, CacheRoute::Agent | CacheRoute::Agents) {
+            cache.agents().observe(&self.key.principal, &body);
+        }
+        if ok && entry::storable(&head.headers) {
+            let entry = Arc::new(Entry::new(head.headers, body, seq, self.ttl, self.route));
+            cache.insert(self.key, entry.clone()).await;
+            return Fetched::Stored(entry);
+        }
+        Fetched::Passed(Arc::new(Passed { head, body }))
+    }
+}
+
+enum Read {
+    All(Bytes),
+    /// Over the limit: the bytes read so far, then the rest, as one body.
+    Over(Body),
+    Failed,
+}
+
+/// Reads a body of at most `max` bytes into memory.
+async fn read_up_to(body: Body, max: u64) -> Read {
+    let mut stream = body.into_data_stream();
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            return Read::Failed;
+        };
+        buf.extend_from_slice(&chunk);
+        if buf.len() as u64 > max {
+            let head = futures_util::stream::once(async move { Ok(buf.freeze()) });
+            return Read::Over(Body::from_stream(head.chain(stream)));
+        }
+    }
+    Read::All(buf.freeze())
+}
+
+/// What a write needs to invalidate, captured before it is sent. If the
+/// request is dropped before it settles (the client hung up while the write
+/// was in flight), the write may still happen upstream: dropping
+/// invalidates too.
+pub(super) struct Write {
+    state: AppState,
+    method: Method,
+    decoded: Arc<[Box<str>]>,
+    headers: HeaderMap,
+    settled: bool,
+}
+
+impl Drop for Write {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        if let Some(cache) = &self.state.cache {
+            let effect = write_effect(&self.method, &self.decoded);
+            cache.invalidate(cache.principal(), &effect);
+        }
+    }
+}
+
+impl Write {
+    /// Captures the write's method, decoded path and `Accept` headers.
+    pub(super) fn of(state: &AppState, parts: &Parts, decoded: Arc<[Box<str>]>) -> Self {
+        let mut headers = HeaderMap::new();
+        for name in [header::ACCEPT, header::ACCEPT_ENCODING] {
+            for value in parts.headers.get_all(&name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        Self {
+            state: state.clone(),
+            method: parts.method.clone(),
+            decoded,
+            headers,
+            settled: false,
+        }
+    }
+
+    /// Drops what the write changed, if it went through or may have, and
+    /// writes a returned `Agent` through. Runs before the response leaves.
+    pub(super) async fn settle(
+        mut self,
+        cache: &ResponseCache,
+        result: Result<Response, GatewayError>,
+    ) -> Result<Response, GatewayError> {
+        self.settled = true;
+        let happened = match &result {
+            Ok(response) => response.status().is_success() || response.status().is_server_error(),
+            Err(error) => error.origin() == Origin::Upstream,
+        };
+        if !happened {
+            return result;
+        }
+        let effect = write_effect(&self.method, &self.decoded);
+        let principal = cache.principal().clone();
+        cache.invalidate(&principal, &effect);
+        match (effect.agent, result) {
+            (Some(AgentWrite::Settling(slug)), Ok(response))
+                if response.status() == StatusCode::OK =>
+            {
+                self.write_through(cache, &principal, &slug, response).await
+            }
+            (_, result) => result,
+        }
+    }
+
+    async fn write_through(
+        &self,
+        cache: &ResponseCache,
+        principal: &Arc<str>,
+        slug: &str,
+        response: Response,
+    ) -> Result<Response, GatewayError> {
+        let max = cache.config().max_entry_bytes;
+        let small = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|len| len <= max);
+        let ttl = cache.ttl(CacheRoute::Agent);
+        if !small || ttl.is_zero() || !entry::storable(response.headers()) {
+            return Ok(response);
+        }
+        let (head, body) = response.into_parts();
+        let body = match read_up_to(body, max).await {
+            Read::All(body) => body,
+            Read::Over(rest) => return Ok(Response::from_parts(head, rest)),
+            Read::Failed => return Err(GatewayError::UpstreamFailed),
+        };
+        let agent = cache.agents().observe(principal, &body);
+        if agent.is_some_and(|agent| agent.slug == slug) {
+            let path: Arc<[Box<str>]> = Arc::from([Box::from("agents"), Box::from(slug)]);
+            let key = CacheKey::new(principal, path, None, &self.headers);
+            let seq = cache.invalidations().stamp();
+            let entry = Entry::new(
+                head.headers.clone(),
+                body.clone(),
+                seq,
+                ttl,
+                CacheRoute::Agent,
+            );
+            cache.insert(key, Arc::new(entry)).await;
+        }
+        Ok(Response::from_parts(head, Body::from(body)))
+    }
+}
