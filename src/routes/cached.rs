@@ -75,6 +75,25 @@ impl CachedGet<'_> {
             return Ok(entry.respond(CacheStatus::Hit, &parts.headers, arrived));
         }
 
+        // The miss path's future is large; boxing it keeps the hit path's
+        // future (moved on every poll setup) small.
+        Box::pin(self.miss(parts, key, stored, moving, must_fetch, arrived, ttl)).await
+    }
+
+    /// Joins or starts the fetch for `key`, then answers from it, or from
+    /// `stored` (stale) if it failed.
+    #[allow(clippy::too_many_arguments)]
+    async fn miss(
+        self,
+        parts: Parts,
+        key: CacheKey,
+        stored: Option<Arc<Entry>>,
+        moving: bool,
+        must_fetch: bool,
+        arrived: Instant,
+        ttl: Duration,
+    ) -> Result<Response, GatewayError> {
+        let cache = self.cache;
         let (leader_tx, leader_rx) = oneshot::channel();
         let current = |seq| cache.current(&key, seq);
         let need = Need {

@@ -83,7 +83,7 @@ async fn forward(
         });
     }
     let Some(cache) = &state.cache else {
-        return send(state, parts, body, &path, class, limits).await;
+        return Box::pin(send(state, parts, body, &path, class, limits)).await;
     };
     let decoded = decode_path(path.segments());
     if parts.method == Method::GET {
@@ -100,15 +100,19 @@ async fn forward(
                 };
                 get.serve(parts).await
             }
-            None => send(state, parts, body, &path, class, limits).await,
+            None => Box::pin(send(state, parts, body, &path, class, limits)).await,
         };
     }
     if parts.method == Method::HEAD {
-        return send(state, parts, body, &path, class, limits).await;
+        return Box::pin(send(state, parts, body, &path, class, limits)).await;
     }
-    let write = Write::of(state, &parts, decoded);
-    let result = send(state, parts, body, &path, class, limits).await;
-    write.settle(cache, result).await
+    // Boxed: the write path's future is large and the hit path's is not.
+    Box::pin(async move {
+        let write = Write::of(state, &parts, decoded);
+        let result = send(state, parts, body, &path, class, limits).await;
+        write.settle(cache, result).await
+    })
+    .await
 }
 
 /// Sends one request upstream: through the shaper when it is on.
