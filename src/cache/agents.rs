@@ -80,12 +80,13 @@ impl AgentWatch {
 
     /// An action went through for `slug`: it settles from now.
     pub fn acted(&self, principal: &Arc<str>, slug: &str) {
-        let until = Instant::now() + self.settle;
+        let now = Instant::now();
         let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
+        agents.retain(|_, m| m.moving(now));
         let motion = agents
             .entry((principal.clone(), Box::from(slug)))
             .or_default();
-        motion.settling_until = Some(until);
+        motion.settling_until = Some(now + self.settle);
     }
 
     /// The agent is gone.

@@ -209,7 +209,13 @@ async fn agent_status_is_never_older_than_the_simulators_during_a_deploy() {
     assert_eq!(deploying["status"], "deploying");
 
     // Twenty pollers at once share at most two upstream calls (one running,
-    // one next round for those that arrived after it started).
+    // one next round for those that arrived after it started). A slow
+    // upstream makes a round much longer than the pollers' arrival spread.
+    sim.set_faults(Faults {
+        latency_ms: 300,
+        path_prefix: Some(path.clone()),
+        ..Faults::default()
+    });
     let before = upstream_gets(&sim, &path).await;
     let pollers: Vec<_> = (0..20)
         .map(|_| {
