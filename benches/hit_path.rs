@@ -46,15 +46,19 @@ async fn run() {
     let hit = send(&app, "/api/v1/agents").await;
     assert_eq!(hit.headers()["x-cache"], "HIT");
 
+    // Axum alone, no layers: the floor under any handler.
+    let bare = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+
     println!("hit path benchmark: {REQUESTS} requests per row, single-threaded, no sockets");
-    println!("{:<36} {:>10} {:>14}", "case", "ns/req", "allocs/req");
+    println!("{:<44} {:>10} {:>14}", "case", "ns/req", "allocs/req");
     for round in 1..=3 {
-        for path in ["/healthz", "/api/v1/agents"] {
+        let (ns, allocs) = measure(&bare, "/healthz").await;
+        let label = format!("bare axum router, /healthz (run {round})");
+        println!("{label:<44} {ns:>10.0} {allocs:>14.1}");
+        for path in ["/healthz", "/nowhere", "/api/v1/agents"] {
             let (ns, allocs) = measure(&app, path).await;
-            println!(
-                "{:<36} {ns:>10.0} {allocs:>14.1}",
-                format!("{path} (run {round})")
-            );
+            let label = format!("gateway {path} (run {round})");
+            println!("{label:<44} {ns:>10.0} {allocs:>14.1}");
         }
     }
     sim.shutdown().await;
