@@ -2,14 +2,16 @@
 //!
 //! Outer to inner:
 //!
-//! 1. `CatchPanicLayer`: a panic becomes a Castari-shaped 500, never a
-//!    dropped connection.
+//! 1. `CatchPanicLayer`: the last resort; a panic in a layer below becomes a
+//!    Castari-shaped 500, never a dropped connection.
 //! 2. `SetSensitiveRequestHeadersLayer`: `Authorization`, `X-API-Key` and
 //!    `Cookie` are marked sensitive so no debug output shows them.
 //! 3. `SetRequestIdLayer` / `PropagateRequestIdLayer`: `x-request-id` is kept
 //!    or generated, sent upstream and echoed back.
 //! 4. `access_log`: metrics and one log line per request.
-//! 5. The routes; `/api/v1/*` goes to the proxy handler.
+//! 5. `CatchPanicLayer` again, around the handlers: a handler's panic becomes
+//!    a 500 that still carries the request id and is counted and logged.
+//! 6. The routes; `/api/v1/*` goes to the proxy handler.
 
 use std::any::Any;
 
@@ -58,6 +60,11 @@ pub fn build_app(state: AppState) -> Router {
         )
         .fallback(dispatch)
         .with_state(state.clone());
+    with_layers(routes, state)
+}
+
+/// Wraps `routes` in the layers, outer to inner as the module docs list them.
+fn with_layers(routes: Router, state: AppState) -> Router {
     let layered = ServiceBuilder::new()
         .layer(CatchPanicLayer::custom(panic_response as fn(_) -> Response))
         .layer(SetSensitiveRequestHeadersLayer::new([
@@ -71,6 +78,7 @@ pub fn build_app(state: AppState) -> Router {
         ))
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
         .layer(axum::middleware::from_fn_with_state(state, access_log))
+        .layer(CatchPanicLayer::custom(panic_response as fn(_) -> Response))
         .service(routes)
         .map_response(IntoResponse::into_response);
     Router::new().fallback_service(layered)
@@ -97,4 +105,46 @@ async fn method_not_allowed() -> Response {
 fn panic_response(_panic: Box<dyn Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
     GatewayError::Internal.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::types::Secret;
+    use crate::upstream::UpstreamClient;
+
+    #[tokio::test]
+    async fn a_panicking_handler_gets_a_castari_shaped_500_with_a_request_id() {
+        let key = Secret::new("k".to_string());
+        let config = Config {
+            upstream_key: Some(key.clone()),
+            ..Config::default()
+        };
+        let upstream = UpstreamClient::new(&config.upstream, &key).unwrap();
+        let state = AppState::new(config, upstream);
+        let routes = Router::new().route(
+            "/boom",
+            get(|| async {
+                if std::hint::black_box(true) {
+                    panic!("handler bug");
+                }
+                "unreachable"
+            }),
+        );
+        let app = with_layers(routes, state);
+        let request = Request::builder()
+            .uri("/boom")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(response.headers().contains_key(X_REQUEST_ID));
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["code"], "internal_error");
+        assert_eq!(body["detail"], "Internal error");
+    }
 }
