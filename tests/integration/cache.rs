@@ -386,6 +386,23 @@ async fn keys_route_classes_and_representations() {
         }
         assert_eq!(upstream_gets(&sim, path).await, 2, "{path}");
     }
+    // A GET with a body goes upstream whole, every time.
+    for _ in 0..2 {
+        let with_body = client()
+            .get(gw.url("/api/v1/usage"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(x_cache(&with_body), "");
+    }
+    let usage: Vec<_> = seen(&sim)
+        .await
+        .into_iter()
+        .filter(|r| r.path == "/api/v1/usage")
+        .collect();
+    assert_eq!(usage.len(), 2);
+    assert!(usage.iter().all(|r| r.body_len == 2));
     // Query order does not matter; Accept does.
     assert_eq!(
         x_cache(&get(&gw, "/api/v1/agents?limit=5&offset=0").await),
