@@ -211,13 +211,11 @@ impl ResponseCache {
         self.invalidations.current(&key.principal, &key.path, seq)
     }
 
-    /// Stores `entry` under `key` if no write made it stale meanwhile.
-    pub async fn insert(&self, key: CacheKey, entry: Arc<Entry>) -> bool {
-        if !self.current(&key, entry.seq) {
-            return false;
+    /// Stores `entry` under `key` unless a write made it stale meanwhile.
+    pub async fn insert(&self, key: CacheKey, entry: Arc<Entry>) {
+        if self.current(&key, entry.seq) {
+            self.store.insert(key, entry).await;
         }
-        self.store.insert(key, entry).await;
-        true
     }
 
     /// Drops what a write changed, before its response is released.

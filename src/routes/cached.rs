@@ -175,7 +175,10 @@ impl CachedGet<'_> {
     fn in_motion(&self, principal: &Arc<str>) -> bool {
         let agents = self.cache.agents();
         match self.route {
-            CacheRoute::Agent => agents.must_fetch(principal, &self.decoded[1]),
+            CacheRoute::Agent => self
+                .decoded
+                .get(1)
+                .is_some_and(|slug| agents.must_fetch(principal, slug)),
             CacheRoute::Agents => agents.any_moving(principal),
             _ => false,
         }
@@ -196,7 +199,7 @@ fn stale_or(
     match fallback {
         Some(entry) => {
             tracing::warn!(
-                path = %entry.route.as_str(),
+                route = entry.route.as_str(),
                 "upstream failed; serving a stale cache entry"
             );
             (
