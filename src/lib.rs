@@ -20,6 +20,7 @@ pub mod body;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod keys;
 pub mod metrics;
 pub mod route;
 pub mod routes;

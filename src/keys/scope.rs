@@ -1,0 +1,1 @@
+//! Roles and agent scopes (being written).
