@@ -26,7 +26,7 @@ use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::error::{error_response, GatewayError};
-use crate::routes::{admin, health, proxy};
+use crate::routes::{admin, health, keys, proxy};
 use crate::state::AppState;
 use crate::telemetry::{access_log, MakeGatewayRequestId};
 use crate::upstream::headers::{X_API_KEY, X_REQUEST_ID};
@@ -57,6 +57,24 @@ pub fn build_app(state: AppState) -> Router {
             get(admin::cache_summary)
                 .delete(admin::cache_purge)
                 .fallback(method_not_allowed),
+        )
+        .route(
+            "/admin/keys",
+            get(keys::list)
+                .post(keys::create)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/admin/keys/{id}",
+            axum::routing::delete(keys::revoke).fallback(method_not_allowed),
+        )
+        .route(
+            "/admin/keys/{id}/rotate",
+            axum::routing::post(keys::rotate).fallback(method_not_allowed),
+        )
+        .route(
+            "/admin/usage",
+            get(keys::usage).fallback(method_not_allowed),
         )
         .fallback(dispatch)
         .with_state(state.clone());
@@ -112,7 +130,6 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::types::Secret;
-    use crate::upstream::UpstreamClient;
 
     #[tokio::test]
     async fn a_panicking_handler_gets_a_castari_shaped_500_with_a_request_id() {
@@ -121,8 +138,7 @@ mod tests {
             upstream_key: Some(key.clone()),
             ..Config::default()
         };
-        let upstream = UpstreamClient::new(&config.upstream, &key).unwrap();
-        let state = AppState::new(config, upstream);
+        let state = crate::build_state(config).unwrap();
         let routes = Router::new().route(
             "/boom",
             get(|| async {

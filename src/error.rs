@@ -59,6 +59,43 @@ pub enum GatewayError {
     /// Shutdown began before the request could be sent; it never left.
     #[error("The gateway is shutting down; the request was not sent upstream. Retry shortly.")]
     ShuttingDown,
+    /// No local key, or one the gateway does not accept (keys mode).
+    #[error("{detail}")]
+    Unauthorized {
+        /// `missing_api_key`, `invalid_api_key`, `key_revoked`, `key_expired`.
+        code: &'static str,
+        /// One sentence for the client.
+        detail: &'static str,
+    },
+    /// The local key may not use this route or agent.
+    #[error("{detail}")]
+    Forbidden {
+        /// Why, as a stable code (`role_forbids_route`, ...).
+        code: &'static str,
+        /// One sentence for the client; never a request body.
+        detail: String,
+    },
+    /// The local key's own rate limit (`--rate`) is spent.
+    #[error("This key's rate limit is exceeded. Try again in {retry_after_secs} seconds.")]
+    KeyRateLimited {
+        /// `Retry-After`, whole seconds, at least 1.
+        retry_after_secs: u64,
+    },
+    /// The invocation could exceed the local key's budget for the period.
+    #[error("This key's budget of {limit} USD per {period} is spent ({spent} spent, {reserved} reserved by invocations in flight)")]
+    BudgetExceeded {
+        /// The budget, USD.
+        limit: String,
+        /// `day` or `month`.
+        period: &'static str,
+        /// Spent so far this period, USD.
+        spent: String,
+        /// Held by invocations still running, USD.
+        reserved: String,
+    },
+    /// The key store (SQLite) could not be read or written.
+    #[error("The gateway's key store is unavailable; the request was not sent")]
+    StoreUnavailable,
     /// An unexpected failure inside the gateway. The client sees only
     /// "Internal error"; the cause goes to the log.
     #[error("Internal error")]
@@ -76,7 +113,11 @@ impl GatewayError {
             Self::UpstreamUnreachable | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ShuttingDown | Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::KeyRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::BudgetExceeded { .. } => StatusCode::PAYMENT_REQUIRED,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -93,6 +134,10 @@ impl GatewayError {
             Self::UpstreamFailed => "upstream_failed",
             Self::RateLimited { code, .. } => code,
             Self::ShuttingDown => "shutting_down",
+            Self::Unauthorized { code, .. } | Self::Forbidden { code, .. } => code,
+            Self::KeyRateLimited { .. } => "key_rate_limited",
+            Self::BudgetExceeded { .. } => "budget_exceeded",
+            Self::StoreUnavailable => "key_store_unavailable",
             Self::Internal => "internal_error",
         }
     }
@@ -104,11 +149,15 @@ impl GatewayError {
             | Self::BadRequest(_)
             | Self::PayloadTooLarge { .. }
             | Self::RequestBodyTimeout
-            | Self::RateLimited { .. } => Origin::Client,
+            | Self::RateLimited { .. }
+            | Self::Unauthorized { .. }
+            | Self::Forbidden { .. }
+            | Self::KeyRateLimited { .. }
+            | Self::BudgetExceeded { .. } => Origin::Client,
             Self::UpstreamUnreachable | Self::UpstreamTimeout | Self::UpstreamFailed => {
                 Origin::Upstream
             }
-            Self::Internal | Self::ShuttingDown => Origin::Gateway,
+            Self::Internal | Self::ShuttingDown | Self::StoreUnavailable => Origin::Gateway,
         }
     }
 }
@@ -151,11 +200,18 @@ impl IntoResponse for GatewayError {
         let mut response = error_response(self.status(), self.code(), &self.to_string());
         if let Self::RateLimited {
             retry_after_secs, ..
-        } = self
+        }
+        | Self::KeyRateLimited { retry_after_secs } = self
         {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        if let Self::Unauthorized { .. } = self {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"castari-gateway\""),
+            );
         }
         response.extensions_mut().insert(ErrorCode(self.code()));
         response
@@ -214,6 +270,40 @@ mod tests {
             ),
             (GatewayError::ShuttingDown, 503, "shutting_down"),
             (GatewayError::from(Refusal::Draining), 503, "shutting_down"),
+            (
+                GatewayError::Unauthorized {
+                    code: "invalid_api_key",
+                    detail: "x",
+                },
+                401,
+                "invalid_api_key",
+            ),
+            (
+                GatewayError::Forbidden {
+                    code: "role_forbids_route",
+                    detail: "x".into(),
+                },
+                403,
+                "role_forbids_route",
+            ),
+            (
+                GatewayError::KeyRateLimited {
+                    retry_after_secs: 1,
+                },
+                429,
+                "key_rate_limited",
+            ),
+            (
+                GatewayError::BudgetExceeded {
+                    limit: "1".into(),
+                    period: "day",
+                    spent: "1".into(),
+                    reserved: "0".into(),
+                },
+                402,
+                "budget_exceeded",
+            ),
+            (GatewayError::StoreUnavailable, 503, "key_store_unavailable"),
             (GatewayError::Internal, 500, "internal_error"),
         ];
         for (error, status, code) in table {

@@ -58,13 +58,12 @@ pub async fn run(
 /// # Errors
 /// The config carries no upstream key, or the client cannot be built.
 pub fn build_state(config: Config) -> Result<AppState, StartupError> {
-    let key = config
-        .upstream_key
-        .clone()
-        .ok_or(StartupError::NoUpstreamKey)?;
-    let upstream =
-        upstream::UpstreamClient::new(&config.upstream, &key).map_err(StartupError::Client)?;
-    Ok(AppState::new(config, upstream))
+    if config.upstream_key.is_none() {
+        return Err(StartupError::NoUpstreamKey);
+    }
+    let upstream = upstream::UpstreamClient::new(&config.upstream).map_err(StartupError::Client)?;
+    let broker = keys::broker::Broker::open(&config).map_err(StartupError::Store)?;
+    Ok(AppState::new(config, upstream, broker))
 }
 
 /// Failures while starting, after the config was accepted.
@@ -76,6 +75,9 @@ pub enum StartupError {
     /// The upstream HTTP client could not be built.
     #[error("cannot build the upstream client: {0}")]
     Client(reqwest::Error),
+    /// The key store could not be opened.
+    #[error("cannot open the key store: {0}")]
+    Store(keys::broker::OpenError),
     /// Binding or serving failed.
     #[error("server error: {0}")]
     Serve(std::io::Error),

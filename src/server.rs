@@ -108,11 +108,11 @@ pub async fn serve(
 
     drop(listener);
     let grace = Duration::from_millis(server.shutdown_grace_ms);
-    if let Some(shaper) = &state.shaper {
-        // Queued requests keep leaving as the budget allows; what is still
-        // queued shortly before the grace ends gets a 503, with time left
-        // to write it.
-        let answer_time = (grace / 4).min(Duration::from_secs(1));
+    // Queued requests keep leaving as the budget allows; what is still
+    // queued shortly before the grace ends gets a 503, with time left to
+    // write it.
+    let answer_time = (grace / 4).min(Duration::from_secs(1));
+    for shaper in state.credentials.iter().filter_map(|c| c.shaper()) {
         shaper.drain(std::time::Instant::now() + grace - answer_time);
     }
     tracing::info!(
@@ -125,5 +125,6 @@ pub async fn serve(
     {
         tracing::warn!("shutdown grace period over; closing remaining connections");
     }
+    state.broker.ledger().flush().await;
     Ok(())
 }

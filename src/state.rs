@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use crate::cache::ResponseCache;
 use crate::config::Config;
+use crate::keys::broker::Broker;
 use crate::metrics::Metrics;
 use crate::shaper::Shaper;
+use crate::upstream::credential::Credentials;
 use crate::upstream::UpstreamClient;
 
 /// Cheap to clone: one `Arc`.
@@ -21,27 +23,26 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     /// The validated configuration.
     pub config: Config,
-    /// The pooled upstream client with the real key.
+    /// The pooled upstream client.
     pub upstream: UpstreamClient,
+    /// The upstream keys, each with its rate shaper.
+    pub credentials: Credentials,
     /// Prometheus metrics.
     pub metrics: Metrics,
     /// When the upstream last answered.
     pub readiness: Readiness,
-    /// The rate shaper, unless `shaper.enabled` is false.
-    pub shaper: Option<Shaper>,
     /// The response cache, unless `cache.enabled` is false.
     pub cache: Option<ResponseCache>,
+    /// Local keys, scopes, budgets and the usage ledger.
+    pub broker: Broker,
 }
 
 impl AppState {
     /// Wraps the parts. With shaping on, this must run inside a Tokio
     /// runtime (the shaper's dispatchers are spawned on it).
-    pub fn new(config: Config, upstream: UpstreamClient) -> Self {
+    pub fn new(config: Config, upstream: UpstreamClient, broker: Broker) -> Self {
         let metrics = Metrics::new();
-        let shaper = config
-            .shaper
-            .enabled
-            .then(|| Shaper::new(&config.shaper, metrics.shaper().clone()));
+        let credentials = Credentials::new(&config, metrics.shaper());
         let cache = config.cache.enabled.then(|| {
             let up = &config.upstream;
             let longest =
@@ -54,8 +55,14 @@ impl AppState {
             upstream,
             metrics,
             readiness: Readiness::new(),
-            shaper,
+            credentials,
+            broker,
         }))
+    }
+
+    /// The `default` credential's shaper, unless shaping is off.
+    pub fn default_shaper(&self) -> Option<&Shaper> {
+        self.credentials.default_credential().shaper()
     }
 }
 

@@ -43,9 +43,6 @@ pub use key::CacheKey;
 pub use metrics::CacheMetrics;
 pub use policy::{write_effect, AgentWrite, CacheRoute, WriteEffect};
 
-/// The name of the (single, for now) upstream credential in cache keys.
-pub const DEFAULT_PRINCIPAL: &str = "default";
-
 /// What a fetch produced, shared by every waiter on it.
 #[derive(Clone, Debug)]
 pub enum Fetched {
@@ -112,7 +109,6 @@ impl Expiry<CacheKey, Arc<Entry>> for StaleWindow {
 /// The cache and everything it needs to stay correct.
 pub struct ResponseCache {
     config: CacheConfig,
-    principal: Arc<str>,
     store: moka::future::Cache<CacheKey, Arc<Entry>>,
     invalidations: Invalidations,
     flights: Flights<CacheKey, Fetched>,
@@ -150,19 +146,12 @@ impl ResponseCache {
             .build();
         Self {
             config: config.clone(),
-            principal: Arc::from(DEFAULT_PRINCIPAL),
             store,
             invalidations: Invalidations::new(max_ttl + stale + longest_fetch),
             flights: Flights::new(|| Fetched::Failed(GatewayError::Internal)),
             agents: AgentWatch::new(Duration::from_secs(config.agent_settle_secs)),
             metrics,
         }
-    }
-
-    /// The upstream credential requests are sent with (one, until several
-    /// upstream keys can be configured).
-    pub fn principal(&self) -> &Arc<str> {
-        &self.principal
     }
 
     /// The settings.

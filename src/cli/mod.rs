@@ -7,9 +7,11 @@
 //! | `demo` | the simulator on an ephemeral port and the gateway in front of it |
 //! | `sim` | the Castari API simulator alone |
 //! | `healthcheck` | exit 0 when a running gateway answers `/healthz` (for Docker) |
+//! | `keys` | create, list, revoke, rotate local keys; read usage |
 
 mod demo;
 mod healthcheck;
+mod keys;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +48,8 @@ enum Command {
     Sim(castari_sim::cli::SimArgs),
     /// Exit 0 if the gateway answers GET /healthz (Docker HEALTHCHECK).
     Healthcheck(healthcheck::HealthcheckArgs),
+    /// Manage local keys (create, list, revoke, rotate) and read usage.
+    Keys(keys::KeysArgs),
 }
 
 /// Where the configuration comes from.
@@ -99,6 +103,7 @@ pub(crate) fn run(cli: Cli) -> i32 {
             }
         }),
         Command::Healthcheck(args) => runtime.block_on(healthcheck::run(args)),
+        Command::Keys(args) => keys::run(args),
     }
 }
 

@@ -3,13 +3,15 @@
 //! 1. the TOML file (`--config`, else `CASTARI_GATEWAY_CONFIG`, else none:
 //!    every key has a default);
 //! 2. environment overrides (`CASTARI_GATEWAY_LISTEN`, `CASTARI_UPSTREAM_URL`,
-//!    `CASTARI_API_KEY`), read through [`Source`] so tests never touch the
-//!    process environment;
+//!    `CASTARI_API_KEY`, `CASTARI_GATEWAY_AUTH_MODE`,
+//!    `CASTARI_GATEWAY_ALLOW_OPEN_ON_NETWORK`, `CASTARI_GATEWAY_ADMIN_KEY`),
+//!    read through [`Source`] so tests never touch the process environment;
 //! 3. flags (`--listen`, `--upstream`), then [`Config::validate`].
 //!
 //! Precedence is therefore flag > environment > file > default. Unknown keys
 //! are errors. Every error names the field it is about, on one line.
 
+pub mod auth;
 pub mod cache;
 pub mod rate;
 pub mod server;
@@ -17,18 +19,19 @@ pub mod shaper;
 pub mod telemetry;
 pub mod upstream;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use auth::{AuthConfig, AuthMode, DeclaredKey};
 pub use cache::{CacheConfig, TtlConfig};
 pub use rate::Rate;
 pub use server::ServerConfig;
 pub use shaper::ShaperConfig;
 pub use telemetry::{LogFormat, TelemetryConfig};
-pub use upstream::UpstreamConfig;
+pub use upstream::{CredentialSource, UpstreamConfig};
 
 use crate::types::Secret;
 
@@ -40,6 +43,14 @@ pub const ENV_LISTEN: &str = "CASTARI_GATEWAY_LISTEN";
 pub const ENV_UPSTREAM_URL: &str = "CASTARI_UPSTREAM_URL";
 /// Environment variable holding the upstream API key (the one the SDK reads).
 pub const ENV_API_KEY: &str = "CASTARI_API_KEY";
+/// Environment variable holding the admin key for `/admin/keys`.
+pub const ENV_ADMIN_KEY: &str = "CASTARI_GATEWAY_ADMIN_KEY";
+/// Environment variable overriding `auth.mode` (`open` or `keys`).
+pub const ENV_AUTH_MODE: &str = "CASTARI_GATEWAY_AUTH_MODE";
+/// Environment variable overriding `auth.allow_open_on_network` (`true`).
+pub const ENV_ALLOW_OPEN_ON_NETWORK: &str = "CASTARI_GATEWAY_ALLOW_OPEN_ON_NETWORK";
+/// The name of the credential from `CASTARI_API_KEY` / `upstream.api_key_file`.
+pub const DEFAULT_CREDENTIAL: &str = "default";
 
 /// The whole gateway configuration.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -55,10 +66,19 @@ pub struct Config {
     pub shaper: ShaperConfig,
     /// `[cache]`: the response cache.
     pub cache: CacheConfig,
+    /// `[auth]`: local keys, roles, budgets and the usage ledger.
+    pub auth: AuthConfig,
     /// The upstream API key, resolved from `CASTARI_API_KEY` or
     /// `upstream.api_key_file`. Never read from the TOML text itself.
     #[serde(skip)]
     pub upstream_key: Option<Secret<String>>,
+    /// The keys of `[upstream.credentials.*]`, by name, resolved at load.
+    #[serde(skip)]
+    pub named_keys: BTreeMap<String, Secret<String>>,
+    /// The admin key, from `CASTARI_GATEWAY_ADMIN_KEY` or
+    /// `auth.admin_key_file`.
+    #[serde(skip)]
+    pub admin_key: Option<Secret<String>>,
 }
 
 /// A configuration problem, naming the field.
@@ -136,6 +156,25 @@ pub fn load(flags: &Flags, env: &dyn Source) -> Result<Config, ConfigError> {
         config.upstream.url = url::Url::parse(&url)
             .map_err(|e| ConfigError::new(ENV_UPSTREAM_URL, format!("not a URL ({e})")))?;
     }
+    if let Some(mode) = env.get(ENV_AUTH_MODE) {
+        config.auth.mode = Some(match mode.as_str() {
+            "open" => AuthMode::Open,
+            "keys" => AuthMode::Keys,
+            _ => return Err(ConfigError::new(ENV_AUTH_MODE, "must be open or keys")),
+        });
+    }
+    if let Some(allow) = env.get(ENV_ALLOW_OPEN_ON_NETWORK) {
+        config.auth.allow_open_on_network = match allow.as_str() {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => {
+                return Err(ConfigError::new(
+                    ENV_ALLOW_OPEN_ON_NETWORK,
+                    "must be true or false",
+                ))
+            }
+        };
+    }
     if let Some(listen) = flags.listen {
         config.server.listen = listen;
     }
@@ -143,6 +182,8 @@ pub fn load(flags: &Flags, env: &dyn Source) -> Result<Config, ConfigError> {
         config.upstream.url = url.clone();
     }
     config.upstream_key = resolve_key(&config.upstream, env)?;
+    config.named_keys = resolve_named_keys(&config.upstream, env)?;
+    config.admin_key = resolve_admin_key(&config.auth, env)?;
     config.validate()
 }
 
@@ -223,6 +264,9 @@ impl Config {
                 format!("no upstream key: set {ENV_API_KEY} or upstream.api_key_file"),
             ));
         }
+        let mut names = vec![DEFAULT_CREDENTIAL];
+        names.extend(self.upstream.credentials.keys().map(String::as_str));
+        self.auth.validate(self.server.listen, &names)?;
         tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level)
             .map_err(|e| ConfigError::new("telemetry.log_level", e.to_string()))?;
         Ok(self)
@@ -269,6 +313,84 @@ fn resolve_key(
         )
     })?;
     usable_key("upstream.api_key_file", text.trim()).map(Some)
+}
+
+/// Reads every `[upstream.credentials.NAME]` key.
+fn resolve_named_keys(
+    upstream: &UpstreamConfig,
+    env: &dyn Source,
+) -> Result<BTreeMap<String, Secret<String>>, ConfigError> {
+    let mut keys = BTreeMap::new();
+    for (name, source) in &upstream.credentials {
+        let field = format!("upstream.credentials.{name}");
+        let valid_name = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !valid_name || name == DEFAULT_CREDENTIAL {
+            return Err(ConfigError::new(
+                field,
+                "the name must be [a-z0-9_-] and not \"default\"",
+            ));
+        }
+        let key = match (&source.key_env, &source.key_file) {
+            (Some(var), None) => {
+                let key = env.get(var).ok_or_else(|| {
+                    ConfigError::new(format!("{field}.key_env"), format!("{var} is not set"))
+                })?;
+                usable_key(&format!("{field}.key_env"), key.trim())?
+            }
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::new(
+                        format!("{field}.key_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                usable_key(&format!("{field}.key_file"), text.trim())?
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    field,
+                    "set exactly one of key_env or key_file",
+                ))
+            }
+        };
+        keys.insert(name.clone(), key);
+    }
+    Ok(keys)
+}
+
+/// The admin key: the environment wins over `auth.admin_key_file`.
+fn resolve_admin_key(
+    auth: &AuthConfig,
+    env: &dyn Source,
+) -> Result<Option<Secret<String>>, ConfigError> {
+    if let Some(key) = env.get(ENV_ADMIN_KEY) {
+        return admin_key(ENV_ADMIN_KEY, key.trim()).map(Some);
+    }
+    let Some(path) = &auth.admin_key_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(
+            "auth.admin_key_file",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    admin_key("auth.admin_key_file", text.trim()).map(Some)
+}
+
+/// An admin key must be long enough not to be guessed.
+fn admin_key(field: &str, key: &str) -> Result<Secret<String>, ConfigError> {
+    if key.len() < 24 {
+        return Err(ConfigError::new(
+            field,
+            "the admin key must be at least 24 characters",
+        ));
+    }
+    usable_key(field, key)
 }
 
 /// Checks that a key can travel in an `Authorization` header, without ever

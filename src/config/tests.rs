@@ -195,3 +195,88 @@ fn a_bad_rate_names_its_field_on_one_line() {
         "shaper.crud_max_wait_ms"
     );
 }
+
+#[test]
+fn open_mode_on_a_network_address_needs_an_explicit_yes() {
+    let base = [
+        ("CASTARI_API_KEY", "cast_k"),
+        ("CASTARI_GATEWAY_LISTEN", "0.0.0.0:8787"),
+    ];
+    // Unset mode on a network address means keys mode: fine.
+    let config = load(&Flags::default(), &env(&base)).unwrap();
+    assert_eq!(
+        config.auth.effective_mode(config.server.listen),
+        AuthMode::Keys
+    );
+    let open = [base[0], base[1], ("CASTARI_GATEWAY_AUTH_MODE", "open")];
+    let err = load(&Flags::default(), &env(&open)).unwrap_err();
+    assert_eq!(err.field, "auth.mode");
+    assert!(err.message.contains("allow_open_on_network"), "{err}");
+    let allowed = [
+        open[0],
+        open[1],
+        open[2],
+        ("CASTARI_GATEWAY_ALLOW_OPEN_ON_NETWORK", "true"),
+    ];
+    assert!(load(&Flags::default(), &env(&allowed)).is_ok());
+    // Loopback defaults to open.
+    let config = load(&Flags::default(), &env(&base[..1])).unwrap();
+    assert_eq!(
+        config.auth.effective_mode(config.server.listen),
+        AuthMode::Open
+    );
+    assert_eq!(config.auth.effective_db(AuthMode::Open), None);
+}
+
+#[test]
+fn auth_keys_credentials_and_admin_key_are_checked_by_field() {
+    let key = [("CASTARI_API_KEY", "cast_k")];
+    let bad = |toml: &str, extra: &[(&str, &str)]| {
+        let path = write_temp("auth.toml", toml);
+        let flags = Flags {
+            config: Some(path),
+            ..Flags::default()
+        };
+        let mut pairs = key.to_vec();
+        pairs.extend_from_slice(extra);
+        load(&flags, &env(&pairs)).unwrap_err()
+    };
+    let declared = "[[auth.keys]]\nid = \"ci\"\nname = \"ci\"\n";
+    let err = bad(
+        &format!("{declared}role = \"read\"\nsha256 = \"abc\"\n"),
+        &[],
+    );
+    assert_eq!(err.field, "auth.keys[0].sha256");
+    let hash = "a".repeat(64);
+    let err = bad(
+        &format!("{declared}role = \"read\"\nsha256 = \"{hash}\"\nupstream = \"team-x\"\n"),
+        &[],
+    );
+    assert_eq!(err.field, "auth.keys[0].upstream");
+    let err = bad(
+        &format!("{declared}sha256 = \"{hash}\"\nrole = \"root\"\n"),
+        &[],
+    );
+    assert_eq!(err.field, "auth.keys[0].role", "{err}");
+    let err = bad("[upstream.credentials.team-b]\nkey_env = \"TEAM_B\"\n", &[]);
+    assert_eq!(err.field, "upstream.credentials.team-b.key_env");
+    assert!(err.message.contains("TEAM_B is not set"));
+    let err = bad("[upstream.credentials.default]\nkey_env = \"X\"\n", &[]);
+    assert_eq!(err.field, "upstream.credentials.default");
+    let err = bad("[auth]\ninvoke_reserve_usd = \"-1\"\n", &[]);
+    assert_eq!(err.field, "auth.invoke_reserve_usd");
+    let err = bad("", &[("CASTARI_GATEWAY_ADMIN_KEY", "short")]);
+    assert_eq!(err.field, "CASTARI_GATEWAY_ADMIN_KEY");
+    assert!(!err.to_string().contains("short"), "never echo a key");
+
+    let path = write_temp(
+        "auth-ok.toml",
+        "[upstream.credentials.team-b]\nkey_env = \"TEAM_B\"\n",
+    );
+    let flags = Flags {
+        config: Some(path),
+        ..Flags::default()
+    };
+    let config = load(&flags, &env(&[key[0], ("TEAM_B", "cast_team_b")])).unwrap();
+    assert_eq!(config.named_keys["team-b"].expose(), "cast_team_b");
+}

@@ -1,5 +1,6 @@
 //! `[upstream]`: where requests go, with which key, and how long they may take.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -47,6 +48,21 @@ pub struct UpstreamConfig {
     pub pool_idle_timeout_ms: u64,
     /// Most idle pooled connections kept.
     pub pool_max_idle: usize,
+    /// Further upstream credentials by name, for local keys bound to them
+    /// (`[upstream.credentials.team-a]`). The credential named `default` is
+    /// always `CASTARI_API_KEY` or `api_key_file`.
+    pub credentials: BTreeMap<String, CredentialSource>,
+}
+
+/// Where a named upstream credential's key is read from: exactly one of
+/// an environment variable or a file.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialSource {
+    /// The environment variable holding the key.
+    pub key_env: Option<String>,
+    /// A file holding the key (Docker or Kubernetes secret).
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for UpstreamConfig {
@@ -62,6 +78,7 @@ impl Default for UpstreamConfig {
             download_idle_timeout_ms: DEFAULT_DOWNLOAD_IDLE_TIMEOUT_MS,
             pool_idle_timeout_ms: DEFAULT_POOL_IDLE_TIMEOUT_MS,
             pool_max_idle: DEFAULT_POOL_MAX_IDLE,
+            credentials: BTreeMap::new(),
         }
     }
 }

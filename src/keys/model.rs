@@ -223,7 +223,7 @@ impl From<&KeyRecord> for KeyInfo {
 }
 
 /// Usage to add to the ledger for one key, day, agent and route class.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct UsageDelta {
     /// Local key id (`open` in open mode).
     pub key_id: String,
@@ -241,8 +241,15 @@ pub struct UsageDelta {
     pub input_tokens: u64,
     /// Output tokens reported by the upstream.
     pub output_tokens: u64,
-    /// Cost in USD, exact.
+    /// Cost in USD, exact; shown as a decimal string.
+    #[serde(serialize_with = "decimal_string")]
     pub cost_usd: Decimal,
+}
+
+/// Money goes out as a string (`"0.000171"`), as the upstream writes it:
+/// no reader turns it into a float on the way.
+fn decimal_string<S: serde::Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&value.normalize())
 }
 
 /// One row of the ledger: the sums for a key, day, agent and class.

@@ -1,1 +1,685 @@
-//! Roles and agent scopes (being written).
+//! Roles and agent scopes: which routes a local key may send upstream.
+//!
+//! [`authorize`] decides from the method and the decoded path segments after
+//! `/api/v1/` alone; bodies are looked at only by [`check_create`] (`POST
+//! /agents` by an agent-scoped key) and [`filter_agent_list`] (the `GET
+//! /agents` answer to one). A refusal is a [`Denial`], answered 403 by the
+//! gateway and never sent upstream.
+//!
+//! Writes are allowed by listing (anything unlisted, unknown routes included,
+//! is admin only). Empty segments (`//`, a trailing `/`) never match a listed
+//! write; the security checks (sensitive routes, agent scope) also look at the
+//! path with empty segments dropped, in case something upstream merges slashes.
+
+use bytes::Bytes;
+use http::Method;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::model::Role;
+
+/// Compiled agent slug globs from a key's `agents` list; empty list = every agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentGlobs {
+    /// ASCII patterns; empty means every agent.
+    globs: Vec<Box<[u8]>>,
+}
+
+impl AgentGlobs {
+    /// Parses globs (`*` = any run of chars, `?` = one char; otherwise literal).
+    ///
+    /// # Errors
+    /// A message naming the first glob that is empty or has a character
+    /// outside `[a-z0-9-_.*?]`.
+    pub fn parse(globs: &[String]) -> Result<Self, String> {
+        let allowed =
+            |b: u8| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' | b'?');
+        let mut compiled = Vec::with_capacity(globs.len());
+        for glob in globs {
+            if glob.is_empty() || !glob.bytes().all(allowed) {
+                return Err(format!(
+                    "agent glob {glob:?} is not valid: use a-z, 0-9, '-', '_', '.', '*' and '?'"
+                ));
+            }
+            compiled.push(glob.as_bytes().into());
+        }
+        Ok(Self { globs: compiled })
+    }
+
+    /// Every agent allowed (no globs given).
+    pub fn all() -> Self {
+        Self { globs: Vec::new() }
+    }
+
+    /// Whether every agent is allowed.
+    pub fn is_all(&self) -> bool {
+        self.globs.is_empty()
+    }
+
+    /// Whether `slug` matches at least one glob (always true for [`all`](Self::all)).
+    pub fn allows(&self, slug: &str) -> bool {
+        if self.is_all() {
+            return true;
+        }
+        let chars: Vec<char> = slug.chars().collect();
+        self.globs.iter().any(|glob| wildcard_match(glob, &chars))
+    }
+}
+
+/// Two-pointer wildcard match: on a mismatch, retry from the last `*` with
+/// one more character swallowed. O(pattern × slug) at worst, no recursion.
+fn wildcard_match(pattern: &[u8], slug: &[char]) -> bool {
+    let (mut p, mut s) = (0, 0);
+    // (pattern index after the last `*`, slug index that star swallowed up to)
+    let mut star: Option<(usize, usize)> = None;
+    while let Some(&c) = slug.get(s) {
+        match pattern.get(p) {
+            Some(b'*') => {
+                p += 1;
+                star = Some((p, s));
+            }
+            Some(&b) if b == b'?' || char::from(b) == c => {
+                p += 1;
+                s += 1;
+            }
+            _ => match star {
+                Some((after, swallowed)) => {
+                    p = after;
+                    s = swallowed + 1;
+                    star = Some((after, s));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern
+        .get(p..)
+        .is_some_and(|rest| rest.iter().all(|&b| b == b'*'))
+}
+
+/// Why a request is refused (answered 403 by the gateway, never sent upstream).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// API-key management, `auth/*` other than `GET auth/me`, sandbox access tokens: admin only.
+    Sensitive,
+    /// The role does not include this route (e.g. a `read` key POSTing).
+    Role {
+        /// The key's role.
+        role: Role,
+    },
+    /// The route names an agent outside the key's globs.
+    Agent {
+        /// The agent slug named by the route (decoded).
+        slug: String,
+    },
+    /// Account-wide routes that would reveal other agents (e.g. `/invocations/...`) for an agent-scoped key.
+    AccountWide,
+    /// `POST /agents` by an agent-scoped key whose body has no `slug`, or a slug outside the globs.
+    CreateSlug,
+}
+
+impl Denial {
+    /// Stable machine code for the JSON error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Sensitive => "route_requires_admin",
+            Self::Role { .. } => "role_forbids_route",
+            Self::Agent { .. } => "agent_not_allowed",
+            Self::AccountWide => "route_requires_unscoped_key",
+            Self::CreateSlug => "agent_slug_not_allowed",
+        }
+    }
+
+    /// One human sentence for `detail`. Never includes request bodies.
+    pub fn detail(&self, method: &Method) -> String {
+        match self {
+            Self::Sensitive => {
+                "API keys, auth and sandbox access routes require an admin key".to_string()
+            }
+            Self::Role { role } => {
+                format!("This key's role ({role}) does not allow {method} on this route")
+            }
+            Self::Agent { slug } => format!("This key is not allowed to use agent {slug:?}"),
+            Self::AccountWide => {
+                "This route spans every agent and requires a key not limited to some agents"
+                    .to_string()
+            }
+            Self::CreateSlug => {
+                "A key limited to some agents must create agents with a \"slug\" its globs allow"
+                    .to_string()
+            }
+        }
+    }
+}
+
+/// Decides whether a key with `role` and `agents` may send `method` to the
+/// route whose decoded path segments after `/api/v1/` are `segments`
+/// (e.g. `["agents", "demo-1", "invoke"]`). Does not look at bodies.
+///
+/// # Errors
+/// The [`Denial`] to answer with 403.
+pub fn authorize<S: AsRef<str>>(
+    role: Role,
+    agents: &AgentGlobs,
+    method: &Method,
+    segments: &[S],
+) -> Result<(), Denial> {
+    let raw: Vec<&str> = segments.iter().map(AsRef::as_ref).collect();
+    let merged: Vec<&str> = raw.iter().copied().filter(|s| !s.is_empty()).collect();
+
+    let sensitive = is_sensitive(method, &raw, &merged);
+    if sensitive && role != Role::Admin {
+        return Err(Denial::Sensitive);
+    }
+    if !role_allows(role, method, &raw) {
+        return Err(Denial::Role { role });
+    }
+    if agents.is_all() {
+        return Ok(());
+    }
+    // Upstream keys and sandbox tokens would reach past any agent scope.
+    if sensitive {
+        return Err(Denial::AccountWide);
+    }
+    for view in [&raw, &merged] {
+        if let ["agents", slug, ..] = view.as_slice() {
+            if !agents.allows(slug) {
+                return Err(Denial::Agent {
+                    slug: (*slug).to_string(),
+                });
+            }
+        }
+    }
+    match merged.as_slice() {
+        ["invocations", ..] => Err(Denial::AccountWide),
+        // The list (filtered by the caller) and create (body checked by the
+        // caller) only in their exact form; nothing else on the collection.
+        ["agents"] => {
+            let known = matches!(
+                *method,
+                Method::GET | Method::HEAD | Method::OPTIONS | Method::POST
+            );
+            if known && raw.as_slice() == ["agents"] {
+                Ok(())
+            } else {
+                Err(Denial::AccountWide)
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `api-keys/*`, `sandbox/*`, `auth/*` except exactly GET/HEAD `auth/me`.
+fn is_sensitive(method: &Method, raw: &[&str], merged: &[&str]) -> bool {
+    let me = matches!(*method, Method::GET | Method::HEAD) && raw == ["auth", "me"];
+    !me && matches!(merged.first(), Some(&("api-keys" | "auth" | "sandbox")))
+}
+
+fn role_allows(role: Role, method: &Method, s: &[&str]) -> bool {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) || role == Role::Admin {
+        return true;
+    }
+    // No listed write has an empty segment: `agents//invoke`, `files/` are unknown.
+    if s.iter().any(|segment| segment.is_empty()) {
+        return false;
+    }
+    match role {
+        Role::Read => false,
+        Role::Invoke => invoke_writes(method, s),
+        Role::Deploy => deploy_writes(method, s),
+        Role::Admin => true,
+    }
+}
+
+fn invoke_writes(method: &Method, s: &[&str]) -> bool {
+    match *method {
+        Method::POST => matches!(s, ["agents", _, "invoke" | "stream"]),
+        Method::DELETE => matches!(s, ["agents", _, "sessions", _]),
+        _ => false,
+    }
+}
+
+fn deploy_writes(method: &Method, s: &[&str]) -> bool {
+    match *method {
+        Method::POST => matches!(
+            s,
+            ["agents"]
+                | [
+                    "agents",
+                    _,
+                    "deploy" | "redeploy" | "upload-code" | "stop" | "secrets" | "mounts" | "files"
+                ]
+                | ["agents", _, "files", "sync"]
+                | ["files"]
+                | ["files", "upload-url" | "confirm-upload"]
+                | ["buckets"]
+                | [
+                    "buckets",
+                    _,
+                    "credentials" | "test" | "upload-url" | "download-url"
+                ]
+        ),
+        Method::PATCH => matches!(
+            s,
+            ["agents", _] | ["agents", _, "mounts", _] | ["files", _] | ["buckets", _]
+        ),
+        Method::DELETE => matches!(
+            s,
+            ["agents", _]
+                | ["agents", _, "sandbox"]
+                | ["agents", _, "secrets" | "mounts" | "files", _]
+                | ["files", _]
+                | ["buckets", _]
+                | ["buckets", _, "credentials"]
+        ),
+        _ => false,
+    }
+}
+
+/// The part of a `POST /agents` body the scope check reads. A duplicated
+/// `slug` key is an error (serde refuses duplicate fields), so the gateway and
+/// the upstream cannot disagree on which one counts.
+#[derive(Deserialize)]
+struct CreateBody {
+    slug: Option<Value>,
+}
+
+/// For `POST /agents` by an agent-scoped key: the JSON body's `slug` must be
+/// a string allowed by `agents`. Ok for [`AgentGlobs::all`] without parsing.
+///
+/// # Errors
+/// [`Denial::CreateSlug`] when the body is not a JSON object, has no string
+/// `slug` (or more than one), or the slug is not allowed.
+pub fn check_create(agents: &AgentGlobs, body: &[u8]) -> Result<(), Denial> {
+    if agents.is_all() {
+        return Ok(());
+    }
+    // A struct also deserializes from a JSON array; only an object counts.
+    let is_object = body.trim_ascii_start().first() == Some(&b'{');
+    let parsed = serde_json::from_slice::<CreateBody>(body).ok();
+    match parsed.filter(|_| is_object).and_then(|b| b.slug) {
+        Some(Value::String(slug)) if agents.allows(&slug) => Ok(()),
+        _ => Err(Denial::CreateSlug),
+    }
+}
+
+/// For `GET /agents` answered 200 to an agent-scoped key: removes the agents
+/// whose `slug` is not allowed (or missing) from `{"agents": [...], ...}`,
+/// keeping order and every other field; a numeric `meta.total` drops by the
+/// number removed (saturating at 0).
+///
+/// Returns `None` when the body is not JSON or has no `agents` array (the
+/// caller must not pass an unfiltered list on). With [`AgentGlobs::all`] the
+/// body comes back unchanged, unparsed.
+pub fn filter_agent_list(agents: &AgentGlobs, body: &[u8]) -> Option<Bytes> {
+    if agents.is_all() {
+        return Some(Bytes::copy_from_slice(body));
+    }
+    let mut doc: Value = serde_json::from_slice(body).ok()?;
+    let list = doc.get_mut("agents")?.as_array_mut()?;
+    let before = list.len();
+    list.retain(|agent| {
+        agent
+            .get("slug")
+            .and_then(Value::as_str)
+            .is_some_and(|slug| agents.allows(slug))
+    });
+    let removed = before - list.len();
+    if removed > 0 {
+        if let Some(total) = doc.get_mut("meta").and_then(|meta| meta.get_mut("total")) {
+            if let Some(n) = total.as_u64() {
+                *total = Value::from(n.saturating_sub(removed as u64));
+            } else if let Some(n) = total.as_f64() {
+                *total = Value::from((n - removed as f64).max(0.0));
+            }
+        }
+    }
+    serde_json::to_vec(&doc).ok().map(Bytes::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn globs(list: &[&str]) -> AgentGlobs {
+        let list: Vec<String> = list.iter().map(|g| g.to_string()).collect();
+        AgentGlobs::parse(&list).unwrap()
+    }
+
+    /// `scope method path outcomes`. Scope `*` is every agent, `d` is
+    /// `demo-*` and `prod-x`. Path `.` is no segment at all. Outcomes, one per
+    /// role (read invoke deploy admin): `+` allowed, `R` role_forbids_route,
+    /// `S` route_requires_admin, `G` agent_not_allowed, `W` route_requires_unscoped_key.
+    const TABLE: &str = "
+        * GET     agents                        ++++
+        * GET     agents/demo-1/secrets         ++++
+        * HEAD    buckets/b1/files              ++++
+        * OPTIONS agents/demo-1/invoke          ++++
+        * GET     usage/daily                   ++++
+        * GET     files/file_1/download         ++++
+        * GET     invocations/inv_1             ++++
+        * GET     auth/me                       ++++
+        * HEAD    auth/me                       ++++
+        * GET     no/such/route                 ++++
+        * GET     agents/demo-1/                ++++
+        * GET     .                             ++++
+        * POST    agents/demo-1/invoke          R+R+
+        * POST    agents/demo-1/stream          R+R+
+        * DELETE  agents/demo-1/sessions/s_1    R+R+
+        * POST    agents                        RR++
+        * PATCH   agents/demo-1                 RR++
+        * DELETE  agents/demo-1                 RR++
+        * POST    agents/demo-1/deploy          RR++
+        * POST    agents/demo-1/redeploy        RR++
+        * POST    agents/demo-1/upload-code     RR++
+        * POST    agents/demo-1/stop            RR++
+        * DELETE  agents/demo-1/sandbox         RR++
+        * POST    agents/demo-1/secrets         RR++
+        * DELETE  agents/demo-1/secrets/MY_KEY  RR++
+        * POST    agents/demo-1/mounts          RR++
+        * PATCH   agents/demo-1/mounts/m_1      RR++
+        * DELETE  agents/demo-1/mounts/m_1      RR++
+        * POST    agents/demo-1/files/sync      RR++
+        * POST    agents/demo-1/files           RR++
+        * DELETE  agents/demo-1/files/file_1    RR++
+        * POST    files                         RR++
+        * POST    files/upload-url              RR++
+        * POST    files/confirm-upload          RR++
+        * PATCH   files/file_1                  RR++
+        * DELETE  files/file_1                  RR++
+        * POST    buckets                       RR++
+        * PATCH   buckets/b1                    RR++
+        * DELETE  buckets/b1                    RR++
+        * POST    buckets/b1/credentials        RR++
+        * DELETE  buckets/b1/credentials        RR++
+        * POST    buckets/b1/test               RR++
+        * POST    buckets/b1/upload-url         RR++
+        * POST    buckets/b1/download-url       RR++
+        * PUT     agents/demo-1                 RRR+
+        * POST    agents/demo-1                 RRR+
+        * PATCH   agents/demo-1/secrets/K       RRR+
+        * POST    agents/demo-1/sessions        RRR+
+        * DELETE  agents/demo-1/sessions        RRR+
+        * POST    agents/demo-1/invoke/         RRR+
+        * POST    agents//invoke                RRR+
+        * POST    agents/demo-1/files/sync/     RRR+
+        * DELETE  agents                        RRR+
+        * POST    files/file_1                  RRR+
+        * POST    files/                        RRR+
+        * POST    usage                         RRR+
+        * POST    invocations/inv_1             RRR+
+        * POST    no/such/route                 RRR+
+        * DELETE  .                             RRR+
+        * GET     api-keys                      SSS+
+        * POST    api-keys                      SSS+
+        * DELETE  api-keys/ak_1                 SSS+
+        * GET     api-keys/                     SSS+
+        * GET     /api-keys                     SSS+
+        * DELETE  auth/api-key                  SSS+
+        * POST    auth/api-key                  SSS+
+        * GET     auth/api-key                  SSS+
+        * POST    auth/login                    SSS+
+        * GET     auth                          SSS+
+        * POST    auth/me                       SSS+
+        * OPTIONS auth/me                       SSS+
+        * GET     auth/me/                      SSS+
+        * GET     auth//me                      SSS+
+        * POST    sandbox/sbx/access            SSS+
+        * HEAD    sandbox/sbx/access            SSS+
+        * POST    //sandbox/sbx/access          SSS+
+        * GET     sandbox                       SSS+
+        d GET     agents/other                  GGGG
+        d GET     agents/other/secrets          GGGG
+        d GET     agents/other/invocations      GGGG
+        d GET     //agents/other/secrets        GGGG
+        d GET     agents//other                 GGGG
+        d GET     agents/                       GGGG
+        d GET     agents/prod-xy                GGGG
+        d GET     agents/demo-1/sessions        ++++
+        d GET     agents/prod-x                 ++++
+        d GET     agents                        ++++
+        d GET     /agents                       WWWW
+        d GET     invocations                   WWWW
+        d GET     invocations/inv_1             WWWW
+        d GET     /invocations                  WWWW
+        d GET     files                         ++++
+        d GET     buckets/b1                    ++++
+        d GET     usage                         ++++
+        d GET     auth/me                       ++++
+        d GET     no/such                       ++++
+        d POST    agents/demo-2/invoke          R+R+
+        d POST    agents/other/invoke           RGRG
+        d POST    agents                        RR++
+        d POST    agents/other/deploy           RRGG
+        d POST    files                         RR++
+        d DELETE  buckets/b1                    RR++
+        d DELETE  agents/other                  RRGG
+        d DELETE  agents/prod-x                 RR++
+        d DELETE  agents                        RRRW
+        d GET     api-keys                      SSSW
+        d POST    auth/api-key                  SSSW
+        d POST    sandbox/s/access              SSSW
+    ";
+
+    #[test]
+    fn route_table() {
+        let roles = [Role::Read, Role::Invoke, Role::Deploy, Role::Admin];
+        let scoped = globs(&["demo-*", "prod-x"]);
+        for line in TABLE.lines().filter(|line| !line.trim().is_empty()) {
+            let [scope, method, path, outcomes] = line.split_whitespace().collect::<Vec<_>>()[..]
+            else {
+                panic!("bad table line {line:?}");
+            };
+            let agents = if scope == "d" {
+                &scoped
+            } else {
+                &AgentGlobs::all()
+            };
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            let segments: Vec<&str> = match path {
+                "." => Vec::new(),
+                _ => path.split('/').collect(),
+            };
+            for (role, outcome) in roles.into_iter().zip(outcomes.chars()) {
+                let got = match authorize(role, agents, &method, &segments) {
+                    Ok(()) => '+',
+                    Err(Denial::Role { role: r }) if r == role => 'R',
+                    Err(Denial::Sensitive) => 'S',
+                    Err(Denial::Agent { .. }) => 'G',
+                    Err(Denial::AccountWide) => 'W',
+                    Err(other) => panic!("{other:?}"),
+                };
+                assert_eq!(got, outcome, "{scope} {role} {method} {path}");
+            }
+        }
+    }
+
+    #[test]
+    fn agent_denial_names_the_slug() {
+        let scoped = globs(&["demo-*"]);
+        let got = authorize(
+            Role::Admin,
+            &scoped,
+            &Method::GET,
+            &["", "agents", "other", "x"],
+        );
+        assert_eq!(
+            got,
+            Err(Denial::Agent {
+                slug: "other".into()
+            })
+        );
+    }
+
+    #[test]
+    fn parses_globs_and_names_the_bad_one() {
+        assert!(globs(&[]).is_all() && AgentGlobs::all().is_all());
+        assert!(!globs(&["demo-*", "prod-x", "a?c", "v1.2_x"]).is_all());
+        for bad in ["", "Demo-*", "a/b", "a b", "ü", "demo[1]"] {
+            let list = vec!["ok-*".to_string(), bad.to_string()];
+            let err = AgentGlobs::parse(&list).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn glob_matching() {
+        let cases = "
+            demo-* demo- y   demo-* demo-1 y   demo-* demo-a.b y   demo-* demo n
+            demo-* xdemo-1 n   demo-* Demo-1 n   prod-x prod-x y   prod-x prod-xy n
+            prod-x prod- n   a?c abc y   a?c aüc y   a?c ac n   a?c abbc n
+            v1.2 v1.2 y   v1.2 v1x2 n   * anything y   *-prod eu-prod y
+            *-prod eu-prod-2 n   a*b*c axxbyyc y   a*b*c axxbyy n   **x x y
+        ";
+        let words: Vec<&str> = cases.split_whitespace().collect();
+        for case in words.chunks(3) {
+            let &[glob, slug, expected] = case else {
+                panic!("{case:?}")
+            };
+            assert_eq!(
+                globs(&[glob]).allows(slug),
+                expected == "y",
+                "{glob} vs {slug}"
+            );
+        }
+        assert!(globs(&["*"]).allows(""));
+        let two = globs(&["demo-*", "prod-x"]);
+        assert!(two.allows("prod-x") && two.allows("demo-9") && !two.allows("prod-y"));
+        assert!(AgentGlobs::all().allows("whatever"));
+    }
+
+    #[test]
+    fn pathological_glob_finishes_fast() {
+        let start = Instant::now();
+        let glob = globs(&["*a*a*a*a*a*a*b"]);
+        let slug = "a".repeat(50);
+        assert!(!glob.allows(&slug));
+        assert!(glob.allows(&format!("{slug}b")));
+        let long = globs(&["*a*a*a*a*a*a*a*a*a*a*a*a*b"]);
+        assert!(!long.allows(&"a".repeat(5000)));
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn denial_codes_and_details() {
+        let read = Denial::Role { role: Role::Read };
+        let detail = read.detail(&Method::POST);
+        assert_eq!(
+            detail,
+            "This key's role (read) does not allow POST on this route"
+        );
+        let agent = Denial::Agent {
+            slug: "other".into(),
+        };
+        assert!(agent.detail(&Method::GET).contains("\"other\""));
+        let codes = [
+            (read, "role_forbids_route"),
+            (agent, "agent_not_allowed"),
+            (Denial::Sensitive, "route_requires_admin"),
+            (Denial::AccountWide, "route_requires_unscoped_key"),
+            (Denial::CreateSlug, "agent_slug_not_allowed"),
+        ];
+        for (denial, code) in codes {
+            assert_eq!(denial.code(), code);
+            assert!(!denial.detail(&Method::POST).is_empty());
+        }
+    }
+
+    #[test]
+    fn create_needs_an_allowed_slug() {
+        let scoped = globs(&["demo-*"]);
+        assert_eq!(check_create(&AgentGlobs::all(), b"not json"), Ok(()));
+        let ok = [
+            r#"{"name":"x","slug":"demo-1","source_type":"git"}"#,
+            " {\"slug\":\"demo-2\"}\n",
+        ];
+        for body in ok {
+            assert_eq!(check_create(&scoped, body.as_bytes()), Ok(()), "{body}");
+        }
+        let refused = [
+            r#"{"name":"x","slug":"other-secret-name"}"#,
+            r#"{"name":"x"}"#,
+            r#"{"slug":1}"#,
+            r#"{"slug":null}"#,
+            r#"{"slug":["demo-1"]}"#,
+            r#"{"slug":"demo-1","slug":"other"}"#,
+            r#"{"slug":"demo-1"} trailing"#,
+            r#"["demo-1"]"#,
+            r#""demo-1""#,
+            "",
+            "not json",
+        ];
+        for body in refused {
+            let denial = check_create(&scoped, body.as_bytes()).unwrap_err();
+            assert_eq!(denial, Denial::CreateSlug, "{body}");
+            let detail = denial.detail(&Method::POST);
+            assert!(!detail.contains("other-secret-name"));
+            assert!(body.is_empty() || !detail.contains(body), "{detail}");
+        }
+    }
+
+    fn filter(agents: &AgentGlobs, body: &Value) -> Value {
+        let out = filter_agent_list(agents, body.to_string().as_bytes()).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn filters_the_agent_list() {
+        let scoped = globs(&["demo-*"]);
+        let body = json!({
+            "agents": [
+                {"slug": "demo-2", "name": "two", "status": "active"},
+                {"slug": "other", "name": "secret"},
+                {"slug": "demo-1", "name": "one"},
+                {"name": "no slug"},
+                "not an object",
+            ],
+            "meta": {"total": 10, "limit": 20, "offset": 0},
+            "extra": true,
+        });
+        let expected = json!({
+            "agents": [
+                {"slug": "demo-2", "name": "two", "status": "active"},
+                {"slug": "demo-1", "name": "one"},
+            ],
+            "meta": {"total": 7, "limit": 20, "offset": 0},
+            "extra": true,
+        });
+        assert_eq!(filter(&scoped, &body), expected);
+        // meta.total saturates, is left alone when not a number or nothing went.
+        let others = json!([{"slug": "a"}, {"slug": "b"}]);
+        let out = filter(&scoped, &json!({"agents": others, "meta": {"total": 1}}));
+        assert_eq!(out["meta"]["total"], 0);
+        let out = filter(&scoped, &json!({"agents": others, "meta": {"total": "5"}}));
+        assert_eq!(out["meta"]["total"], "5");
+        assert_eq!(
+            filter(&scoped, &json!({"agents": others})),
+            json!({"agents": []})
+        );
+        let kept = json!({"agents": [{"slug": "demo-1"}], "meta": {"total": 40}});
+        assert_eq!(filter(&scoped, &kept), kept);
+    }
+
+    #[test]
+    fn agent_list_of_the_wrong_shape_is_refused() {
+        let scoped = globs(&["demo-*"]);
+        let bad = [
+            "not json",
+            "",
+            "[]",
+            "\"agents\"",
+            "{\"meta\":{}}",
+            "{\"agents\":{}}",
+        ];
+        for body in bad {
+            assert_eq!(filter_agent_list(&scoped, body.as_bytes()), None, "{body}");
+        }
+        let raw = b"not json, passed as is";
+        let out = filter_agent_list(&AgentGlobs::all(), raw);
+        assert_eq!(out.as_deref(), Some(&raw[..]));
+    }
+}

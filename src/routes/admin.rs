@@ -12,12 +12,22 @@ use crate::error::error_response;
 use crate::server::RemoteAddr;
 use crate::state::AppState;
 
-/// `GET /admin/queue`: each lane's budget and its waiters in dispatch order.
+/// `GET /admin/queue[?upstream=NAME]`: each lane's budget and its waiters
+/// in dispatch order, for one upstream credential (`default` unless named).
 pub async fn queue(State(state): State<AppState>, request: Request) -> Response {
     if let Some(denied) = deny_non_loopback(&request) {
         return denied;
     }
-    match &state.shaper {
+    let name = query_param(&request, "upstream");
+    let name = name.as_deref().unwrap_or(crate::config::DEFAULT_CREDENTIAL);
+    let Some(credential) = state.credentials.get(name) else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "unknown_upstream",
+            "No upstream credential has that name",
+        );
+    };
+    match credential.shaper() {
         Some(shaper) => axum::Json(shaper.snapshot()).into_response(),
         None => error_response(
             StatusCode::NOT_FOUND,
@@ -48,11 +58,7 @@ pub async fn cache_purge(State(state): State<AppState>, request: Request) -> Res
     let Some(cache) = &state.cache else {
         return cache_disabled();
     };
-    let prefix = request.uri().query().and_then(|query| {
-        url::form_urlencoded::parse(query.as_bytes())
-            .find(|(name, _)| name == "prefix")
-            .map(|(_, value)| value.into_owned())
-    });
+    let prefix = query_param(&request, "prefix");
     let purged = match prefix.as_deref() {
         None => cache.purge(None).await,
         Some(prefix) => {
@@ -90,6 +96,15 @@ fn deny_non_loopback(request: &Request) -> Option<Response> {
             "admin_loopback_only",
             "Admin endpoints answer only clients on a loopback address",
         )
+    })
+}
+
+/// The first value of query parameter `name`.
+fn query_param(request: &Request, name: &str) -> Option<String> {
+    request.uri().query().and_then(|query| {
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| value.into_owned())
     })
 }
 

@@ -31,12 +31,15 @@ use crate::error::{GatewayError, Origin};
 use crate::route::RouteClass;
 use crate::server::RemoteAddr;
 use crate::state::AppState;
+use crate::upstream::credential::Credential;
 use crate::upstream::path::ApiPath;
 use crate::upstream::{BodyLimits, UpstreamLatency};
 
 /// A GET of a cacheable route.
 pub(super) struct CachedGet<'a> {
     pub state: &'a AppState,
+    /// The upstream credential: its name is the cache partition.
+    pub credential: &'a Arc<Credential>,
     pub cache: &'a ResponseCache,
     pub route: CacheRoute,
     pub decoded: Arc<[Box<str>]>,
@@ -59,7 +62,7 @@ impl CachedGet<'_> {
             }
             return Ok(response);
         }
-        let principal = cache.principal().clone();
+        let principal = self.credential.name().clone();
         let key = CacheKey::new(
             &principal,
             self.decoded.clone(),
@@ -102,6 +105,7 @@ impl CachedGet<'_> {
         };
         let fetch = Fetch {
             state: self.state.clone(),
+            credential: self.credential.clone(),
             head: Head::of(&parts),
             path: self.path.clone(),
             class: self.class,
@@ -162,6 +166,7 @@ impl CachedGet<'_> {
         let state = self.state;
         super::proxy::send(
             state,
+            self.credential,
             parts,
             Body::empty(),
             self.path,
@@ -267,6 +272,7 @@ fn without_validators(headers: &HeaderMap) -> HeaderMap {
 /// One upstream fetch on behalf of every waiter on a key.
 struct Fetch {
     state: AppState,
+    credential: Arc<Credential>,
     head: Head,
     path: ApiPath,
     class: RouteClass,
@@ -285,6 +291,7 @@ impl Fetch {
         };
         let sent = super::proxy::send(
             &self.state,
+            &self.credential,
             self.head.into_parts(),
             Body::empty(),
             &self.path,
@@ -357,6 +364,7 @@ async fn read_up_to(body: Body, max: u64) -> Read {
 /// invalidates too.
 pub(super) struct Write {
     state: AppState,
+    principal: Arc<str>,
     method: Method,
     decoded: Arc<[Box<str>]>,
     headers: HeaderMap,
@@ -370,14 +378,20 @@ impl Drop for Write {
         }
         if let Some(cache) = &self.state.cache {
             let effect = write_effect(&self.method, &self.decoded);
-            cache.invalidate(cache.principal(), &effect);
+            cache.invalidate(&self.principal, &effect);
         }
     }
 }
 
 impl Write {
-    /// Captures the write's method, decoded path and `Accept` headers.
-    pub(super) fn of(state: &AppState, parts: &Parts, decoded: Arc<[Box<str>]>) -> Self {
+    /// Captures the write's credential (`principal`), method, decoded path
+    /// and `Accept` headers.
+    pub(super) fn of(
+        state: &AppState,
+        principal: &Arc<str>,
+        parts: &Parts,
+        decoded: Arc<[Box<str>]>,
+    ) -> Self {
         let mut headers = HeaderMap::new();
         for name in [header::ACCEPT, header::ACCEPT_ENCODING] {
             for value in parts.headers.get_all(&name) {
@@ -386,6 +400,7 @@ impl Write {
         }
         Self {
             state: state.clone(),
+            principal: principal.clone(),
             method: parts.method.clone(),
             decoded,
             headers,
@@ -409,7 +424,7 @@ impl Write {
             return result;
         }
         let effect = write_effect(&self.method, &self.decoded);
-        let principal = cache.principal().clone();
+        let principal = self.principal.clone();
         cache.invalidate(&principal, &effect);
         match (effect.agent, result) {
             (Some(AgentWrite::Settling(slug)), Ok(response))

@@ -8,11 +8,15 @@
 //! | `GET /metrics` | [`health::metrics`]: Prometheus text |
 //! | `GET /admin/queue` | [`admin::queue`]: the shaper's queues, loopback clients only |
 //! | `GET`, `DELETE /admin/cache` | [`admin::cache_summary`], [`admin::cache_purge`]: the response cache, loopback clients only |
+//! | `GET`, `POST /admin/keys`, `DELETE /admin/keys/{id}`, `POST /admin/keys/{id}/rotate` | [`keys`]: local keys, admin key required |
+//! | `GET /admin/usage` | [`keys::usage`]: the usage ledger, JSON or CSV, admin key required |
 //! | anything else | 404, Castari-shaped |
 
 pub mod admin;
+mod brokered;
 mod cached;
 pub mod health;
+pub mod keys;
 pub mod proxy;
 mod shaped;
 

@@ -14,33 +14,53 @@
 //! the shaped path (`routes/shaped.rs`): it waits for the upstream budget, and every answer
 //! carries the gateway's `X-RateLimit-*` view instead of the upstream's.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{header, request::Parts, Method, Version};
 
+use super::brokered;
 use super::cached::{CachedGet, Write};
 use super::shaped;
 use crate::cache::key::decode_path;
 use crate::cache::CacheRoute;
 use crate::error::GatewayError;
+use crate::keys::broker::Caller;
 use crate::route::RouteClass;
 use crate::server::LocalAddr;
 use crate::shaper::Lane;
 use crate::state::AppState;
+use crate::upstream::credential::Credential;
 use crate::upstream::path::ApiPath;
 use crate::upstream::{BodyLimits, Outbound};
 
 /// Forwards one request; every failure becomes a Castari-shaped error.
 /// The route class rides along in the response extensions for the access log.
 pub async fn proxy(State(state): State<AppState>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let (class, result) = match check(&parts) {
-        Err(error) => (RouteClass::Local, Err(error)),
+    let (mut parts, body) = request.into_parts();
+    let (class, caller, result) = match check(&parts) {
+        Err(error) => (RouteClass::Local, None, Err(error)),
         Ok(path) => {
             let class = RouteClass::of(&parts.method, path.segments());
-            (class, forward(&state, parts, body, path, class).await)
+            let decoded = decode_path(path.segments());
+            match admit(&state, &parts, &decoded) {
+                Err(error) => (class, None, Err(error)),
+                Ok(caller) => {
+                    if let Some(key) = &caller.key {
+                        parts
+                            .extensions
+                            .insert(CallerId(Arc::from(key.record.id.as_str())));
+                    }
+                    let sent = forward(&state, &caller, parts, body, &path, decoded.clone(), class);
+                    let result = sent.await;
+                    state
+                        .broker
+                        .count(&caller, agent_of(&decoded), class.as_str());
+                    (class, Some(caller), result)
+                }
+            }
         }
     };
     let mut response = match result {
@@ -51,12 +71,20 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
         }
     };
     // Every `/api/v1` answer, refusals of bad paths included.
-    if let Some(shaper) = &state.shaper {
+    let shaper = match &caller {
+        Some(caller) => caller.credential.shaper(),
+        None => state.default_shaper(),
+    };
+    if let Some(shaper) = shaper {
         shaped::stamp_view(shaper, Lane::of(class), &mut response);
     }
     response.extensions_mut().insert(class);
     response
 }
+
+/// The local key id of an identified caller, for the shaper's fairness.
+#[derive(Clone, Debug)]
+pub struct CallerId(pub Arc<str>);
 
 fn check(parts: &Parts) -> Result<ApiPath, GatewayError> {
     check_target(parts)?;
@@ -65,11 +93,29 @@ fn check(parts: &Parts) -> Result<ApiPath, GatewayError> {
     Ok(path)
 }
 
+/// Identifies the caller and checks what it may do: before the cache, so
+/// a refused request never gets a cached answer.
+fn admit(state: &AppState, parts: &Parts, decoded: &[Box<str>]) -> Result<Caller, GatewayError> {
+    let caller = state.broker.identify(parts, &state.credentials)?;
+    state.broker.authorize(&caller, &parts.method, decoded)?;
+    Ok(caller)
+}
+
+/// The agent a route names (`/agents/{slug}/...`), for the ledger.
+fn agent_of(decoded: &[Box<str>]) -> Option<&str> {
+    match decoded {
+        [first, slug, ..] if &**first == "agents" => Some(slug),
+        _ => None,
+    }
+}
+
 async fn forward(
     state: &AppState,
-    parts: Parts,
+    caller: &Caller,
+    mut parts: Parts,
     body: axum::body::Body,
-    path: ApiPath,
+    path: &ApiPath,
+    decoded: Arc<[Box<str>]>,
     class: RouteClass,
 ) -> Result<Response, GatewayError> {
     let server = &state.config.server;
@@ -82,10 +128,41 @@ async fn forward(
             limit: limits.max_bytes,
         });
     }
-    let Some(cache) = &state.cache else {
-        return Box::pin(send(state, parts, body, &path, class, limits)).await;
+    let Some(globs) = caller.globs() else {
+        return route(state, caller, parts, body, path, decoded, class, limits).await;
     };
-    let decoded = decode_path(path.segments());
+    // An agent-scoped key: creates must name an allowed slug, and lists
+    // show only allowed agents.
+    let is_agents = matches!(&*decoded, [only] if &**only == "agents");
+    let body = match (is_agents, &parts.method) {
+        (true, &Method::POST) => brokered::check_create(globs, body).await?,
+        _ => body,
+    };
+    if !(is_agents && parts.method == Method::GET) {
+        return route(state, caller, parts, body, path, decoded, class, limits).await;
+    }
+    parts.headers.remove(header::IF_NONE_MATCH);
+    let response = route(state, caller, parts, body, path, decoded, class, limits).await?;
+    brokered::filter_list(globs, response).await
+}
+
+/// The cached path for cacheable GETs, invalidation around writes, or a
+/// plain send.
+#[allow(clippy::too_many_arguments)]
+async fn route(
+    state: &AppState,
+    caller: &Caller,
+    parts: Parts,
+    body: axum::body::Body,
+    path: &ApiPath,
+    decoded: Arc<[Box<str>]>,
+    class: RouteClass,
+    limits: BodyLimits,
+) -> Result<Response, GatewayError> {
+    let credential = &caller.credential;
+    let Some(cache) = &state.cache else {
+        return Box::pin(accounted(state, caller, parts, body, path, class, limits)).await;
+    };
     if parts.method == Method::GET {
         // A GET with a body is unusual; it is forwarded whole, never cached.
         let bodiless = axum::body::HttpBody::size_hint(&body).upper() == Some(0);
@@ -93,41 +170,70 @@ async fn forward(
             Some(route) => {
                 let get = CachedGet {
                     state,
+                    credential,
                     cache,
                     route,
                     decoded,
-                    path: &path,
+                    path,
                     class,
                     limits,
                 };
                 get.serve(parts).await
             }
-            None => Box::pin(send(state, parts, body, &path, class, limits)).await,
+            None => Box::pin(send(state, credential, parts, body, path, class, limits)).await,
         };
     }
     if parts.method == Method::HEAD {
-        return Box::pin(send(state, parts, body, &path, class, limits)).await;
+        return Box::pin(send(state, credential, parts, body, path, class, limits)).await;
     }
     // Boxed: the write path's future is large and the hit path's is not.
     Box::pin(async move {
-        let write = Write::of(state, &parts, decoded);
-        let result = send(state, parts, body, &path, class, limits).await;
+        let write = Write::of(state, credential.name(), &parts, decoded);
+        let result = accounted(state, caller, parts, body, path, class, limits).await;
         write.settle(cache, result).await
     })
     .await
 }
 
-/// Sends one request upstream: through the shaper when it is on.
-pub(super) async fn send(
+/// Sends a request; an invocation goes with its budget reservation and
+/// its cost is recorded.
+async fn accounted(
     state: &AppState,
+    caller: &Caller,
     parts: Parts,
     body: axum::body::Body,
     path: &ApiPath,
     class: RouteClass,
     limits: BodyLimits,
 ) -> Result<Response, GatewayError> {
-    if let Some(shaper) = &state.shaper {
-        return shaped::forward(state, shaper, parts, body, path, class, limits).await;
+    let agent = match (class, path.agent()) {
+        (RouteClass::Invoke, Some(agent)) => agent.to_string(),
+        _ => return send(state, &caller.credential, parts, body, path, class, limits).await,
+    };
+    let streamed = path.segments().last().is_some_and(|s| s == "stream");
+    let (owned, credential, path) = (state.clone(), caller.credential.clone(), path.clone());
+    let sending = async move { send(&owned, &credential, parts, body, &path, class, limits).await };
+    brokered::invoke(state, caller, &agent, streamed, sending).await
+}
+
+/// Sends one request upstream: through the shaper when it is on.
+pub(super) async fn send(
+    state: &AppState,
+    credential: &Arc<Credential>,
+    parts: Parts,
+    body: axum::body::Body,
+    path: &ApiPath,
+    class: RouteClass,
+    limits: BodyLimits,
+) -> Result<Response, GatewayError> {
+    if let Some(shaper) = credential.shaper() {
+        let to = shaped::Target {
+            path,
+            class,
+            limits,
+            authorization: credential.authorization(),
+        };
+        return shaped::forward(state, shaper, parts, body, to).await;
     }
     let url = path.to_upstream_url(state.upstream.base(), parts.uri.query());
     let outbound = Outbound {
@@ -136,6 +242,7 @@ pub(super) async fn send(
         headers: parts.headers,
         body,
         class,
+        authorization: credential.authorization().clone(),
     };
     state.upstream.forward(outbound, limits).await
 }

@@ -35,16 +35,29 @@ use crate::upstream::{BodyLimits, Outbound};
 /// Header on responses that waited for the budget: milliseconds waited.
 pub const QUEUE_WAIT_HEADER: &str = "x-gateway-queue-wait-ms";
 
-/// Sends one request through the shaper.
+/// Where a shaped request goes and with what.
+pub(super) struct Target<'a> {
+    pub path: &'a ApiPath,
+    pub class: RouteClass,
+    pub limits: BodyLimits,
+    /// The upstream credential's `Authorization` value.
+    pub authorization: &'a HeaderValue,
+}
+
+/// Sends one request through `shaper` (its upstream credential's).
 pub(super) async fn forward(
     state: &AppState,
     shaper: &Shaper,
     parts: Parts,
     body: Body,
-    path: &ApiPath,
-    class: RouteClass,
-    limits: BodyLimits,
+    to: Target<'_>,
 ) -> Result<Response, GatewayError> {
+    let Target {
+        path,
+        class,
+        limits,
+        authorization,
+    } = to;
     let lane = Lane::of(class);
     let replay_max = state.config.shaper.replay_max_bytes;
     let mut body = read_replayable(body, lane, replay_max, limits).await?;
@@ -76,6 +89,7 @@ pub(super) async fn forward(
             headers: parts.headers.clone(),
             body: body.take(),
             class,
+            authorization: authorization.clone(),
         };
         let (response, returned) = send(state, outbound, limits, lane, turn.take()).await?;
         turn = returned;
@@ -164,9 +178,12 @@ fn session_id(body: &[u8]) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// Who a request is for fairness: its local credential's fingerprint, else
-/// its peer address.
+/// Who a request is for fairness: its local key's id (keys mode), else a
+/// fingerprint of the credential it sent, else its peer address.
 fn client_id(shaper: &Shaper, parts: &Parts) -> Arc<str> {
+    if let Some(super::proxy::CallerId(id)) = parts.extensions.get() {
+        return Arc::from(format!("key:{id}"));
+    }
     let credential = parts
         .headers
         .get(header::AUTHORIZATION)

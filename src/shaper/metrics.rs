@@ -1,6 +1,8 @@
 //! The shaper's metrics: queue depth and wait, budget left, dispatches,
-//! refusals by reason, upstream 429s. Labels are the lane and the reason only.
+//! refusals by reason, upstream 429s. Labels are the lane, the upstream
+//! credential's name and the reason only.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -17,6 +19,8 @@ use super::Lane;
 pub struct LaneLabels {
     /// `crud` or `invoke`.
     pub lane: &'static str,
+    /// The upstream credential's name.
+    pub upstream: Arc<String>,
 }
 
 /// Labels: the lane and why a request was refused.
@@ -24,6 +28,8 @@ pub struct LaneLabels {
 pub struct RefusalLabels {
     /// `crud` or `invoke`.
     pub lane: &'static str,
+    /// The upstream credential's name.
+    pub upstream: Arc<String>,
     /// `queue_full`, `wait_too_long`, `timed_out`, `draining`, `client_gone`.
     pub reason: &'static str,
 }
@@ -42,6 +48,7 @@ pub struct ShaperMetrics {
     dispatched: Family<LaneLabels, Counter>,
     refused: Family<RefusalLabels, Counter>,
     upstream_limited: Family<LaneLabels, Counter>,
+    upstream: Arc<String>,
 }
 
 impl ShaperMetrics {
@@ -56,6 +63,7 @@ impl ShaperMetrics {
             dispatched: Family::default(),
             refused: Family::default(),
             upstream_limited: Family::default(),
+            upstream: Arc::new(crate::config::DEFAULT_CREDENTIAL.to_string()),
         };
         registry.register(
             "queue_depth",
@@ -90,14 +98,23 @@ impl ShaperMetrics {
         metrics
     }
 
-    fn lane(lane: Lane) -> LaneLabels {
+    /// The same families, labelled for the credential `name`.
+    pub fn for_upstream(&self, name: &str) -> Self {
+        Self {
+            upstream: Arc::new(name.to_string()),
+            ..self.clone()
+        }
+    }
+
+    fn lane(&self, lane: Lane) -> LaneLabels {
         LaneLabels {
             lane: lane.as_str(),
+            upstream: self.upstream.clone(),
         }
     }
 
     pub(super) fn set_state(&self, lane: Lane, depth: usize, remaining: u32) {
-        let labels = Self::lane(lane);
+        let labels = self.lane(lane);
         self.depth
             .get_or_create(&labels)
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
@@ -107,12 +124,12 @@ impl ShaperMetrics {
     }
 
     pub(super) fn dispatched(&self, lane: Lane) {
-        self.dispatched.get_or_create(&Self::lane(lane)).inc();
+        self.dispatched.get_or_create(&self.lane(lane)).inc();
     }
 
     pub(super) fn waited(&self, lane: Lane, waited: Duration) {
         self.wait
-            .get_or_create(&Self::lane(lane))
+            .get_or_create(&self.lane(lane))
             .observe(waited.as_secs_f64());
     }
 
@@ -120,12 +137,13 @@ impl ShaperMetrics {
         self.refused
             .get_or_create(&RefusalLabels {
                 lane: lane.as_str(),
+                upstream: self.upstream.clone(),
                 reason,
             })
             .inc();
     }
 
     pub(super) fn upstream_limited(&self, lane: Lane) {
-        self.upstream_limited.get_or_create(&Self::lane(lane)).inc();
+        self.upstream_limited.get_or_create(&self.lane(lane)).inc();
     }
 }

@@ -5,6 +5,7 @@
 //! upstream's body back through an idle guard. Redirects are never followed
 //! and system proxy variables are ignored unless `upstream.proxy` is set.
 
+pub mod credential;
 pub mod headers;
 pub mod path;
 
@@ -18,7 +19,6 @@ use crate::body::{BodyError, Guarded, Verdict};
 use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
 use crate::route::RouteClass;
-use crate::types::Secret;
 
 /// Time from sending the request to the upstream's response headers,
 /// attached to responses for the access log and metrics.
@@ -37,6 +37,8 @@ pub struct Outbound {
     pub body: Body,
     /// Which timeout applies.
     pub class: RouteClass,
+    /// The upstream credential's `Authorization` value.
+    pub authorization: HeaderValue,
 }
 
 /// Limits applied to the client's request body.
@@ -48,12 +50,12 @@ pub struct BodyLimits {
     pub idle: Duration,
 }
 
-/// The pooled upstream client and the upstream credential.
+/// The pooled upstream client. Credentials travel with each request
+/// ([`Outbound::authorization`]).
 #[derive(Debug)]
 pub struct UpstreamClient {
     client: reqwest::Client,
     base: url::Url,
-    authorization: HeaderValue,
     config: UpstreamConfig,
 }
 
@@ -62,7 +64,7 @@ impl UpstreamClient {
     ///
     /// # Errors
     /// The TLS backend or proxy setting cannot be initialised.
-    pub fn new(config: &UpstreamConfig, key: &Secret<String>) -> Result<Self, reqwest::Error> {
+    pub fn new(config: &UpstreamConfig) -> Result<Self, reqwest::Error> {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .redirect(reqwest::redirect::Policy::none())
@@ -74,13 +76,9 @@ impl UpstreamClient {
         if let Some(proxy) = &config.proxy {
             builder = builder.proxy(reqwest::Proxy::all(proxy.as_str())?);
         }
-        let mut authorization = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-            .unwrap_or_else(|_| HeaderValue::from_static(""));
-        authorization.set_sensitive(true);
         Ok(Self {
             client: builder.build()?,
             base: config.url.clone(),
-            authorization,
             config: config.clone(),
         })
     }
@@ -106,9 +104,10 @@ impl UpstreamClient {
             mut headers,
             body,
             class,
+            authorization,
         } = out;
         headers::sanitize_request(&mut headers);
-        headers.insert(http::header::AUTHORIZATION, self.authorization.clone());
+        headers.insert(http::header::AUTHORIZATION, authorization);
 
         let verdict = Verdict::default();
         let mut request = self.client.request(method, url).headers(headers);

@@ -13,6 +13,7 @@ mod binary;
 mod cache;
 mod errors;
 mod hostile;
+mod keys;
 mod ops;
 mod proxy;
 mod routes;

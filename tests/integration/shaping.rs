@@ -315,11 +315,15 @@ async fn the_queue_is_visible_and_waits_are_reported() {
 
     let metrics = get_text(&gw.url("/metrics")).await;
     assert!(
-        metrics.contains("castari_gateway_queue_depth{lane=\"crud\"} 2"),
+        metrics.contains("castari_gateway_queue_depth{lane=\"crud\",upstream=\"default\"} 2"),
         "{metrics}"
     );
-    assert!(metrics.contains("castari_gateway_budget_remaining{lane=\"crud\"} 0"));
-    assert!(metrics.contains("castari_gateway_dispatched_total{lane=\"crud\"} 1"));
+    assert!(
+        metrics.contains("castari_gateway_budget_remaining{lane=\"crud\",upstream=\"default\"} 0")
+    );
+    assert!(
+        metrics.contains("castari_gateway_dispatched_total{lane=\"crud\",upstream=\"default\"} 1")
+    );
 
     let first = first.await.unwrap().unwrap();
     assert_eq!(first.status(), 200);
@@ -329,7 +333,9 @@ async fn the_queue_is_visible_and_waits_are_reported() {
     assert_eq!(second.status(), 200);
     let metrics = get_text(&gw.url("/metrics")).await;
     assert!(
-        metrics.contains("castari_gateway_queue_wait_seconds_count{lane=\"crud\"} 2"),
+        metrics.contains(
+            "castari_gateway_queue_wait_seconds_count{lane=\"crud\",upstream=\"default\"} 2"
+        ),
         "{metrics}"
     );
     assert_eq!(upstream_429s(&sim).await, 0);
@@ -441,7 +447,7 @@ async fn a_client_that_leaves_the_queue_spends_nothing() {
     );
     let metrics = get_text(&gw.url("/metrics")).await;
     assert!(
-        metrics.contains("castari_gateway_refused_total{lane=\"crud\",reason=\"client_gone\"} 1")
+        metrics.contains("castari_gateway_refused_total{lane=\"crud\",upstream=\"default\",reason=\"client_gone\"} 1")
     );
 }
 
@@ -464,7 +470,9 @@ async fn an_upstream_429_pauses_the_budget_and_is_retried_unseen() {
     let ok = seen(&sim).await.iter().filter(|r| r.status == 200).count();
     assert_eq!(ok, 6, "each request executed exactly once");
     let metrics = get_text(&gw.url("/metrics")).await;
-    assert!(metrics.contains("castari_gateway_upstream_rate_limited_total{lane=\"crud\"}"));
+    assert!(metrics.contains(
+        "castari_gateway_upstream_rate_limited_total{lane=\"crud\",upstream=\"default\"}"
+    ));
 }
 
 #[tokio::test]

@@ -1,0 +1,456 @@
+//! The broker: who is calling, what they may do, what they spend.
+//!
+//! On the request path, in order: [`Broker::identify`] (the local key, or
+//! the one open-mode user, and its upstream credential), then
+//! [`Broker::authorize`] (role, agent globs, the key's own rate), then for
+//! invocations [`Broker::reserve`] before sending and
+//! [`Broker::settle_invocation`] after. Every answered request is counted
+//! with [`Broker::count`]. All of it happens before the cache and the
+//! shaper, so a refused request never reaches either.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use http::request::Parts;
+use http::{header, HeaderMap, Method};
+use rust_decimal::Decimal;
+
+use super::clock;
+use super::ledger::Ledger;
+use super::model::{KeyHash, Role, UsageDelta};
+use super::ring::{KeyRing, LocalKey, VerifyError};
+use super::scope::{self, AgentGlobs};
+use super::store::{Reserve, Store, StoreError};
+use super::token;
+use crate::config::{AuthMode, Config};
+use crate::error::GatewayError;
+use crate::upstream::credential::{Credential, Credentials};
+use crate::upstream::headers::X_API_KEY;
+
+/// The ledger name of the one user of open mode.
+pub const OPEN_USER: &str = "open";
+
+/// Who sent a request, once identified.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The local key (keys mode), or none (open mode).
+    pub key: Option<Arc<LocalKey>>,
+    /// The upstream credential the request goes out with.
+    pub credential: Arc<Credential>,
+}
+
+impl Caller {
+    /// The id the ledger and the shaper's fairness use.
+    pub fn id(&self) -> &str {
+        self.key.as_ref().map_or(OPEN_USER, |k| &k.record.id)
+    }
+
+    /// The key's agent globs (every agent in open mode).
+    pub fn globs(&self) -> Option<&AgentGlobs> {
+        self.key.as_ref().map(|k| &k.globs).filter(|g| !g.is_all())
+    }
+}
+
+/// A budget reservation held while an invocation runs.
+#[derive(Debug)]
+pub struct Reservation {
+    id: i64,
+    amount: Decimal,
+}
+
+/// The key broker's state.
+pub struct Broker {
+    mode: AuthMode,
+    ring: KeyRing,
+    writer: Option<Arc<Mutex<Store>>>,
+    ledger: Ledger,
+    admin_hash: Option<KeyHash>,
+    reserve_floor: Decimal,
+    reservation_ttl: i64,
+    rotate_grace_secs: u64,
+    /// The last real cost seen per (key, agent): the next reservation.
+    estimates: Mutex<HashMap<(String, String), Decimal>>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("mode", &self.mode)
+            .field("ring", &self.ring)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Failure to open the broker.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct OpenError(#[from] StoreError);
+
+impl Broker {
+    /// Opens the store (when the mode or `auth.db_path` asks for one) and
+    /// loads the keys. The ledger flushes from a task on the current Tokio
+    /// runtime, so this must run inside one.
+    ///
+    /// # Errors
+    /// The database cannot be opened or read.
+    pub fn open(config: &Config) -> Result<Self, OpenError> {
+        let auth = &config.auth;
+        let mode = auth.effective_mode(config.server.listen);
+        let (reader, writer) = match auth.effective_db(mode) {
+            Some(path) => (Some(Store::open(&path)?), Some(Store::open(&path)?)),
+            None => (None, None),
+        };
+        let writer = writer.map(|w| Arc::new(Mutex::new(w)));
+        let ring = KeyRing::new(auth, reader)?;
+        let ledger = Ledger::start(writer.clone(), Duration::from_millis(auth.ledger_flush_ms));
+        let reserve_floor =
+            Decimal::from_str_exact(auth.invoke_reserve_usd.trim()).unwrap_or(Decimal::ONE);
+        let invoke_secs = config.upstream.invoke_timeout_ms / 1_000;
+        Ok(Self {
+            mode,
+            ring,
+            writer,
+            ledger,
+            admin_hash: config.admin_key.as_ref().map(|k| token::hash(k.expose())),
+            reserve_floor,
+            reservation_ttl: i64::try_from(invoke_secs).unwrap_or(i64::MAX / 2) + 60,
+            rotate_grace_secs: auth.rotate_grace_secs,
+            estimates: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// `open` or `keys`.
+    pub fn mode(&self) -> AuthMode {
+        self.mode
+    }
+
+    /// The keys.
+    pub fn ring(&self) -> &KeyRing {
+        &self.ring
+    }
+
+    /// The store connection for writes, if there is a store.
+    pub fn writer(&self) -> Option<&Arc<Mutex<Store>>> {
+        self.writer.as_ref()
+    }
+
+    /// Seconds an old secret stays valid after a rotation.
+    pub fn rotate_grace_secs(&self) -> u64 {
+        self.rotate_grace_secs
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Identifies the caller: in keys mode the local key in
+    /// `Authorization: Bearer` or `X-API-Key`, in open mode nobody.
+    ///
+    /// # Errors
+    /// 401 for a missing or refused key; 503 when the store is unreadable;
+    /// 403 when the key's upstream credential is not configured.
+    pub fn identify(
+        &self,
+        parts: &Parts,
+        credentials: &Credentials,
+    ) -> Result<Caller, GatewayError> {
+        if self.mode == AuthMode::Open {
+            return Ok(Caller {
+                key: None,
+                credential: credentials.default_credential().clone(),
+            });
+        }
+        let key = match self
+            .ring
+            .verify(presented(&parts.headers), clock::now_unix())
+        {
+            Ok(key) => key,
+            Err(VerifyError::Refused(refused)) => return Err(refused.into()),
+            Err(VerifyError::Store(error)) => {
+                tracing::error!(%error, "key store unreadable; refusing the request");
+                return Err(GatewayError::StoreUnavailable);
+            }
+        };
+        let Some(credential) = credentials.get(&key.record.upstream) else {
+            return Err(GatewayError::Forbidden {
+                code: "unknown_upstream",
+                detail: format!(
+                    "This key is bound to the upstream credential {:?}, which this gateway does not hold",
+                    key.record.upstream
+                ),
+            });
+        };
+        Ok(Caller {
+            credential: credential.clone(),
+            key: Some(key),
+        })
+    }
+
+    /// Checks the caller's role, agent globs and own rate for `method` on
+    /// the decoded `segments` after `/api/v1/`.
+    ///
+    /// # Errors
+    /// 403 for a route or agent outside the key's scope, 429 with
+    /// `Retry-After` when the key's own rate is spent.
+    pub fn authorize(
+        &self,
+        caller: &Caller,
+        method: &Method,
+        segments: &[Box<str>],
+    ) -> Result<(), GatewayError> {
+        let Some(key) = &caller.key else {
+            return Ok(());
+        };
+        scope::authorize(key.record.role, &key.globs, method, segments).map_err(|denial| {
+            GatewayError::Forbidden {
+                code: denial.code(),
+                detail: denial.detail(method),
+            }
+        })?;
+        if let Some(limiter) = &key.limiter {
+            if let Err(not_until) = limiter.check() {
+                use governor::clock::{Clock, DefaultClock};
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                return Err(GatewayError::KeyRateLimited {
+                    retry_after_secs: secs.max(1),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `parts` carries the admin key, or a local key with the
+    /// `admin` role.
+    pub fn is_admin(&self, headers: &HeaderMap) -> bool {
+        let Some(presented) = presented(headers) else {
+            return false;
+        };
+        if let Some(admin) = &self.admin_hash {
+            if token::same(&token::hash(presented), admin) {
+                return true;
+            }
+        }
+        matches!(
+            self.ring.verify(Some(presented), clock::now_unix()),
+            Ok(key) if key.record.role == Role::Admin
+        )
+    }
+
+    /// Counts one answered request in the ledger (flushed in batches).
+    pub fn count(&self, caller: &Caller, agent: Option<&str>, class: &'static str) {
+        if self.writer.is_some() {
+            self.ledger.count(caller.id(), agent.unwrap_or(""), class);
+        }
+    }
+
+    /// Reserves an invocation's estimated cost against the caller's budget.
+    /// `Ok(None)`: the key has no budget (or there is no key).
+    ///
+    /// # Errors
+    /// 402 when the budget is spent (with what was spent and reserved),
+    /// 503 when the store fails.
+    pub async fn reserve(
+        &self,
+        caller: &Caller,
+        agent: &str,
+    ) -> Result<Option<Reservation>, GatewayError> {
+        let (Some(key), Some(writer)) = (&caller.key, &self.writer) else {
+            return Ok(None);
+        };
+        let Some(budget) = key.record.budget else {
+            return Ok(None);
+        };
+        let amount = self.estimate(&key.record.id, agent);
+        let writer = writer.clone();
+        let key_id = key.record.id.clone();
+        let now = clock::now_unix();
+        let expires = now + self.reservation_ttl;
+        let outcome = tokio::task::spawn_blocking(move || {
+            let store = writer.lock().unwrap_or_else(PoisonError::into_inner);
+            store.reserve(&key_id, &budget, amount, now, expires)
+        })
+        .await;
+        match outcome {
+            Ok(Ok(Reserve::Granted(id))) => Ok(Some(Reservation { id, amount })),
+            Ok(Ok(Reserve::Refused {
+                spent,
+                reserved,
+                limit,
+            })) => Err(GatewayError::BudgetExceeded {
+                limit: limit.normalize().to_string(),
+                period: budget.period.as_str(),
+                spent: spent.normalize().to_string(),
+                reserved: reserved.normalize().to_string(),
+            }),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "budget reservation failed");
+                Err(GatewayError::StoreUnavailable)
+            }
+            Err(error) => {
+                tracing::error!(%error, "budget reservation task failed");
+                Err(GatewayError::Internal)
+            }
+        }
+    }
+
+    /// Records a finished invocation: its tokens and exact cost go to the
+    /// ledger and its reservation (if any) is freed, in one transaction.
+    /// `usage == None` means nothing was spent (the upstream refused it).
+    pub async fn settle_invocation(
+        &self,
+        caller: &Caller,
+        agent: &str,
+        reservation: Option<Reservation>,
+        usage: Option<InvocationUsage>,
+    ) {
+        let Some(writer) = &self.writer else {
+            return;
+        };
+        let writer = writer.clone();
+        let reservation_id = reservation.as_ref().map(|r| r.id);
+        let delta = usage.map(|usage| UsageDelta {
+            key_id: caller.id().to_string(),
+            day: clock::day(clock::now_unix()),
+            agent: agent.to_string(),
+            class: "invoke".to_string(),
+            requests: 0,
+            invocations: 1,
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cost_usd: usage.cost_usd,
+        });
+        if let Some(delta) = &delta {
+            let mut estimates = self
+                .estimates
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            estimates.insert((delta.key_id.clone(), agent.to_string()), delta.cost_usd);
+        }
+        let result = tokio::task::spawn_blocking(move || {
+            let store = writer.lock().unwrap_or_else(PoisonError::into_inner);
+            match (reservation_id, &delta) {
+                (Some(id), Some(delta)) => store.settle(id, delta),
+                (Some(id), None) => store.release(id),
+                (None, Some(delta)) => store.add_usage(std::slice::from_ref(delta)),
+                (None, None) => Ok(()),
+            }
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "could not record an invocation's usage"),
+            Err(error) => tracing::error!(%error, "usage task failed"),
+        }
+    }
+
+    /// What the next invocation of `agent` by `key_id` is assumed to cost:
+    /// the last real cost seen, but never under `auth.invoke_reserve_usd`.
+    fn estimate(&self, key_id: &str, agent: &str) -> Decimal {
+        let estimates = self
+            .estimates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let seen = estimates
+            .get(&(key_id.to_string(), agent.to_string()))
+            .copied()
+            .unwrap_or(Decimal::ZERO);
+        seen.max(self.reserve_floor)
+    }
+}
+
+impl Reservation {
+    /// The amount held.
+    pub fn amount(&self) -> Decimal {
+        self.amount
+    }
+}
+
+/// Tokens and cost of one `InvocationResponse`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InvocationUsage {
+    /// `input_tokens`.
+    pub input_tokens: u64,
+    /// `output_tokens`.
+    pub output_tokens: u64,
+    /// `total_cost_usd`, exact.
+    pub cost_usd: Decimal,
+}
+
+impl InvocationUsage {
+    /// Reads tokens and cost from an `InvocationResponse` body.
+    /// `total_cost_usd` may be a JSON number or a decimal string; its
+    /// digits are read as written, never through a float.
+    pub fn parse(body: &[u8]) -> Option<Self> {
+        #[derive(serde::Deserialize)]
+        struct Wire<'a> {
+            #[serde(default)]
+            input_tokens: Option<u64>,
+            #[serde(default)]
+            output_tokens: Option<u64>,
+            #[serde(borrow)]
+            total_cost_usd: Option<&'a serde_json::value::RawValue>,
+        }
+        let wire: Wire<'_> = serde_json::from_slice(body).ok()?;
+        let cost = match wire.total_cost_usd.map(|raw| raw.get().trim()) {
+            None | Some("null") => Decimal::ZERO,
+            Some(text) => exact_decimal(text.trim_matches('"'))?,
+        };
+        Some(Self {
+            input_tokens: wire.input_tokens.unwrap_or(0),
+            output_tokens: wire.output_tokens.unwrap_or(0),
+            cost_usd: cost,
+        })
+    }
+}
+
+/// `"0.001"`, `0.001`, `1e-3`: the exact decimal written (rounded only
+/// past the 28 significant digits a `Decimal` holds).
+fn exact_decimal(text: &str) -> Option<Decimal> {
+    use std::str::FromStr;
+    Decimal::from_str_exact(text)
+        .or_else(|_| Decimal::from_scientific(text))
+        .or_else(|_| Decimal::from_str(text))
+        .ok()
+}
+
+/// The token a client presented: `Authorization: Bearer X` or `X-API-Key`.
+fn presented(headers: &HeaderMap) -> Option<&str> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().ok()?.trim();
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())
+            .filter(|t| !t.is_empty());
+    }
+    headers
+        .get(X_API_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invocation_cost_is_read_exactly_from_numbers_and_strings() {
+        let parse = |body: &str| InvocationUsage::parse(body.as_bytes()).unwrap();
+        let a = parse(r#"{"input_tokens":12,"output_tokens":9,"total_cost_usd":"0.000171"}"#);
+        assert_eq!(a.cost_usd, Decimal::new(171, 6));
+        assert_eq!((a.input_tokens, a.output_tokens), (12, 9));
+        let b = parse(r#"{"total_cost_usd":0.123456789012345678}"#);
+        assert_eq!(b.cost_usd.to_string(), "0.123456789012345678");
+        assert_eq!(
+            parse(r#"{"total_cost_usd":1e-3}"#).cost_usd,
+            Decimal::new(1, 3)
+        );
+        assert_eq!(parse(r#"{"total_cost_usd":null}"#).cost_usd, Decimal::ZERO);
+        assert!(InvocationUsage::parse(br#"{"total_cost_usd":"lots"}"#).is_none());
+        assert!(InvocationUsage::parse(b"not json").is_none());
+    }
+}

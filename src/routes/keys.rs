@@ -1,0 +1,274 @@
+//! `/admin/keys` and `/admin/usage`: the key broker's admin API.
+//!
+//! Every call needs the admin key (`CASTARI_GATEWAY_ADMIN_KEY` or
+//! `auth.admin_key_file`) or a local key with the `admin` role, as
+//! `Authorization: Bearer ...`. Changes reach the request path at once: the
+//! key ring rereads the store when its generation moves.
+//!
+//! | call | does |
+//! |---|---|
+//! | `GET /admin/keys` | every key, never a secret or hash |
+//! | `POST /admin/keys` | creates a key; the token is in this answer only |
+//! | `DELETE /admin/keys/{id}` | revokes at once |
+//! | `POST /admin/keys/{id}/rotate` | new secret; the old one works for `grace_secs` |
+//! | `GET /admin/usage?key=&days=&format=csv` | the ledger, JSON or CSV |
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::extract::{Path, Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, StatusCode};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+
+use crate::error::error_response;
+use crate::keys::model::KeyInfo;
+use crate::keys::ops::{self, NewKey, OpsError};
+use crate::keys::store::Store;
+use crate::keys::{clock, model::Origin};
+use crate::state::AppState;
+
+/// Largest admin request body.
+const MAX_BODY: usize = 16 << 10;
+
+/// `GET /admin/keys`.
+pub async fn list(State(state): State<AppState>, request: Request) -> Response {
+    if let Some(denied) = deny(&state, &request) {
+        return denied;
+    }
+    if let Err(error) = state.broker.ring().refresh() {
+        return failure(&OpsError::Store(error));
+    }
+    let keys: Vec<KeyInfo> = (state.broker.ring().all().iter())
+        .map(|k| KeyInfo::from(&k.record))
+        .collect();
+    no_store(axum::Json(serde_json::json!({ "keys": keys })).into_response())
+}
+
+/// `POST /admin/keys` with a JSON [`NewKey`].
+pub async fn create(State(state): State<AppState>, request: Request) -> Response {
+    if let Some(denied) = deny(&state, &request) {
+        return denied;
+    }
+    let new: NewKey = match json_body(request).await {
+        Ok(new) => new,
+        Err(response) => return response,
+    };
+    let upstreams: Vec<String> = state
+        .credentials
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    let result = with_store(&state, move |store| {
+        let names: Vec<&str> = upstreams.iter().map(String::as_str).collect();
+        ops::create(Some(store), &new, &names, clock::now_unix()).map(|(issued, _)| issued)
+    })
+    .await;
+    match result {
+        Ok(issued) => {
+            tracing::info!(key = %issued.info.id, role = %issued.info.role, "local key created");
+            let body = serde_json::json!({ "key": issued.token(), "info": issued.info });
+            no_store((StatusCode::CREATED, axum::Json(body)).into_response())
+        }
+        Err(error) => failure(&error),
+    }
+}
+
+/// `DELETE /admin/keys/{id}`.
+pub async fn revoke(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    if let Some(refused) = deny(&state, &request).or_else(|| declared(&state, &id)) {
+        return refused;
+    }
+    let result = with_store(&state, move |store| {
+        ops::revoke(store, &id, clock::now_unix())
+    })
+    .await;
+    match result {
+        Ok(info) => {
+            tracing::info!(key = %info.id, "local key revoked");
+            no_store(axum::Json(serde_json::json!({ "revoked": info })).into_response())
+        }
+        Err(error) => failure(&error),
+    }
+}
+
+/// Body of `POST /admin/keys/{id}/rotate`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    grace_secs: Option<u64>,
+}
+
+/// `POST /admin/keys/{id}/rotate` with an optional `{"grace_secs": N}`.
+pub async fn rotate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    if let Some(refused) = deny(&state, &request).or_else(|| declared(&state, &id)) {
+        return refused;
+    }
+    let empty = axum::body::HttpBody::size_hint(request.body()).upper() == Some(0);
+    let body: RotateBody = if empty {
+        RotateBody::default()
+    } else {
+        match json_body(request).await {
+            Ok(body) => body,
+            Err(response) => return response,
+        }
+    };
+    let grace = body.grace_secs.unwrap_or(state.broker.rotate_grace_secs());
+    let result = with_store(&state, move |store| {
+        ops::rotate(store, &id, grace, clock::now_unix())
+    })
+    .await;
+    match result {
+        Ok(issued) => {
+            tracing::info!(key = %issued.info.id, grace_secs = grace, "local key rotated");
+            let body = serde_json::json!({ "key": issued.token(), "info": issued.info });
+            no_store(axum::Json(body).into_response())
+        }
+        Err(error) => failure(&error),
+    }
+}
+
+/// Query of `GET /admin/usage`.
+#[derive(Debug, Deserialize)]
+pub struct UsageQuery {
+    key: Option<String>,
+    days: Option<u32>,
+    format: Option<String>,
+}
+
+/// `GET /admin/usage?key=&days=30&format=json|csv`.
+pub async fn usage(
+    State(state): State<AppState>,
+    Query(query): Query<UsageQuery>,
+    request: Request,
+) -> Response {
+    if let Some(denied) = deny(&state, &request) {
+        return denied;
+    }
+    let csv = match query.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "format must be json or csv",
+            )
+        }
+    };
+    let days = query.days.unwrap_or(30).clamp(1, 3_660);
+    state.broker.ledger().flush().await;
+    let key = query.key;
+    let result = with_store(&state, move |store| {
+        ops::usage(store, key.as_deref(), days, clock::now_unix())
+    })
+    .await;
+    match result {
+        Ok(report) if csv => {
+            let mut response = report.to_csv().into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            );
+            no_store(response)
+        }
+        Ok(report) => no_store(axum::Json(report).into_response()),
+        Err(error) => failure(&error),
+    }
+}
+
+/// 401 unless the request carries the admin key or an admin-role key.
+fn deny(state: &AppState, request: &Request) -> Option<Response> {
+    if state.broker.is_admin(request.headers()) {
+        return None;
+    }
+    Some(error_response(
+        StatusCode::UNAUTHORIZED,
+        "admin_key_required",
+        "This endpoint needs the gateway's admin key (or an admin-role key) as Authorization: Bearer",
+    ))
+}
+
+/// 409 for a key declared in the config file.
+fn declared(state: &AppState, id: &str) -> Option<Response> {
+    let is_declared = (state.broker.ring().all().iter())
+        .any(|k| k.record.id == id && k.record.origin == Origin::Config);
+    is_declared.then(|| failure(&OpsError::Declared(id.to_string())))
+}
+
+async fn json_body<T: serde::de::DeserializeOwned>(request: Request) -> Result<T, Response> {
+    let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY);
+    let bytes = limited.collect().await.map_err(|_| {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "Admin request bodies are at most 16 KiB",
+        )
+    })?;
+    serde_json::from_slice(&bytes.to_bytes()).map_err(|e| {
+        error_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            &format!("Invalid JSON body: {e}"),
+        )
+    })
+}
+
+async fn with_store<T, F>(state: &AppState, op: F) -> Result<T, OpsError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> Result<T, OpsError> + Send + 'static,
+{
+    let Some(writer) = state.broker.writer().cloned() else {
+        return Err(OpsError::Invalid {
+            field: "auth.db_path",
+            message: "this gateway has no key store (open mode without auth.db_path)".into(),
+        });
+    };
+    run_blocking(writer, op).await
+}
+
+async fn run_blocking<T, F>(writer: Arc<Mutex<Store>>, op: F) -> Result<T, OpsError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> Result<T, OpsError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        let store = writer.lock().unwrap_or_else(PoisonError::into_inner);
+        op(&store)
+    })
+    .await
+    .map_err(|e| OpsError::Random(format!("task failed: {e}")))?
+}
+
+fn failure(error: &OpsError) -> Response {
+    let (status, code) = match error {
+        OpsError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_key_request"),
+        OpsError::NotFound(_) => (StatusCode::NOT_FOUND, "key_not_found"),
+        OpsError::Declared(_) => (StatusCode::CONFLICT, "key_declared_in_config"),
+        OpsError::Store(_) | OpsError::Random(_) => {
+            tracing::error!(%error, "key store operation failed");
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "key_store_unavailable",
+                "The key store is unavailable",
+            );
+        }
+    };
+    error_response(status, code, &error.to_string())
+}
+
+fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

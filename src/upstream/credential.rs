@@ -1,0 +1,109 @@
+//! Upstream credentials: the real keys the gateway holds, by name.
+//!
+//! `default` is `CASTARI_API_KEY` (or `upstream.api_key_file`); further
+//! ones come from `[upstream.credentials.NAME]`. Each has its own rate
+//! shaper (the upstream budgets each key separately) and its own cache
+//! partition (its name is the cache key's principal). Local keys are bound
+//! to one credential by name.
+
+use std::sync::Arc;
+
+use http::HeaderValue;
+
+use crate::config::{Config, DEFAULT_CREDENTIAL};
+use crate::shaper::metrics::ShaperMetrics;
+use crate::shaper::Shaper;
+use crate::types::Secret;
+
+/// One upstream key, ready to send, and its shaper.
+pub struct Credential {
+    name: Arc<str>,
+    authorization: HeaderValue,
+    shaper: Option<Shaper>,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("name", &self.name)
+            .field("authorization", &"*****")
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credential {
+    /// A credential named `name` with `key`; shaped when `shaper` is given.
+    pub fn new(name: &str, key: &Secret<String>, shaper: Option<Shaper>) -> Self {
+        let mut authorization = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
+        authorization.set_sensitive(true);
+        Self {
+            name: Arc::from(name),
+            authorization,
+            shaper,
+        }
+    }
+
+    /// Its name (`default`, `team-a`): the cache principal and metric label.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The outbound `Authorization` value, marked sensitive.
+    pub fn authorization(&self) -> &HeaderValue {
+        &self.authorization
+    }
+
+    /// Its rate shaper, unless shaping is off.
+    pub fn shaper(&self) -> Option<&Shaper> {
+        self.shaper.as_ref()
+    }
+}
+
+/// Every configured credential.
+#[derive(Debug)]
+pub struct Credentials {
+    default: Arc<Credential>,
+    named: Vec<Arc<Credential>>,
+}
+
+impl Credentials {
+    /// Builds the credentials of `config`, each with a shaper when shaping
+    /// is on (which must then run inside a Tokio runtime).
+    pub fn new(config: &Config, metrics: &ShaperMetrics) -> Self {
+        let shaper = |name: &str| {
+            config
+                .shaper
+                .enabled
+                .then(|| Shaper::new(&config.shaper, metrics.for_upstream(name)))
+        };
+        let default_key = config
+            .upstream_key
+            .clone()
+            .unwrap_or_else(|| Secret::new(String::new()));
+        let default = Arc::new(Credential::new(
+            DEFAULT_CREDENTIAL,
+            &default_key,
+            shaper(DEFAULT_CREDENTIAL),
+        ));
+        let named = (config.named_keys.iter())
+            .map(|(name, key)| Arc::new(Credential::new(name, key, shaper(name))))
+            .collect();
+        Self { default, named }
+    }
+
+    /// The `default` credential.
+    pub fn default_credential(&self) -> &Arc<Credential> {
+        &self.default
+    }
+
+    /// The credential named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Credential>> {
+        self.iter().find(|c| &*c.name == name)
+    }
+
+    /// All of them, `default` first.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Credential>> {
+        std::iter::once(&self.default).chain(&self.named)
+    }
+}
