@@ -3,13 +3,15 @@
 //! ```text
 //! client ──► server (accept loop: header deadline, connection cap, drain)
 //!              └► app (catch-panic ► sensitive headers ► request id ► access log)
-//!                   ├► /healthz /readyz /metrics
+//!                   ├► /healthz /readyz /metrics /admin/*
 //!                   └► /api/v1/*  proxy: check target and path ► class
+//!                                   ├► broker (local key ► role, agent globs,
+//!                                   │          key rate ► budget for invocations)
 //!                                   ├► cache (GETs: hit, coalesced miss, stale;
 //!                                   │         writes: invalidate after)
 //!                                   └► shaper (budget, fair queue, sessions)
-//!                                      └► upstream: strip credentials, inject
-//!                                         key, stream body both ways ► Castari API
+//!                                      └► upstream: strip credentials, inject the
+//!                                         caller's upstream key, stream both ways
 //! ```
 //!
 //! The binary (`src/main.rs`) only parses arguments and calls into this

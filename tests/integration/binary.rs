@@ -19,6 +19,9 @@ pub fn command() -> Command {
         "CASTARI_GATEWAY_CONFIG",
         "CASTARI_GATEWAY_LISTEN",
         "CASTARI_UPSTREAM_URL",
+        "CASTARI_GATEWAY_AUTH_MODE",
+        "CASTARI_GATEWAY_ALLOW_OPEN_ON_NETWORK",
+        "CASTARI_GATEWAY_ADMIN_KEY",
         "RUST_LOG",
     ] {
         command.env_remove(var);

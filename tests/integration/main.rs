@@ -14,6 +14,7 @@ mod cache;
 mod errors;
 mod hostile;
 mod keys;
+mod keys_cli;
 mod ops;
 mod proxy;
 mod routes;
