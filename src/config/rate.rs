@@ -66,9 +66,22 @@ impl FromStr for Rate {
     }
 }
 
+/// The shortest form that parses back: `30/min`, `100/60s` stays `100/min`,
+/// `1000/h`, `5/1500ms`.
 impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}ms", self.max, self.window.as_millis())
+        let ms = self.window.as_millis();
+        let (n, unit) = match ms {
+            _ if ms % 3_600_000 == 0 => (ms / 3_600_000, "h"),
+            _ if ms % 60_000 == 0 => (ms / 60_000, "min"),
+            _ if ms % 1_000 == 0 => (ms / 1_000, "s"),
+            _ => (ms, "ms"),
+        };
+        if n == 1 {
+            write!(f, "{}/{unit}", self.max)
+        } else {
+            write!(f, "{}/{n}{unit}", self.max)
+        }
     }
 }
 
@@ -95,6 +108,22 @@ mod tests {
         assert_eq!("10/1m".parse(), Ok(Rate::new(10, secs(60))));
         assert_eq!("30/min".parse(), Ok(Rate::new(30, secs(60))));
         assert_eq!(" 7 / 2h ".parse(), Ok(Rate::new(7, secs(7200))));
+    }
+
+    #[test]
+    fn displays_the_shortest_form_that_parses_back() {
+        for (text, shown) in [
+            ("30/min", "30/min"),
+            ("100/60s", "100/min"),
+            ("10/2m", "10/2min"),
+            ("1000/h", "1000/h"),
+            ("5/1500ms", "5/1500ms"),
+            ("7/90s", "7/90s"),
+        ] {
+            let rate: Rate = text.parse().unwrap();
+            assert_eq!(rate.to_string(), shown);
+            assert_eq!(shown.parse::<Rate>().unwrap(), rate);
+        }
     }
 
     #[test]

@@ -106,7 +106,10 @@ impl Broker {
         let ledger = Ledger::start(writer.clone(), Duration::from_millis(auth.ledger_flush_ms));
         let reserve_floor =
             Decimal::from_str_exact(auth.invoke_reserve_usd.trim()).unwrap_or(Decimal::ONE);
-        let invoke_secs = config.upstream.invoke_timeout_ms / 1_000;
+        // A reservation outlives the longest an invocation can take: its
+        // wait in the shaper's queue, then its upstream timeout.
+        let invoke_secs =
+            (config.shaper.invoke_max_wait_ms + config.upstream.invoke_timeout_ms) / 1_000;
         Ok(Self {
             mode,
             ring,
