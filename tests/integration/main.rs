@@ -15,6 +15,7 @@ mod errors;
 mod hostile;
 mod keys;
 mod keys_cli;
+mod leaks;
 mod ops;
 mod proxy;
 mod routes;
