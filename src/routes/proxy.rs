@@ -2,9 +2,16 @@
 //!
 //! Checks, in order: the request target (absolute-form naming another host
 //! is refused), the path (`/api/v1/` prefix, no dot segments, no encoded
-//! separators), the SDK 0.4 stop rewrite, and a declared `Content-Length`
-//! over the limit (413 before anything is sent upstream). Everything else is
-//! the upstream's to judge: its answers, errors included, are relayed as-is.
+//! separators), the SDK 0.4 stop rewrite, the caller (the key broker: local
+//! key, role, agent globs, the key's own rate; `keys/broker.rs`), and a
+//! declared `Content-Length` over the limit (413 before anything is sent
+//! upstream). Everything else is the upstream's to judge: its answers,
+//! errors included, are relayed as-is. The caller's upstream credential
+//! decides the key sent, the shaper and the cache partition.
+//!
+//! For an agent-scoped key, `POST /agents` must name an allowed slug and
+//! `GET /agents` is filtered; invocations go with a budget reservation and
+//! their cost is recorded (`routes/brokered.rs`).
 //!
 //! With caching on (the default), GETs of cacheable routes go through the
 //! cached path (`routes/cached.rs`), and every other request except HEAD
