@@ -51,6 +51,7 @@ pub struct Metrics {
     connections_rejected: Counter,
     shaper: crate::shaper::ShaperMetrics,
     cache: crate::cache::CacheMetrics,
+    retry: crate::upstream::retry::RetryMetrics,
 }
 
 impl Default for Metrics {
@@ -97,8 +98,10 @@ impl Metrics {
         );
         let shaper = crate::shaper::ShaperMetrics::register(&mut registry);
         let cache = crate::cache::CacheMetrics::register(&mut registry);
+        let retry = crate::upstream::retry::RetryMetrics::register(&mut registry);
         Self {
             registry,
+            retry,
             shaper,
             cache,
             requests,
@@ -134,6 +137,11 @@ impl Metrics {
     /// Counts a connection refused at the connection cap.
     pub fn connection_rejected(&self) {
         self.connections_rejected.inc();
+    }
+
+    /// The retry metric handles.
+    pub fn retry(&self) -> &crate::upstream::retry::RetryMetrics {
+        &self.retry
     }
 
     /// The shaper's metric handles.

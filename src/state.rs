@@ -12,6 +12,7 @@ use crate::keys::broker::Broker;
 use crate::metrics::Metrics;
 use crate::shaper::Shaper;
 use crate::upstream::credential::Credentials;
+use crate::upstream::retry::Retrier;
 use crate::upstream::UpstreamClient;
 
 /// Cheap to clone: one `Arc`.
@@ -35,6 +36,8 @@ pub struct Inner {
     pub cache: Option<ResponseCache>,
     /// Local keys, scopes, budgets and the usage ledger.
     pub broker: Broker,
+    /// Which failed attempts are sent again.
+    pub retrier: Retrier,
 }
 
 impl AppState {
@@ -43,6 +46,7 @@ impl AppState {
     pub fn new(config: Config, upstream: UpstreamClient, broker: Broker) -> Self {
         let metrics = Metrics::new();
         let credentials = Credentials::new(&config, metrics.shaper());
+        let retrier = Retrier::new(&config.retry, metrics.retry().clone());
         let cache = config.cache.enabled.then(|| {
             let up = &config.upstream;
             let longest =
@@ -57,6 +61,7 @@ impl AppState {
             readiness: Readiness::new(),
             credentials,
             broker,
+            retrier,
         }))
     }
 

@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod cache;
 pub mod rate;
+pub mod retry;
 pub mod server;
 pub mod shaper;
 pub mod telemetry;
@@ -28,6 +29,7 @@ use serde::Deserialize;
 pub use auth::{AuthConfig, AuthMode, DeclaredKey};
 pub use cache::{CacheConfig, TtlConfig};
 pub use rate::Rate;
+pub use retry::RetryConfig;
 pub use server::ServerConfig;
 pub use shaper::ShaperConfig;
 pub use telemetry::{LogFormat, TelemetryConfig};
@@ -68,6 +70,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// `[auth]`: local keys, roles, budgets and the usage ledger.
     pub auth: AuthConfig,
+    /// `[retry]`: safe retries of failed upstream attempts.
+    pub retry: RetryConfig,
     /// The upstream API key, resolved from `CASTARI_API_KEY` or
     /// `upstream.api_key_file`. Never read from the TOML text itself.
     #[serde(skip)]
@@ -258,6 +262,7 @@ impl Config {
         positive("shaper.crud_max_wait_ms", sh.crud_max_wait_ms)?;
         positive("shaper.invoke_max_wait_ms", sh.invoke_max_wait_ms)?;
         self.cache.validate()?;
+        self.retry.validate()?;
         if self.upstream_key.is_none() {
             return Err(ConfigError::new(
                 "upstream.api_key_file",

@@ -41,6 +41,7 @@ use crate::shaper::Lane;
 use crate::state::AppState;
 use crate::upstream::credential::Credential;
 use crate::upstream::path::ApiPath;
+use crate::upstream::retry::{Attempt, Attempts, Safety};
 use crate::upstream::{BodyLimits, Outbound};
 
 /// Forwards one request; every failure becomes a Castari-shaped error.
@@ -242,16 +243,39 @@ pub(super) async fn send(
         };
         return shaped::forward(state, shaper, parts, body, to).await;
     }
+    // Without the shaper, bodies are not held: only bodiless requests are
+    // retried.
     let url = path.to_upstream_url(state.upstream.base(), parts.uri.query());
-    let outbound = Outbound {
-        method: parts.method,
-        url,
-        headers: parts.headers,
-        body,
-        class,
-        authorization: credential.authorization().clone(),
-    };
-    state.upstream.forward(outbound, limits).await
+    let replayable = axum::body::HttpBody::is_end_stream(&body);
+    let safety = Safety::of(&parts.method, path.segments());
+    state.retrier.deposit();
+    let mut attempts = Attempts::default();
+    let mut body = Some(body);
+    loop {
+        let outbound = Outbound {
+            method: parts.method.clone(),
+            url: url.clone(),
+            headers: parts.headers.clone(),
+            body: body.take().unwrap_or_else(axum::body::Body::empty),
+            class,
+            authorization: credential.authorization().clone(),
+        };
+        let result = state.upstream.forward(outbound, limits).await;
+        let outcome = match &result {
+            Ok(response) => Attempt::Answered(response),
+            Err(error) => Attempt::Failed(error),
+        };
+        if let Some(delay) = state
+            .retrier
+            .next(safety, attempts.made, outcome, replayable)
+        {
+            attempts.failed(&result);
+            drop(result);
+            tokio::time::sleep(delay).await;
+            continue;
+        }
+        return Ok(attempts.finish(&parts.method, result?));
+    }
 }
 
 /// HTTP/1 absolute-form targets (`GET http://host/path`) are accepted only

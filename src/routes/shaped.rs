@@ -30,6 +30,7 @@ use crate::shaper::{Lane, Shaper, Ticket};
 use crate::state::AppState;
 use crate::upstream::headers::X_API_KEY;
 use crate::upstream::path::ApiPath;
+use crate::upstream::retry::{Attempt, Attempts, Safety};
 use crate::upstream::{BodyLimits, Outbound};
 
 /// Header on responses that waited for the budget: milliseconds waited.
@@ -79,6 +80,9 @@ pub(super) async fn forward(
     };
     let mut waited = Duration::ZERO;
     let mut queued = false;
+    let safety = Safety::of(&parts.method, path.segments());
+    state.retrier.deposit();
+    let mut attempts = Attempts::default();
     loop {
         let admitted = shaper.admit(ticket.clone()).await?;
         waited += admitted.waited;
@@ -91,13 +95,31 @@ pub(super) async fn forward(
             class,
             authorization: authorization.clone(),
         };
-        let (response, returned) = send(state, outbound, limits, lane, turn.take()).await?;
+        let (result, returned) = send(state, outbound, limits, lane, turn.take()).await;
         turn = returned;
-        let limited = shaper.observe(lane, response.status(), response.headers());
-        if limited && body.replayable() {
+        if let Ok(response) = &result {
+            let limited = shaper.observe(lane, response.status(), response.headers());
+            if limited && body.replayable() {
+                ticket.retry = true;
+                continue;
+            }
+        }
+        let outcome = match &result {
+            Ok(response) => Attempt::Answered(response),
+            Err(error) => Attempt::Failed(error),
+        };
+        let replayable = body.replayable();
+        if let Some(delay) = state
+            .retrier
+            .next(safety, attempts.made, outcome, replayable)
+        {
+            attempts.failed(&result);
+            drop(result);
+            tokio::time::sleep(delay).await;
             ticket.retry = true;
             continue;
         }
+        let response = attempts.finish(&parts.method, result?);
         let mut response = match turn {
             Some(turn) => hold_until_done(response, turn),
             None => response,
@@ -205,10 +227,9 @@ async fn send(
     limits: BodyLimits,
     lane: Lane,
     turn: Option<Turn>,
-) -> Result<(Response, Option<Turn>), GatewayError> {
+) -> (Result<Response, GatewayError>, Option<Turn>) {
     if lane != Lane::Invoke {
-        let response = state.upstream.forward(outbound, limits).await?;
-        return Ok((response, turn));
+        return (state.upstream.forward(outbound, limits).await, turn);
     }
     let task_state = state.clone();
     let task = tokio::spawn(async move {
@@ -216,11 +237,10 @@ async fn send(
         (result, turn)
     });
     match task.await {
-        Ok((Ok(response), turn)) => Ok((response, turn)),
-        Ok((Err(error), _turn)) => Err(error),
+        Ok(done) => done,
         Err(join_error) => {
             tracing::error!(%join_error, "invocation task failed");
-            Err(GatewayError::Internal)
+            (Err(GatewayError::Internal), None)
         }
     }
 }

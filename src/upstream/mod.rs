@@ -8,6 +8,7 @@
 pub mod credential;
 pub mod headers;
 pub mod path;
+pub mod retry;
 
 use std::time::{Duration, Instant};
 

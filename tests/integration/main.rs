@@ -18,6 +18,7 @@ mod keys_cli;
 mod leaks;
 mod ops;
 mod proxy;
+mod retries;
 mod routes;
 mod shaping;
 mod streaming;
