@@ -41,7 +41,7 @@ use crate::shaper::Lane;
 use crate::state::AppState;
 use crate::upstream::credential::Credential;
 use crate::upstream::path::ApiPath;
-use crate::upstream::retry::{Attempt, Attempts, Safety};
+use crate::upstream::retry::{Attempts, Safety};
 use crate::upstream::{BodyLimits, Outbound};
 
 /// Forwards one request; every failure becomes a Castari-shaped error.
@@ -261,15 +261,10 @@ pub(super) async fn send(
             authorization: credential.authorization().clone(),
         };
         let result = state.upstream.forward(outbound, limits).await;
-        let outcome = match &result {
-            Ok(response) => Attempt::Answered(response),
-            Err(error) => Attempt::Failed(error),
-        };
         if let Some(delay) = state
             .retrier
-            .next(safety, attempts.made, outcome, replayable)
+            .again(safety, &mut attempts, &result, replayable)
         {
-            attempts.failed(&result);
             drop(result);
             tokio::time::sleep(delay).await;
             continue;

@@ -30,7 +30,7 @@ use crate::shaper::{Lane, Shaper, Ticket};
 use crate::state::AppState;
 use crate::upstream::headers::X_API_KEY;
 use crate::upstream::path::ApiPath;
-use crate::upstream::retry::{Attempt, Attempts, Safety};
+use crate::upstream::retry::{Attempts, Safety};
 use crate::upstream::{BodyLimits, Outbound};
 
 /// Header on responses that waited for the budget: milliseconds waited.
@@ -104,16 +104,11 @@ pub(super) async fn forward(
                 continue;
             }
         }
-        let outcome = match &result {
-            Ok(response) => Attempt::Answered(response),
-            Err(error) => Attempt::Failed(error),
-        };
         let replayable = body.replayable();
         if let Some(delay) = state
             .retrier
-            .next(safety, attempts.made, outcome, replayable)
+            .again(safety, &mut attempts, &result, replayable)
         {
-            attempts.failed(&result);
             drop(result);
             tokio::time::sleep(delay).await;
             ticket.retry = true;

@@ -221,6 +221,24 @@ impl Retrier {
         Some(self.jitter(ceiling).max(retry_after.unwrap_or_default()))
     }
 
+    /// [`next`](Self::next) for `result`, the outcome of the latest of
+    /// `attempts`; a retry is counted in `attempts`.
+    pub fn again(
+        &self,
+        safety: Safety,
+        attempts: &mut Attempts,
+        result: &Result<Response, GatewayError>,
+        replayable: bool,
+    ) -> Option<Duration> {
+        let outcome = match result {
+            Ok(response) => Attempt::Answered(response),
+            Err(error) => Attempt::Failed(error),
+        };
+        let delay = self.next(safety, attempts.made, outcome, replayable)?;
+        attempts.failed(result);
+        Some(delay)
+    }
+
     fn withdraw(&self) -> bool {
         let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
         if *tokens >= 1.0 {
