@@ -93,6 +93,13 @@ pub enum GatewayError {
         /// Held by invocations still running, USD.
         reserved: String,
     },
+    /// The circuit breaker is open: the upstream failed repeatedly and the
+    /// request was not sent.
+    #[error("The upstream is failing; the gateway is not sending requests for now. Retry in {retry_after_secs} seconds.")]
+    CircuitOpen {
+        /// `Retry-After`, whole seconds, at least 1.
+        retry_after_secs: u64,
+    },
     /// The key store (SQLite) could not be read or written.
     #[error("The gateway's key store is unavailable; the request was not sent")]
     StoreUnavailable,
@@ -113,7 +120,9 @@ impl GatewayError {
             Self::UpstreamUnreachable | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::ShuttingDown | Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ShuttingDown | Self::StoreUnavailable | Self::CircuitOpen { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::KeyRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -138,6 +147,7 @@ impl GatewayError {
             Self::KeyRateLimited { .. } => "key_rate_limited",
             Self::BudgetExceeded { .. } => "budget_exceeded",
             Self::StoreUnavailable => "key_store_unavailable",
+            Self::CircuitOpen { .. } => "circuit_open",
             Self::Internal => "internal_error",
         }
     }
@@ -154,9 +164,10 @@ impl GatewayError {
             | Self::Forbidden { .. }
             | Self::KeyRateLimited { .. }
             | Self::BudgetExceeded { .. } => Origin::Client,
-            Self::UpstreamUnreachable | Self::UpstreamTimeout | Self::UpstreamFailed => {
-                Origin::Upstream
-            }
+            Self::UpstreamUnreachable
+            | Self::UpstreamTimeout
+            | Self::UpstreamFailed
+            | Self::CircuitOpen { .. } => Origin::Upstream,
             Self::Internal | Self::ShuttingDown | Self::StoreUnavailable => Origin::Gateway,
         }
     }
@@ -201,7 +212,8 @@ impl IntoResponse for GatewayError {
         if let Self::RateLimited {
             retry_after_secs, ..
         }
-        | Self::KeyRateLimited { retry_after_secs } = self
+        | Self::KeyRateLimited { retry_after_secs }
+        | Self::CircuitOpen { retry_after_secs } = self
         {
             response
                 .headers_mut()
@@ -304,6 +316,13 @@ mod tests {
                 "budget_exceeded",
             ),
             (GatewayError::StoreUnavailable, 503, "key_store_unavailable"),
+            (
+                GatewayError::CircuitOpen {
+                    retry_after_secs: 3,
+                },
+                503,
+                "circuit_open",
+            ),
             (GatewayError::Internal, 500, "internal_error"),
         ];
         for (error, status, code) in table {

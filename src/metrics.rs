@@ -52,6 +52,7 @@ pub struct Metrics {
     shaper: crate::shaper::ShaperMetrics,
     cache: crate::cache::CacheMetrics,
     retry: crate::upstream::retry::RetryMetrics,
+    breaker: crate::upstream::breaker::BreakerMetrics,
 }
 
 impl Default for Metrics {
@@ -99,9 +100,11 @@ impl Metrics {
         let shaper = crate::shaper::ShaperMetrics::register(&mut registry);
         let cache = crate::cache::CacheMetrics::register(&mut registry);
         let retry = crate::upstream::retry::RetryMetrics::register(&mut registry);
+        let breaker = crate::upstream::breaker::BreakerMetrics::register(&mut registry);
         Self {
             registry,
             retry,
+            breaker,
             shaper,
             cache,
             requests,
@@ -137,6 +140,11 @@ impl Metrics {
     /// Counts a connection refused at the connection cap.
     pub fn connection_rejected(&self) {
         self.connections_rejected.inc();
+    }
+
+    /// The circuit breaker's metric handles.
+    pub fn breaker(&self) -> &crate::upstream::breaker::BreakerMetrics {
+        &self.breaker
     }
 
     /// The retry metric handles.

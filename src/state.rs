@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::keys::broker::Broker;
 use crate::metrics::Metrics;
 use crate::shaper::Shaper;
+use crate::upstream::breaker::Breaker;
 use crate::upstream::credential::Credentials;
 use crate::upstream::retry::Retrier;
 use crate::upstream::UpstreamClient;
@@ -38,6 +39,8 @@ pub struct Inner {
     pub broker: Broker,
     /// Which failed attempts are sent again.
     pub retrier: Retrier,
+    /// Fails fast while the upstream is down.
+    pub breaker: Breaker,
 }
 
 impl AppState {
@@ -47,6 +50,7 @@ impl AppState {
         let metrics = Metrics::new();
         let credentials = Credentials::new(&config, metrics.shaper());
         let retrier = Retrier::new(&config.retry, metrics.retry().clone());
+        let breaker = Breaker::new(&config.breaker, metrics.breaker().clone());
         let cache = config.cache.enabled.then(|| {
             let up = &config.upstream;
             let longest =
@@ -62,6 +66,7 @@ impl AppState {
             credentials,
             broker,
             retrier,
+            breaker,
         }))
     }
 

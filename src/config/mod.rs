@@ -12,6 +12,7 @@
 //! are errors. Every error names the field it is about, on one line.
 
 pub mod auth;
+pub mod breaker;
 pub mod cache;
 pub mod rate;
 pub mod retry;
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use auth::{AuthConfig, AuthMode, DeclaredKey};
+pub use breaker::BreakerConfig;
 pub use cache::{CacheConfig, TtlConfig};
 pub use rate::Rate;
 pub use retry::RetryConfig;
@@ -72,6 +74,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[retry]`: safe retries of failed upstream attempts.
     pub retry: RetryConfig,
+    /// `[breaker]`: fail fast while the upstream is down.
+    pub breaker: BreakerConfig,
     /// The upstream API key, resolved from `CASTARI_API_KEY` or
     /// `upstream.api_key_file`. Never read from the TOML text itself.
     #[serde(skip)]
@@ -263,6 +267,7 @@ impl Config {
         positive("shaper.invoke_max_wait_ms", sh.invoke_max_wait_ms)?;
         self.cache.validate()?;
         self.retry.validate()?;
+        self.breaker.validate()?;
         if self.upstream_key.is_none() {
             return Err(ConfigError::new(
                 "upstream.api_key_file",

@@ -20,10 +20,20 @@ pub async fn healthz() -> Response {
 }
 
 /// `GET /readyz`: 200 when the upstream answered in the last 30 s, or a TCP
-/// connection to it opens now; 503 otherwise.
+/// connection to it opens now; 503 otherwise, and while the circuit breaker
+/// is open. The body names the circuit's state.
 pub async fn readyz(State(state): State<AppState>) -> Response {
+    let circuit = state.breaker.circuit();
+    if circuit == crate::upstream::breaker::Circuit::Open {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "circuit_open",
+            "The upstream is failing; the circuit breaker is open",
+        );
+    }
     if state.readiness.recently_ok(READY_WINDOW) || probe(state.upstream.base()).await {
-        return json_ok(r#"{"status":"ready"}"#);
+        let body = format!(r#"{{"status":"ready","circuit":"{}"}}"#, circuit.as_str());
+        return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     }
     error_response(
         StatusCode::SERVICE_UNAVAILABLE,

@@ -252,6 +252,7 @@ pub(super) async fn send(
     let mut attempts = Attempts::default();
     let mut body = Some(body);
     loop {
+        state.breaker.admit()?;
         let outbound = Outbound {
             method: parts.method.clone(),
             url: url.clone(),
@@ -261,6 +262,7 @@ pub(super) async fn send(
             authorization: credential.authorization().clone(),
         };
         let result = state.upstream.forward(outbound, limits).await;
+        state.breaker.record(&result);
         if let Some(delay) = state
             .retrier
             .again(safety, &mut attempts, &result, replayable)

@@ -84,6 +84,8 @@ pub(super) async fn forward(
     state.retrier.deposit();
     let mut attempts = Attempts::default();
     loop {
+        // Fail fast while the upstream is down, before spending budget.
+        state.breaker.admit()?;
         let admitted = shaper.admit(ticket.clone()).await?;
         waited += admitted.waited;
         queued |= admitted.queued;
@@ -97,6 +99,7 @@ pub(super) async fn forward(
         };
         let (result, returned) = send(state, outbound, limits, lane, turn.take()).await;
         turn = returned;
+        state.breaker.record(&result);
         if let Ok(response) = &result {
             let limited = shaper.observe(lane, response.status(), response.headers());
             if limited && body.replayable() {

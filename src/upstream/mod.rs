@@ -5,6 +5,7 @@
 //! upstream's body back through an idle guard. Redirects are never followed
 //! and system proxy variables are ignored unless `upstream.proxy` is set.
 
+pub mod breaker;
 pub mod credential;
 pub mod headers;
 pub mod path;

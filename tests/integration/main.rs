@@ -10,6 +10,7 @@
 )]
 
 mod binary;
+mod breaker;
 mod cache;
 mod errors;
 mod hostile;

@@ -72,7 +72,7 @@ async fn safe_routes_are_retried_on_502_503_504_and_broken_connections() {
 #[tokio::test]
 async fn side_effects_are_never_sent_twice() {
     let sim = sim().await;
-    let gw = TestGateway::start(&sim.url()).await;
+    let gw = TestGateway::start_with(&sim.url(), |c| c.breaker.enabled = false).await;
     let slug = create_agent(&gw, "once").await;
     client()
         .post(gw.url(&format!("/api/v1/agents/{slug}/deploy")))
@@ -189,6 +189,7 @@ async fn the_retry_budget_stops_a_storm() {
         c.retry.budget_ratio = 0.0;
         c.retry.base_delay_ms = 1;
         c.retry.max_delay_ms = 1;
+        c.breaker.enabled = false;
     })
     .await;
     sim.set_faults(Faults {
