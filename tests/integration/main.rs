@@ -13,6 +13,7 @@ mod binary;
 mod breaker;
 mod cache;
 mod errors;
+mod faults;
 mod hostile;
 mod keys;
 mod keys_cli;
