@@ -221,9 +221,15 @@ impl Config {
             } else {
                 path
             };
-            let line = inner
-                .span()
-                .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+            // One line, whatever the key's name holds.
+            let field = field.replace(['\n', '\r'], " ");
+            let line = inner.span().map(|span| {
+                text.as_bytes()[..span.start.min(text.len())]
+                    .iter()
+                    .filter(|b| **b == b'\n')
+                    .count()
+                    + 1
+            });
             let message = inner.message().replace('\n', " ");
             match line {
                 Some(line) => ConfigError::new(field, format!("{message} (line {line})")),

@@ -101,9 +101,11 @@ fn check_segment(segment: &str) -> Result<(), GatewayError> {
             "Encoded '/' or '\\' in a path segment is not allowed",
         ));
     }
-    if decoded.contains('\0') {
+    // A raw tab, CR or LF would be dropped by the URL builder, turning
+    // `.<TAB>.` into `..` after this check: no control characters at all.
+    if decoded.chars().any(char::is_control) {
         return Err(GatewayError::BadRequest(
-            "NUL in a path segment is not allowed",
+            "Control characters in a path segment are not allowed",
         ));
     }
     Ok(())
