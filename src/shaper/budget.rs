@@ -33,7 +33,9 @@ impl Budget {
         Self {
             max: max.max(1) as usize,
             span: window + margin,
-            sends: VecDeque::with_capacity(max as usize),
+            // Grown as sends arrive: a huge limit must not reserve (and, as
+            // the ring wraps, touch) memory for sends that never happen.
+            sends: VecDeque::with_capacity((max as usize).min(1024)),
             paused_until: None,
         }
     }
