@@ -77,6 +77,9 @@ pub enum OpsError {
     /// The random source failed.
     #[error("cannot draw random bytes: {0}")]
     Random(String),
+    /// The blocking task running the operation failed.
+    #[error("the store task failed: {0}")]
+    Task(String),
 }
 
 /// Validates `new` and mints its key; with `store`, saves it. Without a

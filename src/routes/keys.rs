@@ -13,8 +13,9 @@
 //! | `POST /admin/keys/{id}/rotate` | new secret; the old one works for `grace_secs` |
 //! | `GET /admin/usage?key=&days=&format=csv` | the ledger, JSON or CSV |
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::PoisonError;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
@@ -77,12 +78,13 @@ pub async fn create(State(state): State<AppState>, request: Request) -> Response
 /// `DELETE /admin/keys/{id}`.
 pub async fn revoke(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> Response {
-    if let Some(refused) = deny(&state, &request).or_else(|| declared(&state, &id)) {
-        return refused;
-    }
+    let id = match key_id(&state, &request, id) {
+        Ok(id) => id,
+        Err(refused) => return *refused,
+    };
     let result = with_store(&state, move |store| {
         ops::revoke(store, &id, clock::now_unix())
     })
@@ -106,12 +108,13 @@ struct RotateBody {
 /// `POST /admin/keys/{id}/rotate` with an optional `{"grace_secs": N}`.
 pub async fn rotate(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> Response {
-    if let Some(refused) = deny(&state, &request).or_else(|| declared(&state, &id)) {
-        return refused;
-    }
+    let id = match key_id(&state, &request, id) {
+        Ok(id) => id,
+        Err(refused) => return *refused,
+    };
     let empty = axum::body::HttpBody::size_hint(request.body()).upper() == Some(0);
     let body: RotateBody = if empty {
         RotateBody::default()
@@ -145,14 +148,19 @@ pub struct UsageQuery {
 }
 
 /// `GET /admin/usage?key=&days=30&format=json|csv`.
-pub async fn usage(
-    State(state): State<AppState>,
-    Query(query): Query<UsageQuery>,
-    request: Request,
-) -> Response {
+pub async fn usage(State(state): State<AppState>, request: Request) -> Response {
     if let Some(denied) = deny(&state, &request) {
         return denied;
     }
+    // Parsed here, after the admin check, so a bad query gets a
+    // Castari-shaped 400 (axum's own rejection is plain text).
+    let Ok(Query(query)) = Query::<UsageQuery>::try_from_uri(request.uri()) else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "Query parameters: key (a key id), days (a whole number), format (json or csv)",
+        );
+    };
     let csv = match query.format.as_deref() {
         None | Some("json") => false,
         Some("csv") => true,
@@ -197,6 +205,29 @@ fn deny(state: &AppState, request: &Request) -> Option<Response> {
     ))
 }
 
+/// The `{id}` of a key route, once the caller is known to be an admin and
+/// the key is not declared in the config file (409).
+fn key_id(
+    state: &AppState,
+    request: &Request,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<String, Box<Response>> {
+    if let Some(denied) = deny(state, request) {
+        return Err(Box::new(denied));
+    }
+    let Ok(Path(id)) = id else {
+        return Err(Box::new(error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "The key id in the path is not valid",
+        )));
+    };
+    match declared(state, &id) {
+        Some(conflict) => Err(Box::new(conflict)),
+        None => Ok(id),
+    }
+}
+
 /// 409 for a key declared in the config file.
 fn declared(state: &AppState, id: &str) -> Option<Response> {
     let is_declared = (state.broker.ring().all().iter())
@@ -233,20 +264,12 @@ where
             message: "this gateway has no key store (open mode without auth.db_path)".into(),
         });
     };
-    run_blocking(writer, op).await
-}
-
-async fn run_blocking<T, F>(writer: Arc<Mutex<Store>>, op: F) -> Result<T, OpsError>
-where
-    T: Send + 'static,
-    F: FnOnce(&Store) -> Result<T, OpsError> + Send + 'static,
-{
     tokio::task::spawn_blocking(move || {
         let store = writer.lock().unwrap_or_else(PoisonError::into_inner);
         op(&store)
     })
     .await
-    .map_err(|e| OpsError::Random(format!("task failed: {e}")))?
+    .map_err(|e| OpsError::Task(e.to_string()))?
 }
 
 fn failure(error: &OpsError) -> Response {
@@ -254,7 +277,7 @@ fn failure(error: &OpsError) -> Response {
         OpsError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_key_request"),
         OpsError::NotFound(_) => (StatusCode::NOT_FOUND, "key_not_found"),
         OpsError::Declared(_) => (StatusCode::CONFLICT, "key_declared_in_config"),
-        OpsError::Store(_) | OpsError::Random(_) => {
+        OpsError::Store(_) | OpsError::Random(_) | OpsError::Task(_) => {
             tracing::error!(%error, "key store operation failed");
             return error_response(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -620,6 +620,25 @@ async fn the_ledger_counts_requests_and_invocations_per_key_and_agent() {
     assert_eq!(crud["requests"], 4);
     assert_eq!(usage["totals"][0]["key_name"], "bot,\"quoted\"");
 
+    // A bad query gets a Castari-shaped 400, and only after the admin check.
+    let bad = b
+        .admin(reqwest::Method::GET, "/admin/usage?days=many")
+        .await;
+    assert_eq!(bad.status(), 400);
+    assert_eq!(bad.json::<Value>().await.unwrap()["code"], "bad_request");
+    let (status, body) = call(
+        &b.gw,
+        None,
+        reqwest::Method::GET,
+        "/admin/usage?days=many",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("admin_key_required"))
+    );
+
     let csv = b
         .admin(reqwest::Method::GET, "/admin/usage?format=csv")
         .await;
