@@ -173,6 +173,11 @@ impl GatewayError {
     }
 }
 
+/// A wait as a `Retry-After` value: whole seconds, rounded up, at least 1.
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 /// Builds a Castari-shaped JSON error response.
 pub fn error_response(status: StatusCode, code: &str, detail: &str) -> Response {
     let body = serde_json::json!({ "detail": detail, "code": code }).to_string();
@@ -198,9 +203,8 @@ impl From<crate::shaper::Refusal> for GatewayError {
             Refusal::QueueFull { retry_after } => (retry_after, "queue_full"),
             Refusal::TimedOut { retry_after } => (retry_after, "queue_timeout"),
         };
-        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
         Self::RateLimited {
-            retry_after_secs: secs.max(1),
+            retry_after_secs: retry_after_secs(retry_after),
             code,
         }
     }

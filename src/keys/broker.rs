@@ -216,9 +216,8 @@ impl Broker {
             if let Err(not_until) = limiter.check() {
                 use governor::clock::{Clock, DefaultClock};
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 return Err(GatewayError::KeyRateLimited {
-                    retry_after_secs: secs.max(1),
+                    retry_after_secs: crate::error::retry_after_secs(wait),
                 });
             }
         }

@@ -129,9 +129,8 @@ impl Breaker {
             State::HalfOpen { since } => (since + self.open_for()).saturating_duration_since(now),
         };
         self.metrics.rejected.inc();
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         Err(GatewayError::CircuitOpen {
-            retry_after_secs: secs.max(1),
+            retry_after_secs: crate::error::retry_after_secs(wait),
         })
     }
 
