@@ -8,6 +8,7 @@
 //! credential is in motion so does `GET /agents`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,7 +35,8 @@ type AgentId = (Arc<str>, Box<str>);
 /// What the gateway knows about agents in motion, per upstream credential.
 #[derive(Debug)]
 pub struct AgentWatch {
-    settle: Duration,
+    /// Milliseconds; changed by a config reload.
+    settle_ms: AtomicU64,
     agents: Mutex<HashMap<AgentId, Motion>>,
 }
 
@@ -56,9 +58,15 @@ impl AgentWatch {
     /// Agents settle for `settle` after an action.
     pub fn new(settle: Duration) -> Self {
         Self {
-            settle,
+            settle_ms: AtomicU64::new(settle.as_millis() as u64),
             agents: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Agents acted on from now on settle for `settle` (a config reload).
+    pub fn set_settle(&self, settle: Duration) {
+        self.settle_ms
+            .store(settle.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Whether `GET /agents/{slug}` must go upstream.
@@ -86,7 +94,8 @@ impl AgentWatch {
         let motion = agents
             .entry((principal.clone(), Box::from(slug)))
             .or_default();
-        motion.settling_until = Some(now + self.settle);
+        let settle = Duration::from_millis(self.settle_ms.load(Ordering::Relaxed));
+        motion.settling_until = Some(now + settle);
     }
 
     /// The agent is gone.

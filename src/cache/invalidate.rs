@@ -107,8 +107,10 @@ pub struct Invalidations {
     /// younger than every write.
     newest: AtomicU64,
     rules: RwLock<HashMap<(Scope, Pattern), (u64, Instant)>>,
-    /// How long a rule can matter: the oldest entry or fetch it can hit.
-    retention: Duration,
+    /// How long a rule can matter (the oldest entry or fetch it can hit),
+    /// in milliseconds. It only grows: entries made under an older config
+    /// keep the lifetime they were given.
+    retention_ms: AtomicU64,
 }
 
 impl Invalidations {
@@ -119,8 +121,15 @@ impl Invalidations {
             next: AtomicU64::new(1),
             newest: AtomicU64::new(0),
             rules: RwLock::new(HashMap::new()),
-            retention,
+            retention_ms: AtomicU64::new(retention.as_millis() as u64),
         }
+    }
+
+    /// Keeps rules at least `retention` from now on (a config reload that
+    /// lengthened a TTL or the stale window).
+    pub fn retain_at_least(&self, retention: Duration) {
+        self.retention_ms
+            .fetch_max(retention.as_millis() as u64, Ordering::AcqRel);
     }
 
     /// The sequence number to stamp on a fetch that starts now.
@@ -139,7 +148,7 @@ impl Invalidations {
             rules.insert((scope.cloned(), pattern.clone()), (seq, now));
         }
         if rules.len() > 512 {
-            let retention = self.retention;
+            let retention = Duration::from_millis(self.retention_ms.load(Ordering::Acquire));
             rules.retain(|_, (_, at)| now.duration_since(*at) < retention);
         }
         self.newest.store(seq, Ordering::Release);

@@ -23,6 +23,7 @@ pub mod key;
 pub mod metrics;
 pub mod policy;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,8 +83,15 @@ impl Passed {
     }
 }
 
-/// Entries live for their TTL plus the stale-on-error window.
-struct StaleWindow(Duration);
+/// Entries live for their TTL plus the stale-on-error window (seconds,
+/// changed by a config reload; entries keep the lifetime they were given).
+struct StaleWindow(Arc<AtomicU64>);
+
+impl StaleWindow {
+    fn get(&self) -> Duration {
+        Duration::from_secs(self.0.load(Ordering::Relaxed))
+    }
+}
 
 impl Expiry<CacheKey, Arc<Entry>> for StaleWindow {
     fn expire_after_create(
@@ -92,7 +100,7 @@ impl Expiry<CacheKey, Arc<Entry>> for StaleWindow {
         value: &Arc<Entry>,
         _created_at: Instant,
     ) -> Option<Duration> {
-        Some(value.ttl + self.0)
+        Some(value.ttl + self.get())
     }
 
     fn expire_after_update(
@@ -102,14 +110,24 @@ impl Expiry<CacheKey, Arc<Entry>> for StaleWindow {
         _updated_at: Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.ttl + self.0)
+        Some(value.ttl + self.get())
     }
 }
 
-/// The cache and everything it needs to stay correct.
+/// The cache and everything it needs to stay correct: the settings of
+/// one configuration version over state that outlives reloads.
 pub struct ResponseCache {
     config: CacheConfig,
+    core: Arc<Core>,
+}
+
+/// What every configuration version shares: entries, invalidations,
+/// fetches in flight, agents in motion. A reload that made a new store
+/// would let a write in flight under the old version miss a read cached
+/// under the new one.
+struct Core {
     store: moka::future::Cache<CacheKey, Arc<Entry>>,
+    stale: Arc<AtomicU64>,
     invalidations: Invalidations,
     flights: Flights<CacheKey, Fetched>,
     agents: AgentWatch,
@@ -119,7 +137,7 @@ pub struct ResponseCache {
 impl std::fmt::Debug for ResponseCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseCache")
-            .field("entries", &self.store.entry_count())
+            .field("entries", &self.core.store.entry_count())
             .finish_non_exhaustive()
     }
 }
@@ -129,15 +147,14 @@ impl ResponseCache {
     /// (the CRUD upstream timeout plus the longest queue wait), so that
     /// invalidations are kept long enough to catch it.
     pub fn new(config: &CacheConfig, metrics: CacheMetrics, longest_fetch: Duration) -> Self {
-        let stale = Duration::from_secs(config.stale_if_error_secs);
-        let max_ttl = Duration::from_secs(max_ttl(config));
+        let stale = Arc::new(AtomicU64::new(config.stale_if_error_secs));
         let listener_metrics = metrics.clone();
         let store = moka::future::Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(|key: &CacheKey, entry: &Arc<Entry>| {
                 u32::try_from(key.weight() + entry.weight()).unwrap_or(u32::MAX)
             })
-            .expire_after(StaleWindow(stale))
+            .expire_after(StaleWindow(stale.clone()))
             .eviction_listener(move |_key, _entry, cause| match cause {
                 RemovalCause::Size => listener_metrics.evicted("size"),
                 RemovalCause::Expired => listener_metrics.evicted("expired"),
@@ -146,11 +163,35 @@ impl ResponseCache {
             .build();
         Self {
             config: config.clone(),
-            store,
-            invalidations: Invalidations::new(max_ttl + stale + longest_fetch),
-            flights: Flights::new(|| Fetched::Failed(GatewayError::Internal)),
-            agents: AgentWatch::new(Duration::from_secs(config.agent_settle_secs)),
-            metrics,
+            core: Arc::new(Core {
+                store,
+                stale,
+                invalidations: Invalidations::new(retention(config, longest_fetch)),
+                flights: Flights::new(|| Fetched::Failed(GatewayError::Internal)),
+                agents: AgentWatch::new(Duration::from_secs(config.agent_settle_secs)),
+                metrics,
+            }),
+        }
+    }
+
+    /// The same entries, invalidations and fetches under `config` (a
+    /// reload): new TTLs, stale window and settle time apply to what is
+    /// stored or acted on from now on. The byte limit is the store's and
+    /// stays as built (a reload reports a change of it as needing a
+    /// restart).
+    pub fn reconfigured(&self, config: &CacheConfig, longest_fetch: Duration) -> Self {
+        self.core
+            .stale
+            .store(config.stale_if_error_secs, Ordering::Relaxed);
+        self.core
+            .agents
+            .set_settle(Duration::from_secs(config.agent_settle_secs));
+        self.core
+            .invalidations
+            .retain_at_least(retention(config, longest_fetch));
+        Self {
+            config: config.clone(),
+            core: self.core.clone(),
         }
     }
 
@@ -161,22 +202,22 @@ impl ResponseCache {
 
     /// The metric handles.
     pub fn metrics(&self) -> &CacheMetrics {
-        &self.metrics
+        &self.core.metrics
     }
 
     /// Agents in motion.
     pub fn agents(&self) -> &AgentWatch {
-        &self.agents
+        &self.core.agents
     }
 
     /// Fetches in flight.
     pub fn flights(&self) -> &Flights<CacheKey, Fetched> {
-        &self.flights
+        &self.core.flights
     }
 
     /// The invalidation record.
     pub fn invalidations(&self) -> &Invalidations {
-        &self.invalidations
+        &self.core.invalidations
     }
 
     /// The TTL of `route` (zero: not cached).
@@ -187,38 +228,42 @@ impl ResponseCache {
     /// The stored entry for `key`, unless a write made it stale. It may be
     /// past its TTL: the caller decides between fresh and stale.
     pub async fn lookup(&self, key: &CacheKey) -> Option<Arc<Entry>> {
-        let entry = self.store.get(key).await?;
+        let entry = self.core.store.get(key).await?;
         if self.current(key, entry.seq) {
             return Some(entry);
         }
-        self.store.invalidate(key).await;
+        self.core.store.invalidate(key).await;
         None
     }
 
     /// Whether something for `key` stamped `seq` is still current.
     pub fn current(&self, key: &CacheKey, seq: u64) -> bool {
-        self.invalidations.current(&key.principal, &key.path, seq)
+        self.core
+            .invalidations
+            .current(&key.principal, &key.path, seq)
     }
 
     /// Stores `entry` under `key` unless a write made it stale meanwhile.
     pub async fn insert(&self, key: CacheKey, entry: Arc<Entry>) {
         if self.current(&key, entry.seq) {
-            self.store.insert(key, entry).await;
+            self.core.store.insert(key, entry).await;
         }
     }
 
     /// Drops what a write changed, before its response is released.
     pub fn invalidate(&self, principal: &Arc<str>, effect: &WriteEffect) {
         match &effect.agent {
-            Some(AgentWrite::Settling(slug)) => self.agents.acted(principal, slug),
-            Some(AgentWrite::Deleted(slug)) => self.agents.forget(principal, slug),
+            Some(AgentWrite::Settling(slug)) => self.core.agents.acted(principal, slug),
+            Some(AgentWrite::Deleted(slug)) => self.core.agents.forget(principal, slug),
             None => {}
         }
         if effect.drops.is_empty() {
             return;
         }
-        self.invalidations.record(Some(principal), &effect.drops);
-        self.metrics.invalidated();
+        self.core
+            .invalidations
+            .record(Some(principal), &effect.drops);
+        self.core.metrics.invalidated();
     }
 
     /// Purges everything (`prefix` `None`) or the paths under `prefix`
@@ -229,16 +274,18 @@ impl ResponseCache {
             None => Pattern::all(),
             Some(parts) => Pattern::below(parts),
         };
-        self.invalidations
+        self.core
+            .invalidations
             .record(None, std::slice::from_ref(&pattern));
         let doomed: Vec<Arc<CacheKey>> = self
+            .core
             .store
             .iter()
             .filter(|(key, _)| pattern.matches(&key.path))
             .map(|(key, _)| key)
             .collect();
         for key in &doomed {
-            self.store.invalidate(key.as_ref()).await;
+            self.core.store.invalidate(key.as_ref()).await;
         }
         self.refresh_gauges().await;
         doomed.len() as u64
@@ -246,9 +293,11 @@ impl ResponseCache {
 
     /// Brings the size gauges up to date (after pending evictions).
     pub async fn refresh_gauges(&self) {
-        self.store.run_pending_tasks().await;
-        self.metrics
-            .set_size(self.store.weighted_size(), self.store.entry_count());
+        self.core.store.run_pending_tasks().await;
+        self.core.metrics.set_size(
+            self.core.store.weighted_size(),
+            self.core.store.entry_count(),
+        );
     }
 
     /// A summary for `GET /admin/cache`.
@@ -257,6 +306,7 @@ impl ResponseCache {
         let routes = ALL_ROUTES;
         let now = Instant::now();
         let mut largest: Vec<(String, u64, u64)> = self
+            .core
             .store
             .iter()
             .map(|(key, entry)| {
@@ -270,20 +320,21 @@ impl ResponseCache {
         largest.sort_by_key(|entry| std::cmp::Reverse(entry.1));
         largest.truncate(10);
         CacheSummary {
-            entries: self.store.entry_count(),
-            bytes: self.store.weighted_size(),
+            entries: self.core.store.entry_count(),
+            bytes: self.core.store.weighted_size(),
             max_bytes: self.config.max_bytes,
             max_entry_bytes: self.config.max_entry_bytes,
-            hits: self.metrics.total(&routes, "hit"),
-            misses: self.metrics.total(&routes, "miss"),
-            stale: self.metrics.total(&routes, "stale"),
-            bypass: self.metrics.total(&routes, "bypass"),
-            coalesced: self.metrics.coalesced_total(),
-            evicted_size: self.metrics.evicted_total("size"),
-            evicted_expired: self.metrics.evicted_total("expired"),
-            invalidations: self.metrics.invalidations_total(),
-            in_flight: self.flights.len(),
+            hits: self.core.metrics.total(&routes, "hit"),
+            misses: self.core.metrics.total(&routes, "miss"),
+            stale: self.core.metrics.total(&routes, "stale"),
+            bypass: self.core.metrics.total(&routes, "bypass"),
+            coalesced: self.core.metrics.coalesced_total(),
+            evicted_size: self.core.metrics.evicted_total("size"),
+            evicted_expired: self.core.metrics.evicted_total("expired"),
+            invalidations: self.core.metrics.invalidations_total(),
+            in_flight: self.core.flights.len(),
             agents_in_motion: self
+                .core
                 .agents
                 .snapshot()
                 .into_iter()
@@ -321,12 +372,15 @@ pub const ALL_ROUTES: [CacheRoute; 12] = [
     CacheRoute::AgentFiles,
 ];
 
-fn max_ttl(config: &CacheConfig) -> u64 {
-    ALL_ROUTES
+/// How long an invalidation can matter: the longest an entry lives (its
+/// TTL plus the stale window) plus the longest fetch.
+fn retention(config: &CacheConfig, longest_fetch: Duration) -> Duration {
+    let max_ttl = ALL_ROUTES
         .iter()
         .map(|r| r.ttl_secs(&config.ttl_secs))
         .max()
-        .unwrap_or(0)
+        .unwrap_or(0);
+    Duration::from_secs(max_ttl + config.stale_if_error_secs) + longest_fetch
 }
 
 /// `GET /admin/cache`.

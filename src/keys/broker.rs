@@ -59,16 +59,23 @@ pub struct Reservation {
     amount: Decimal,
 }
 
-/// The key broker's state.
+/// The key broker: the settings of one configuration version over the
+/// store, keys and ledger that every version shares.
 pub struct Broker {
-    mode: AuthMode,
-    ring: KeyRing,
-    writer: Option<Arc<Mutex<Store>>>,
-    ledger: Ledger,
+    shared: Arc<Shared>,
     admin_hash: Option<KeyHash>,
     reserve_floor: Decimal,
     reservation_ttl: i64,
     rotate_grace_secs: u64,
+}
+
+/// What outlives a reload. The mode and the store are fixed for the life
+/// of the process.
+struct Shared {
+    mode: AuthMode,
+    ring: KeyRing,
+    writer: Option<Arc<Mutex<Store>>>,
+    ledger: Ledger,
     /// The last real cost seen per (key, agent): the next reservation.
     estimates: Mutex<HashMap<(String, String), Decimal>>,
 }
@@ -76,8 +83,8 @@ pub struct Broker {
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker")
-            .field("mode", &self.mode)
-            .field("ring", &self.ring)
+            .field("mode", &self.shared.mode)
+            .field("ring", &self.shared.ring)
             .finish_non_exhaustive()
     }
 }
@@ -104,38 +111,58 @@ impl Broker {
         let writer = writer.map(|w| Arc::new(Mutex::new(w)));
         let ring = KeyRing::new(auth, reader)?;
         let ledger = Ledger::start(writer.clone(), Duration::from_millis(auth.ledger_flush_ms));
+        let shared = Arc::new(Shared {
+            mode,
+            ring,
+            writer,
+            ledger,
+            estimates: Mutex::new(HashMap::new()),
+        });
+        Ok(Self::with_settings(shared, config))
+    }
+
+    /// The same store, keys and ledger under `config` (a reload): its
+    /// declared keys replace the old ones at once; the admin key, reserve
+    /// and rotation grace apply to new requests. `auth.mode`,
+    /// `auth.db_path` and `auth.ledger_flush_ms` stay as opened.
+    ///
+    /// # Errors
+    /// The store cannot be read to rebuild the key table.
+    pub fn reconfigured(&self, config: &Config) -> Result<Self, StoreError> {
+        self.shared.ring.set_declared(&config.auth)?;
+        Ok(Self::with_settings(self.shared.clone(), config))
+    }
+
+    fn with_settings(shared: Arc<Shared>, config: &Config) -> Self {
+        let auth = &config.auth;
         let reserve_floor =
             Decimal::from_str_exact(auth.invoke_reserve_usd.trim()).unwrap_or(Decimal::ONE);
         // A reservation outlives the longest an invocation can take: its
         // wait in the shaper's queue, then its upstream timeout.
         let invoke_secs =
             (config.shaper.invoke_max_wait_ms + config.upstream.invoke_timeout_ms) / 1_000;
-        Ok(Self {
-            mode,
-            ring,
-            writer,
-            ledger,
+        Self {
+            shared,
             admin_hash: config.admin_key.as_ref().map(|k| token::hash(k.expose())),
             reserve_floor,
             reservation_ttl: i64::try_from(invoke_secs).unwrap_or(i64::MAX / 2) + 60,
             rotate_grace_secs: auth.rotate_grace_secs,
-            estimates: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     /// `open` or `keys`.
     pub fn mode(&self) -> AuthMode {
-        self.mode
+        self.shared.mode
     }
 
     /// The keys.
     pub fn ring(&self) -> &KeyRing {
-        &self.ring
+        &self.shared.ring
     }
 
     /// The store connection for writes, if there is a store.
     pub fn writer(&self) -> Option<&Arc<Mutex<Store>>> {
-        self.writer.as_ref()
+        self.shared.writer.as_ref()
     }
 
     /// Seconds an old secret stays valid after a rotation.
@@ -145,7 +172,7 @@ impl Broker {
 
     /// The ledger.
     pub fn ledger(&self) -> &Ledger {
-        &self.ledger
+        &self.shared.ledger
     }
 
     /// Identifies the caller: in keys mode the local key in
@@ -159,13 +186,14 @@ impl Broker {
         parts: &Parts,
         credentials: &Credentials,
     ) -> Result<Caller, GatewayError> {
-        if self.mode == AuthMode::Open {
+        if self.shared.mode == AuthMode::Open {
             return Ok(Caller {
                 key: None,
                 credential: credentials.default_credential().clone(),
             });
         }
         let key = match self
+            .shared
             .ring
             .verify(presented(&parts.headers), clock::now_unix())
         {
@@ -236,15 +264,17 @@ impl Broker {
             }
         }
         matches!(
-            self.ring.verify(Some(presented), clock::now_unix()),
+            self.shared.ring.verify(Some(presented), clock::now_unix()),
             Ok(key) if key.record.role == Role::Admin
         )
     }
 
     /// Counts one answered request in the ledger (flushed in batches).
     pub fn count(&self, caller: &Caller, agent: Option<&str>, class: &'static str) {
-        if self.writer.is_some() {
-            self.ledger.count(caller.id(), agent.unwrap_or(""), class);
+        if self.shared.writer.is_some() {
+            self.shared
+                .ledger
+                .count(caller.id(), agent.unwrap_or(""), class);
         }
     }
 
@@ -259,7 +289,7 @@ impl Broker {
         caller: &Caller,
         agent: &str,
     ) -> Result<Option<Reservation>, GatewayError> {
-        let (Some(key), Some(writer)) = (&caller.key, &self.writer) else {
+        let (Some(key), Some(writer)) = (&caller.key, &self.shared.writer) else {
             return Ok(None);
         };
         let Some(budget) = key.record.budget else {
@@ -308,7 +338,7 @@ impl Broker {
         reservation: Option<Reservation>,
         usage: Option<InvocationUsage>,
     ) {
-        let Some(writer) = &self.writer else {
+        let Some(writer) = &self.shared.writer else {
             return;
         };
         let writer = writer.clone();
@@ -326,6 +356,7 @@ impl Broker {
         });
         if let Some(delta) = &delta {
             let mut estimates = self
+                .shared
                 .estimates
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
@@ -352,6 +383,7 @@ impl Broker {
     /// the last real cost seen, but never under `auth.invoke_reserve_usd`.
     fn estimate(&self, key_id: &str, agent: &str) -> Decimal {
         let estimates = self
+            .shared
             .estimates
             .lock()
             .unwrap_or_else(PoisonError::into_inner);

@@ -69,7 +69,8 @@ type Table = HashMap<String, Arc<LocalKey>>;
 /// Every local key, from the config file and the store.
 pub struct KeyRing {
     reader: Option<Mutex<Store>>,
-    declared: Vec<KeyRecord>,
+    /// `[[auth.keys]]`; replaced by a config reload.
+    declared: RwLock<Vec<KeyRecord>>,
     table: RwLock<Arc<Table>>,
     seen: Mutex<Seen>,
     limiters: Mutex<HashMap<String, (Rate, Arc<DefaultDirectRateLimiter>)>>,
@@ -92,7 +93,7 @@ impl KeyRing {
         let declared = config.keys.iter().filter_map(declared_record).collect();
         let ring = Self {
             reader: reader.map(Mutex::new),
-            declared,
+            declared: RwLock::new(declared),
             table: RwLock::new(Arc::new(Table::new())),
             seen: Mutex::new(Seen::default()),
             limiters: Mutex::new(HashMap::new()),
@@ -151,6 +152,34 @@ impl KeyRing {
         keys
     }
 
+    /// Replaces the declared keys with those of `config` (a reload) and
+    /// rebuilds the table. Per-key rate limiters whose rate is unchanged
+    /// carry over.
+    ///
+    /// # Errors
+    /// The store cannot be read; the old declared keys then stay.
+    pub fn set_declared(&self, config: &AuthConfig) -> Result<(), StoreError> {
+        let declared = config.keys.iter().filter_map(declared_record).collect();
+        let old = self.swap_declared(declared);
+        self.refresh().inspect_err(|_| {
+            self.swap_declared(old);
+        })
+    }
+
+    /// Replaces the declared keys and makes the next refresh rebuild the
+    /// table; returns the old ones.
+    fn swap_declared(&self, declared: Vec<KeyRecord>) -> Vec<KeyRecord> {
+        let old = std::mem::replace(
+            &mut *self
+                .declared
+                .write()
+                .unwrap_or_else(PoisonError::into_inner),
+            declared,
+        );
+        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = Seen::default();
+        old
+    }
+
     fn current(&self) -> Arc<Table> {
         self.table
             .read()
@@ -191,7 +220,12 @@ impl KeyRing {
         let mut limiters = self.limiters.lock().unwrap_or_else(PoisonError::into_inner);
         let mut table = Table::new();
         // Declared keys win over stored ones with the same id.
-        for record in stored.into_iter().chain(self.declared.iter().cloned()) {
+        let declared = self
+            .declared
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for record in stored.into_iter().chain(declared) {
             let globs = match AgentGlobs::parse(&record.agents) {
                 Ok(globs) => globs,
                 Err(error) => {

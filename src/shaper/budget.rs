@@ -40,6 +40,19 @@ impl Budget {
         }
     }
 
+    /// Takes new limits, keeping the log: only the newest `max` sends can
+    /// decide when the next may leave, so a lowered limit keeps those and
+    /// is exact at once; a new window or margin applies to the sends
+    /// already made.
+    pub fn reconfigure(&mut self, max: u32, window: Duration, margin: Duration, now: Instant) {
+        self.max = max.max(1) as usize;
+        self.span = window + margin;
+        while self.sends.len() > self.max {
+            self.sends.pop_front();
+        }
+        self.expire(now);
+    }
+
     /// The configured count per window.
     pub fn max(&self) -> u32 {
         self.max as u32
@@ -168,6 +181,27 @@ mod tests {
         }
         // And the budget was used: 3 per 10 s over 60 s.
         assert_eq!(sent.len(), 18);
+    }
+
+    #[test]
+    fn a_new_limit_counts_the_sends_already_made() {
+        let mut b = budget(5);
+        let t0 = Instant::now();
+        for i in 0..4 {
+            b.record(t0 + Duration::from_secs(i));
+        }
+        let now = t0 + Duration::from_secs(4);
+        // Lowered to 2: the log keeps the newest two, so the next send
+        // waits for the third-oldest (t0 + 2 s) to leave the window.
+        b.reconfigure(2, W, Duration::ZERO, now);
+        assert_eq!(b.remaining(now), 0);
+        assert_eq!(b.nth_free_at(0, now), t0 + Duration::from_secs(2) + W);
+        // Raised to 6: the two sends still count, four are free.
+        b.reconfigure(6, W, Duration::ZERO, now);
+        assert_eq!(b.remaining(now), 4);
+        // A shorter window applies to the sends already made.
+        b.reconfigure(6, Duration::from_secs(1), Duration::ZERO, now);
+        assert_eq!(b.remaining(now), 6);
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub mod metrics;
 pub mod queue;
 pub mod sessions;
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, StatusCode};
@@ -156,7 +156,8 @@ struct Core {
 }
 
 struct Inner {
-    config: ShaperConfig,
+    /// Replaced whole by [`Shaper::reconfigure`].
+    config: RwLock<ShaperConfig>,
     core: Mutex<Core>,
     /// Wakes a lane's dispatcher: work arrived, or shutdown began.
     wake: [Arc<Notify>; 2],
@@ -172,7 +173,7 @@ pub struct Shaper(Arc<Inner>);
 impl std::fmt::Debug for Shaper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shaper")
-            .field("config", &self.0.config)
+            .field("config", &*self.settings())
             .finish_non_exhaustive()
     }
 }
@@ -189,7 +190,7 @@ impl Shaper {
         };
         let (crud, invoke) = (budget(Lane::Crud), budget(Lane::Invoke));
         let inner = Arc::new(Inner {
-            config: config.clone(),
+            config: RwLock::new(config.clone()),
             core: Mutex::new(Core {
                 budgets: [crud, invoke],
                 queues: [FairQueue::default(), FairQueue::default()],
@@ -227,17 +228,48 @@ impl Shaper {
         self.0.core.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn settings(&self) -> RwLockReadGuard<'_, ShaperConfig> {
+        self.0.config.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies new limits, queue depths and waits (a config reload). The
+    /// send logs carry over, so sends made under the old limits still count
+    /// against the new ones; waiters stay queued, in order, and keep the
+    /// deadline they were given. The dispatchers look again at once: a
+    /// raised limit lets waiters go now.
+    pub fn reconfigure(&self, config: &ShaperConfig) {
+        *self
+            .0
+            .config
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = config.clone();
+        let margin = Duration::from_millis(config.safety_margin_ms);
+        let now = Instant::now();
+        let mut core = self.lock();
+        for lane in Lane::ALL {
+            let limit = lane_limit(config, lane);
+            core.budgets[lane.index()].reconfigure(limit.max, limit.window, margin, now);
+        }
+        self.update_gauges(&mut core, now);
+        drop(core);
+        for wake in &self.0.wake {
+            wake.notify_one();
+        }
+    }
+
     fn max_wait(&self, lane: Lane) -> Duration {
+        let config = self.settings();
         Duration::from_millis(match lane {
-            Lane::Crud => self.0.config.crud_max_wait_ms,
-            Lane::Invoke => self.0.config.invoke_max_wait_ms,
+            Lane::Crud => config.crud_max_wait_ms,
+            Lane::Invoke => config.invoke_max_wait_ms,
         })
     }
 
     fn depth_limit(&self, lane: Lane) -> usize {
+        let config = self.settings();
         match lane {
-            Lane::Crud => self.0.config.crud_queue_depth,
-            Lane::Invoke => self.0.config.invoke_queue_depth,
+            Lane::Crud => config.crud_queue_depth,
+            Lane::Invoke => config.invoke_queue_depth,
         }
     }
 
@@ -246,7 +278,7 @@ impl Shaper {
     fn spends(&self, lane: Lane) -> &'static [usize] {
         match lane {
             Lane::Crud => &[0],
-            Lane::Invoke if self.0.config.invoke_counts_as_crud => &[1, 0],
+            Lane::Invoke if self.settings().invoke_counts_as_crud => &[1, 0],
             Lane::Invoke => &[1],
         }
     }
@@ -498,7 +530,7 @@ impl Shaper {
             let mut core = self.lock();
             let budget = &mut core.budgets[lane.index()];
             let remaining_now = budget.remaining(now);
-            let limit = lane_limit(&self.0.config, lane);
+            let limit = lane_limit(&self.settings(), lane);
             let waiting = core.queues[lane.index()]
                 .in_order()
                 .into_iter()

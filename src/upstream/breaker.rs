@@ -6,7 +6,7 @@
 //! refused or broken connections, timeouts, 502, 503 and 504. Any other
 //! answer, 4xx and 500 included, shows the upstream is there.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::response::Response;
@@ -82,7 +82,9 @@ impl BreakerMetrics {
 #[derive(Debug)]
 pub struct Breaker {
     config: BreakerConfig,
-    state: Mutex<State>,
+    /// Shared with the breakers of later config versions (a reload keeps
+    /// an open circuit open).
+    state: Arc<Mutex<State>>,
     metrics: BreakerMetrics,
 }
 
@@ -91,8 +93,17 @@ impl Breaker {
     pub fn new(config: &BreakerConfig, metrics: BreakerMetrics) -> Self {
         Self {
             config: config.clone(),
-            state: Mutex::new(State::Closed { failures: 0 }),
+            state: Arc::new(Mutex::new(State::Closed { failures: 0 })),
             metrics,
+        }
+    }
+
+    /// The same circuit under `config` (a reload).
+    pub fn reconfigured(&self, config: &BreakerConfig) -> Self {
+        Self {
+            config: config.clone(),
+            state: self.state.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 

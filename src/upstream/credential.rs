@@ -71,12 +71,15 @@ impl Credentials {
     /// Builds the credentials of `config`, each with a shaper when shaping
     /// is on (which must then run inside a Tokio runtime).
     pub fn new(config: &Config, metrics: &ShaperMetrics) -> Self {
-        let shaper = |name: &str| {
+        Self::build(config, |name| {
             config
                 .shaper
                 .enabled
                 .then(|| Shaper::new(&config.shaper, metrics.for_upstream(name)))
-        };
+        })
+    }
+
+    fn build(config: &Config, shaper: impl Fn(&str) -> Option<Shaper>) -> Self {
         let default_key = config
             .upstream_key
             .clone()
@@ -90,6 +93,27 @@ impl Credentials {
             .map(|(name, key)| Arc::new(Credential::new(name, key, shaper(name))))
             .collect();
         Self { default, named }
+    }
+
+    /// The credentials of `config` (a reload), each keeping the shaper of
+    /// the credential of the same name, reconfigured: its send log and its
+    /// queue carry over, so the upstream budget holds across the reload.
+    /// A changed key is used from now on; a credential no longer named is
+    /// dropped once the requests holding it finish.
+    pub fn reconfigured(&self, config: &Config, metrics: &ShaperMetrics) -> Self {
+        let shaper = |name: &str| {
+            if !config.shaper.enabled {
+                return None;
+            }
+            match self.get(name).and_then(|old| old.shaper()) {
+                Some(kept) => {
+                    kept.reconfigure(&config.shaper);
+                    Some(kept.clone())
+                }
+                None => Some(Shaper::new(&config.shaper, metrics.for_upstream(name))),
+            }
+        };
+        Self::build(config, shaper)
     }
 
     /// The `default` credential.

@@ -14,7 +14,7 @@
 //! with full jitter; a `Retry-After` up to `max_delay_ms` is honoured; a
 //! budget (token bucket, `budget_ratio` per request) stops retry storms.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::response::Response;
@@ -149,7 +149,8 @@ impl RetryMetrics {
 #[derive(Debug)]
 pub struct Retrier {
     config: RetryConfig,
-    tokens: Mutex<f64>,
+    /// The retry budget, shared with the retriers of later config versions.
+    tokens: Arc<Mutex<f64>>,
     metrics: RetryMetrics,
     hasher: std::hash::RandomState,
     draws: std::sync::atomic::AtomicU64,
@@ -160,8 +161,19 @@ impl Retrier {
     pub fn new(config: &RetryConfig, metrics: RetryMetrics) -> Self {
         Self {
             config: config.clone(),
-            tokens: Mutex::new(BUDGET_RESERVE),
+            tokens: Arc::new(Mutex::new(BUDGET_RESERVE)),
             metrics,
+            hasher: std::hash::RandomState::new(),
+            draws: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The same retry budget under `config` (a reload).
+    pub fn reconfigured(&self, config: &RetryConfig) -> Self {
+        Self {
+            config: config.clone(),
+            tokens: self.tokens.clone(),
+            metrics: self.metrics.clone(),
             hasher: std::hash::RandomState::new(),
             draws: std::sync::atomic::AtomicU64::new(0),
         }
