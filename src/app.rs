@@ -59,6 +59,14 @@ pub fn build_app(state: AppState) -> Router {
                 .fallback(method_not_allowed),
         )
         .route(
+            "/admin/config",
+            get(admin::config).fallback(method_not_allowed),
+        )
+        .route(
+            "/admin/config/reload",
+            axum::routing::post(admin::reload).fallback(method_not_allowed),
+        )
+        .route(
             "/admin/keys",
             get(keys::list)
                 .post(keys::create)

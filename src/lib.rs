@@ -24,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod keys;
 pub mod metrics;
+pub mod reload;
 pub mod route;
 pub mod routes;
 pub mod server;
@@ -38,7 +39,8 @@ pub use config::Config;
 pub use state::AppState;
 
 /// Builds the state and the app from a validated config and serves it on
-/// `listener` until `shutdown` resolves.
+/// `listener` until `shutdown` resolves. The configuration is fixed: see
+/// [`run_reloadable`].
 ///
 /// # Errors
 /// The upstream client cannot be built (TLS backend, proxy setting).
@@ -47,11 +49,39 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), StartupError> {
-    let state = build_state(config)?;
-    let app = build_app(state.clone());
-    server::serve(listener, app, state, shutdown)
-        .await
-        .map_err(StartupError::Serve)
+    serve_with(config, listener, shutdown, None).await
+}
+
+/// Like [`run`], and reloads the configuration with `load` on `SIGHUP`,
+/// on `POST /admin/config/reload`, and (with `reload.watch`) when
+/// `source` or a key file it names changes.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_reloadable(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+    load: reload::Loader,
+    source: Option<std::path::PathBuf>,
+) -> Result<(), StartupError> {
+    serve_with(config, listener, shutdown, Some((load, source))).await
+}
+
+async fn serve_with(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+    reload: Option<(reload::Loader, Option<std::path::PathBuf>)>,
+) -> Result<(), StartupError> {
+    let live = reload::Live::new(build_state(config)?);
+    let reloader =
+        reload.map(|(load, source)| reload::Reloader::new(live.clone(), load, source).spawn());
+    let served = server::serve(listener, live, shutdown).await;
+    if let Some(task) = reloader {
+        task.abort();
+    }
+    served.map_err(StartupError::Serve)
 }
 
 /// Builds the shared state from a validated config. Call it inside a Tokio

@@ -53,6 +53,7 @@ pub struct Metrics {
     cache: crate::cache::CacheMetrics,
     retry: crate::upstream::retry::RetryMetrics,
     breaker: crate::upstream::breaker::BreakerMetrics,
+    reload: crate::reload::metrics::ReloadMetrics,
 }
 
 impl Default for Metrics {
@@ -101,7 +102,9 @@ impl Metrics {
         let cache = crate::cache::CacheMetrics::register(&mut registry);
         let retry = crate::upstream::retry::RetryMetrics::register(&mut registry);
         let breaker = crate::upstream::breaker::BreakerMetrics::register(&mut registry);
+        let reload = crate::reload::metrics::ReloadMetrics::register(&mut registry);
         Self {
+            reload,
             registry,
             retry,
             breaker,
@@ -145,6 +148,11 @@ impl Metrics {
     /// The circuit breaker's metric handles.
     pub fn breaker(&self) -> &crate::upstream::breaker::BreakerMetrics {
         &self.breaker
+    }
+
+    /// The reload metric handles.
+    pub fn reload(&self) -> &crate::reload::metrics::ReloadMetrics {
+        &self.reload
     }
 
     /// The retry metric handles.

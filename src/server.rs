@@ -12,7 +12,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -21,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
-use crate::state::AppState;
+use crate::reload::Live;
 
 /// The local address a request arrived on, set on every request so the
 /// proxy can tell whether an absolute-form target names this gateway.
@@ -41,10 +40,12 @@ pub struct RemoteAddr(pub std::net::SocketAddr);
 /// listener setup that can fail.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
-    state: AppState,
+    live: Arc<Live>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    // The listener's settings are restart-only (`reload::pin`): the first
+    // version's hold for the life of the process.
+    let state = live.state();
     let server = &state.config.server;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -84,11 +85,14 @@ pub async fn serve(
         let Ok(local) = stream.local_addr() else {
             continue;
         };
-        let service = TowerToHyperService::new(app.clone().map_request(
+        // Each request takes the router of the version current when it
+        // arrives, so a reload reaches keep-alive connections too.
+        let live = live.clone();
+        let service = TowerToHyperService::new(tower::service_fn(
             move |mut request: http::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(LocalAddr(local));
                 request.extensions_mut().insert(RemoteAddr(peer));
-                request
+                live.app().oneshot(request)
             },
         ));
         let connection = builder
@@ -107,6 +111,9 @@ pub async fn serve(
     }
 
     drop(listener);
+    // The grace period and the shapers are the current version's.
+    let state = live.state();
+    let server = &state.config.server;
     let grace = Duration::from_millis(server.shutdown_grace_ms);
     // Queued requests keep leaving as the budget allows; what is still
     // queued shortly before the grace ends gets a 503, with time left to

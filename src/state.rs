@@ -1,5 +1,10 @@
 //! Shared state handed to every handler: config, upstream client, metrics,
 //! readiness.
+//!
+//! One `AppState` is one configuration version. A reload builds the next
+//! one with [`AppState::reconfigured`] over the parts that must outlive it
+//! (metrics, shapers, cache entries, breaker, retry budget, key store) and
+//! swaps it in whole (`reload::Live`).
 
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +14,9 @@ use std::time::{Duration, Instant};
 use crate::cache::ResponseCache;
 use crate::config::Config;
 use crate::keys::broker::Broker;
+use crate::keys::store::StoreError;
 use crate::metrics::Metrics;
+use crate::reload::status::ConfigStatus;
 use crate::shaper::Shaper;
 use crate::upstream::breaker::Breaker;
 use crate::upstream::credential::Credentials;
@@ -25,14 +32,18 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     /// The validated configuration.
     pub config: Config,
+    /// Its version: 1 at startup, one more on each applied reload.
+    pub version: u64,
     /// The pooled upstream client.
-    pub upstream: UpstreamClient,
+    pub upstream: Arc<UpstreamClient>,
     /// The upstream keys, each with its rate shaper.
     pub credentials: Credentials,
     /// Prometheus metrics.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// When the upstream last answered.
-    pub readiness: Readiness,
+    pub readiness: Arc<Readiness>,
+    /// Reload history, for `GET /admin/config`.
+    pub status: Arc<ConfigStatus>,
     /// The response cache, unless `cache.enabled` is false.
     pub cache: Option<ResponseCache>,
     /// Local keys, scopes, budgets and the usage ledger.
@@ -43,26 +54,42 @@ pub struct Inner {
     pub breaker: Breaker,
 }
 
+/// Why a new configuration could not be put in place.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    /// The upstream HTTP client could not be built.
+    #[error("cannot build the upstream client: {0}")]
+    Client(reqwest::Error),
+    /// The key store could not be read to load the declared keys.
+    #[error("cannot read the key store: {0}")]
+    Store(StoreError),
+}
+
 impl AppState {
     /// Wraps the parts. With shaping on, this must run inside a Tokio
     /// runtime (the shaper's dispatchers are spawned on it).
     pub fn new(config: Config, upstream: UpstreamClient, broker: Broker) -> Self {
-        let metrics = Metrics::new();
+        let metrics = Arc::new(Metrics::new());
+        let status = Arc::new(ConfigStatus::new(metrics.reload().clone()));
         let credentials = Credentials::new(&config, metrics.shaper());
         let retrier = Retrier::new(&config.retry, metrics.retry().clone());
         let breaker = Breaker::new(&config.breaker, metrics.breaker().clone());
         let cache = config.cache.enabled.then(|| {
-            let up = &config.upstream;
-            let longest =
-                Duration::from_millis(up.crud_timeout_ms + config.shaper.crud_max_wait_ms);
-            ResponseCache::new(&config.cache, metrics.cache().clone(), longest)
+            ResponseCache::new(
+                &config.cache,
+                metrics.cache().clone(),
+                longest_fetch(&config),
+            )
         });
+        status.applied(1, Vec::new());
         Self(Arc::new(Inner {
             config,
+            version: 1,
             cache,
-            upstream,
+            upstream: Arc::new(upstream),
             metrics,
-            readiness: Readiness::new(),
+            readiness: Arc::new(Readiness::new()),
+            status,
             credentials,
             broker,
             retrier,
@@ -70,10 +97,59 @@ impl AppState {
         }))
     }
 
+    /// The next version: `config` over this version's lasting parts. The
+    /// caller has already pinned the settings only a restart can change
+    /// (`reload::pin`), so the cache's byte limit, the auth mode and the
+    /// store are the running ones. The shared parts take their new
+    /// settings here (declared keys, shaper limits, the cache's stale
+    /// window and settle time); the steps that can fail come first, and the
+    /// declared keys are put back if reading the store fails, so a refused
+    /// reload changes nothing.
+    ///
+    /// # Errors
+    /// The upstream client cannot be built or the key store cannot be read.
+    pub fn reconfigured(&self, config: Config) -> Result<Self, RebuildError> {
+        let upstream = if config.upstream == self.config.upstream {
+            self.upstream.clone()
+        } else {
+            Arc::new(UpstreamClient::new(&config.upstream).map_err(RebuildError::Client)?)
+        };
+        let broker = self
+            .broker
+            .reconfigured(&config)
+            .map_err(RebuildError::Store)?;
+        let credentials = self
+            .credentials
+            .reconfigured(&config, self.metrics.shaper());
+        let cache = self
+            .cache
+            .as_ref()
+            .map(|cache| cache.reconfigured(&config.cache, longest_fetch(&config)));
+        Ok(Self(Arc::new(Inner {
+            version: self.version + 1,
+            upstream,
+            credentials,
+            cache,
+            broker,
+            retrier: self.retrier.reconfigured(&config.retry),
+            breaker: self.breaker.reconfigured(&config.breaker),
+            metrics: self.metrics.clone(),
+            readiness: self.readiness.clone(),
+            status: self.status.clone(),
+            config,
+        })))
+    }
+
     /// The `default` credential's shaper, unless shaping is off.
     pub fn default_shaper(&self) -> Option<&Shaper> {
         self.credentials.default_credential().shaper()
     }
+}
+
+/// The longest a cache fill can take: the CRUD upstream timeout plus the
+/// longest queue wait.
+fn longest_fetch(config: &Config) -> Duration {
+    Duration::from_millis(config.upstream.crud_timeout_ms + config.shaper.crud_max_wait_ms)
 }
 
 impl Deref for AppState {

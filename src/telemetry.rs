@@ -12,8 +12,12 @@ use std::time::Instant;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use std::sync::OnceLock;
 use tower_http::request_id::{MakeRequestId, RequestId};
-use tracing_subscriber::EnvFilter;
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Registry};
 
 use crate::config::{LogFormat, TelemetryConfig};
 use crate::error::ErrorCode;
@@ -25,23 +29,67 @@ use crate::upstream::UpstreamLatency;
 /// Keeps the non-blocking log writer alive; drop it last to flush.
 pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
 
+/// Where a reload sends a new `telemetry.log_level`: set by [`init`]
+/// unless `RUST_LOG` decides the filter.
+static LEVEL: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
 /// Installs the global subscriber. `RUST_LOG` wins over `log_level`.
 /// Calling it twice keeps the first subscriber.
 pub fn init(config: &TelemetryConfig) -> LogGuard {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.log_level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let reloadable = from_env.is_none();
+    let filter = from_env
+        .or_else(|| EnvFilter::try_new(&config.log_level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
     let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(ansi);
-    let _ = match config.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+    let (json, text) = match config.log_format {
+        LogFormat::Json => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(writer),
+            ),
+            None,
+        ),
+        LogFormat::Text => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(writer)
+                    .with_ansi(ansi),
+            ),
+        ),
     };
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(json)
+        .with(text)
+        .try_init()
+        .is_ok();
+    if installed && reloadable {
+        let _ = LEVEL.set(handle);
+    }
     guard
+}
+
+/// Applies a reloaded `telemetry.log_level` (validated with the config).
+/// Nothing changes when `RUST_LOG` set the filter or no subscriber of
+/// ours is installed.
+pub fn set_log_level(level: &str) {
+    let Some(handle) = LEVEL.get() else {
+        return;
+    };
+    match EnvFilter::try_new(level) {
+        Ok(filter) => {
+            if let Err(error) = handle.reload(filter) {
+                tracing::warn!(%error, "cannot apply telemetry.log_level");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "telemetry.log_level not applied"),
+    }
 }
 
 /// Makes request ids: a per-process random prefix and a counter. Cheaper

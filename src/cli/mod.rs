@@ -141,7 +141,13 @@ async fn serve(args: ConfigArgs) -> i32 {
     };
     let addr = listener.local_addr().map_or(listen, |a| a);
     tracing::info!(%addr, upstream = %config.upstream.url, "castari-gateway listening");
-    match castari_gateway::run(config, listener, shutdown_signal()).await {
+    let source = args.config.clone().or_else(|| {
+        std::env::var_os(config::ENV_CONFIG)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    let load = Box::new(move || args.load());
+    match castari_gateway::run_reloadable(config, listener, shutdown_signal(), load, source).await {
         Ok(()) => 0,
         Err(error) => {
             eprintln!("castari-gateway: {error}");

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, Rate};
 use crate::keys::model::{Budget, Role};
@@ -18,7 +18,7 @@ pub const DEFAULT_INVOKE_RESERVE_USD: &str = "0.10";
 pub const DEFAULT_LEDGER_FLUSH_MS: u64 = 1_000;
 
 /// Whether clients need a local key.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     /// Any client, with any key or none, acts as one user.
@@ -28,7 +28,7 @@ pub enum AuthMode {
 }
 
 /// Client authentication and the key broker.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// `open` or `keys`. Unset: `open` on a loopback listener, `keys` on
@@ -72,7 +72,7 @@ impl Default for AuthConfig {
 
 /// A local key declared in the config file by the SHA-256 of its token
 /// (`castari-gateway keys create --print-config` prints such a block).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeclaredKey {
     /// The id embedded in the token (`cgw_<id>_...`).

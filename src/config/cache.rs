@@ -1,11 +1,11 @@
 //! `[cache]`: the in-memory response cache.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 
 /// Response cache settings.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
     /// Cache GET responses at all.
@@ -69,7 +69,7 @@ impl CacheConfig {
 }
 
 /// Seconds to live per route class (`gateway-notes.md` §2 defaults).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TtlConfig {
     /// `GET /auth/me`.

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod breaker;
 pub mod cache;
 pub mod rate;
+pub mod reload;
 pub mod retry;
 pub mod server;
 pub mod shaper;
@@ -25,12 +26,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use auth::{AuthConfig, AuthMode, DeclaredKey};
 pub use breaker::BreakerConfig;
 pub use cache::{CacheConfig, TtlConfig};
 pub use rate::Rate;
+pub use reload::ReloadConfig;
 pub use retry::RetryConfig;
 pub use server::ServerConfig;
 pub use shaper::ShaperConfig;
@@ -57,7 +59,7 @@ pub const ENV_ALLOW_OPEN_ON_NETWORK: &str = "CASTARI_GATEWAY_ALLOW_OPEN_ON_NETWO
 pub const DEFAULT_CREDENTIAL: &str = "default";
 
 /// The whole gateway configuration.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// `[server]`: the listener.
@@ -76,6 +78,8 @@ pub struct Config {
     pub retry: RetryConfig,
     /// `[breaker]`: fail fast while the upstream is down.
     pub breaker: BreakerConfig,
+    /// `[reload]`: re-reading this configuration while running.
+    pub reload: ReloadConfig,
     /// The upstream API key, resolved from `CASTARI_API_KEY` or
     /// `upstream.api_key_file`. Never read from the TOML text itself.
     #[serde(skip)]
@@ -274,6 +278,7 @@ impl Config {
         self.cache.validate()?;
         self.retry.validate()?;
         self.breaker.validate()?;
+        self.reload.validate()?;
         if self.upstream_key.is_none() {
             return Err(ConfigError::new(
                 "upstream.api_key_file",

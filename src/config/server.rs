@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Loopback only: a gateway that injects a real key must not be reachable
 /// from the network unless someone asks for it. Port 8787 is the one the
@@ -21,7 +21,7 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 2 << 30;
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
 
 /// Listener settings.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to listen on.

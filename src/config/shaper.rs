@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::rate::Rate;
 
@@ -18,7 +18,7 @@ pub const DEFAULT_INVOKE_LIMIT: Rate = Rate {
 };
 
 /// Rate shaping settings.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ShaperConfig {
     /// Shape traffic at all. Off only for an upstream without limits.

@@ -1,9 +1,9 @@
 //! `[telemetry]`: log format and level.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// How log lines are written.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable `key=value` lines.
@@ -14,7 +14,7 @@ pub enum LogFormat {
 }
 
 /// Logging settings.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// `text` or `json`.

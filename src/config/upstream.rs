@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The real Castari API.
 pub const DEFAULT_URL: &str = "https://api.castari.com";
@@ -23,7 +23,7 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT_MS: u64 = 90_000;
 pub const DEFAULT_POOL_MAX_IDLE: usize = 256;
 
 /// Upstream settings.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Base URL of the Castari API (scheme, host, optional port).
@@ -56,7 +56,7 @@ pub struct UpstreamConfig {
 
 /// Where a named upstream credential's key is read from: exactly one of
 /// an environment variable or a file.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialSource {
     /// The environment variable holding the key.

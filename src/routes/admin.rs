@@ -77,6 +77,66 @@ pub async fn cache_purge(State(state): State<AppState>, request: Request) -> Res
     axum::Json(serde_json::json!({ "purged": purged, "prefix": prefix })).into_response()
 }
 
+/// `GET /admin/config`: the configuration serving new requests (secrets
+/// redacted), its version, settings waiting for a restart, and the last
+/// reload attempt with its error if it was refused.
+pub async fn config(State(state): State<AppState>, request: Request) -> Response {
+    if let Some(denied) = deny_non_loopback(&request) {
+        return denied;
+    }
+    let view = state.status.view(state.version, &state.config);
+    let mut response = axum::Json(view).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+/// `POST /admin/config/reload`: reloads now, like `SIGHUP`, and answers
+/// with the outcome: 200 and the attempt when applied, 422
+/// `config_refused` naming the field when the running configuration stays.
+pub async fn reload(State(state): State<AppState>, request: Request) -> Response {
+    if let Some(denied) = deny_non_loopback(&request) {
+        return denied;
+    }
+    let Some(requests) = state.status.requests() else {
+        return error_response(
+            StatusCode::CONFLICT,
+            "reload_unavailable",
+            "This gateway was not started from a configuration it can reload (castari-gateway serve)",
+        );
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let answer = match requests.try_send(tx) {
+        Ok(()) => tokio::time::timeout(RELOAD_ANSWER, rx)
+            .await
+            .ok()
+            .and_then(Result::ok),
+        Err(_) => None,
+    };
+    match answer {
+        Some(attempt) if attempt.applied => axum::Json(attempt).into_response(),
+        Some(attempt) => error_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "config_refused",
+            &format!(
+                "Reload refused; version {} stays: {}",
+                attempt.version,
+                attempt.error.as_deref().unwrap_or("unknown error")
+            ),
+        ),
+        None => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reload_busy",
+            "The reloader did not answer in time; see GET /admin/config for the outcome",
+        ),
+    }
+}
+
+/// How long `POST /admin/config/reload` waits for the reloader.
+const RELOAD_ANSWER: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn cache_disabled() -> Response {
     error_response(
         StatusCode::NOT_FOUND,

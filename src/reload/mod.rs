@@ -1,0 +1,265 @@
+//! Hot reload: a new configuration, applied atomically to new requests.
+//!
+//! | file | concern |
+//! |---|---|
+//! | `mod.rs` | [`Live`] (the version serving requests) and [`Reloader`] |
+//! | `pin.rs` | settings only a restart can change |
+//! | `status.rs` | what `GET /admin/config` shows; redaction |
+//! | `watch.rs` | the optional file watch |
+//! | `metrics.rs` | `config_version`, `config_reloads` |
+//!
+//! A reload (on `SIGHUP`, `POST /admin/config/reload`, or a change of the
+//! watched files) loads the configuration exactly as startup does: the
+//! file, the environment, the original flags, and the key files read
+//! again. It is validated; restart-only settings keep their running values
+//! and are reported; then the next [`AppState`] is built over the lasting
+//! parts of the running one (metrics, shapers' send logs and queues, cache
+//! entries, breaker, retry budget, key store) and stored with one pointer
+//! swap. Each request reads that pointer once, when it arrives: it runs
+//! wholly under the old version or wholly under the new one, and requests
+//! in flight finish under the version they started with. A refused reload
+//! changes nothing; its error is logged and shown at `GET /admin/config`.
+
+pub mod metrics;
+pub mod pin;
+pub mod status;
+pub mod watch;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use tokio::sync::mpsc;
+
+use crate::config::{Config, ConfigError};
+use crate::state::{AppState, RebuildError};
+use status::{Attempt, ReloadRequest, Trigger};
+
+/// The version serving new requests, and its router.
+pub struct Live {
+    current: ArcSwap<Served>,
+}
+
+struct Served {
+    state: AppState,
+    app: Router,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("version", &self.state().version)
+            .finish()
+    }
+}
+
+impl Live {
+    /// Serves `state` first.
+    pub fn new(state: AppState) -> Arc<Self> {
+        let app = crate::build_app(state.clone());
+        Arc::new(Self {
+            current: ArcSwap::from_pointee(Served { state, app }),
+        })
+    }
+
+    /// The router of the current version: one atomic load per request.
+    pub fn app(&self) -> Router {
+        self.current.load().app.clone()
+    }
+
+    /// The current version's state.
+    pub fn state(&self) -> AppState {
+        self.current.load().state.clone()
+    }
+
+    fn install(&self, state: AppState) {
+        let app = crate::build_app(state.clone());
+        self.current.store(Arc::new(Served { state, app }));
+    }
+}
+
+/// Loads the configuration as startup did (file, environment, flags).
+pub type Loader = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+
+/// Why a reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new configuration is invalid.
+    #[error("{0}")]
+    Config(ConfigError),
+    /// Valid, but not with the running values of the restart-only settings.
+    #[error("{0} (with the running values of settings that need a restart: {1})")]
+    Pinned(ConfigError, String),
+    /// A part could not be rebuilt.
+    #[error("{0}")]
+    Rebuild(RebuildError),
+    /// The reload task failed.
+    #[error("the reload task failed")]
+    Task,
+}
+
+/// Re-reads the configuration and swaps the running version.
+pub struct Reloader {
+    live: Arc<Live>,
+    load: Loader,
+    source: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reloader {
+    /// Reloads `live` with `load`; `source` is the config file, watched
+    /// when `reload.watch` is on.
+    pub fn new(live: Arc<Live>, load: Loader, source: Option<PathBuf>) -> Self {
+        Self { live, load, source }
+    }
+
+    /// Loads, checks and applies a new configuration; logs and records
+    /// the outcome. Blocking (it reads files and the key store): call it
+    /// off the async threads, inside the runtime.
+    pub fn reload(&self, trigger: Trigger) -> Attempt {
+        let running = self.live.state();
+        let outcome = self.next(&running);
+        let status = &running.status;
+        let attempt = match outcome {
+            Ok((next, pending_restart)) => {
+                let changed = pin::changed(&running.config, &next.config);
+                crate::telemetry::set_log_level(&next.config.telemetry.log_level);
+                let version = next.version;
+                status.applied(version, pending_restart.clone());
+                self.live.install(next);
+                tracing::info!(
+                    version,
+                    trigger = trigger.as_str(),
+                    changed = %changed.join(", "),
+                    pending_restart = %pending_restart.join(", "),
+                    "configuration reloaded"
+                );
+                Attempt {
+                    at: status::now(),
+                    trigger,
+                    applied: true,
+                    version,
+                    error: None,
+                    pending_restart,
+                }
+            }
+            Err(error) => {
+                tracing::error!(
+                    version = running.version,
+                    trigger = trigger.as_str(),
+                    %error,
+                    "configuration reload refused; the running configuration stays"
+                );
+                Attempt {
+                    at: status::now(),
+                    trigger,
+                    applied: false,
+                    version: running.version,
+                    error: Some(error.to_string()),
+                    pending_restart: Vec::new(),
+                }
+            }
+        };
+        status.attempted(attempt.clone());
+        attempt
+    }
+
+    fn next(&self, running: &AppState) -> Result<(AppState, Vec<&'static str>), ReloadError> {
+        let mut config = (self.load)().map_err(ReloadError::Config)?;
+        let pending = pin::pin(&running.config, &mut config);
+        let config = config
+            .validate()
+            .map_err(|e| ReloadError::Pinned(e, pending.join(", ")))?;
+        let next = running.reconfigured(config).map_err(ReloadError::Rebuild)?;
+        Ok((next, pending))
+    }
+
+    /// Reloads on `SIGHUP`, on admin requests and, when `reload.watch` is
+    /// on, when the watched files change; until the task is aborted.
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        let (tx, rx) = mpsc::channel(8);
+        self.live.state().status.accept_requests(tx);
+        tokio::spawn(Arc::new(self).run(rx))
+    }
+
+    async fn run(self: Arc<Self>, mut requests: mpsc::Receiver<ReloadRequest>) {
+        let mut hangups = hangups();
+        let mut seen = self.fingerprint();
+        loop {
+            let reload = self.live.state().config.reload.clone();
+            let (trigger, reply) = tokio::select! {
+                () = next_hangup(&mut hangups) => (Trigger::Signal, None),
+                Some(reply) = requests.recv() => (Trigger::Admin, Some(reply)),
+                () = tokio::time::sleep(Duration::from_millis(reload.watch_interval_ms)), if reload.watch => {
+                    let print = self.fingerprint();
+                    if print == seen {
+                        continue;
+                    }
+                    (Trigger::Watch, None)
+                }
+            };
+            let reloader = self.clone();
+            let attempt = tokio::task::spawn_blocking(move || reloader.reload(trigger)).await;
+            seen = self.fingerprint();
+            if let Some(reply) = reply {
+                let attempt = attempt.unwrap_or_else(|_| Attempt {
+                    at: status::now(),
+                    trigger,
+                    applied: false,
+                    version: self.live.state().version,
+                    error: Some(ReloadError::Task.to_string()),
+                    pending_restart: Vec::new(),
+                });
+                let _ = reply.send(attempt);
+            }
+        }
+    }
+
+    fn fingerprint(&self) -> [u8; 32] {
+        let config = &self.live.state().config;
+        watch::fingerprint(&watch::watched(self.source.as_deref(), config))
+    }
+}
+
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = Option<()>;
+
+#[cfg(unix)]
+fn hangups() -> Hangups {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(stream) => Some(stream),
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP; reload with POST /admin/config/reload");
+            None
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn hangups() -> Hangups {
+    None
+}
+
+/// The next `SIGHUP`; never, where there are none (or no more).
+async fn next_hangup(hangups: &mut Hangups) {
+    #[cfg(unix)]
+    if let Some(stream) = hangups.as_mut() {
+        if stream.recv().await.is_some() {
+            return;
+        }
+    }
+    *hangups = None;
+    std::future::pending().await
+}
