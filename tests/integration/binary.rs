@@ -46,8 +46,18 @@ impl GatewayProcess {
 
     /// Like [`start`](Self::start), with extra environment variables.
     pub fn start_with(upstream: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn(upstream, &[], env)
+    }
+
+    /// Like [`start`](Self::start), with `--config file`.
+    pub fn start_with_config(upstream: &str, file: &std::path::Path) -> Self {
+        Self::spawn(upstream, &["--config", file.to_str().unwrap()], &[])
+    }
+
+    fn spawn(upstream: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = command()
             .args(["serve", "--listen", "127.0.0.1:0", "--upstream", upstream])
+            .args(args)
             .envs(env.iter().copied())
             .env("CASTARI_API_KEY", UPSTREAM_KEY)
             .stdout(Stdio::piped())
@@ -251,6 +261,59 @@ async fn sigterm_lets_in_flight_requests_finish() {
         !logs.contains(UPSTREAM_KEY),
         "the upstream key reached the log"
     );
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_file_and_the_log_level() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(&file, "[telemetry]\nlog_level = \"info\"\n").unwrap();
+    let gw = GatewayProcess::start_with_config(&sim.url(), &file);
+    assert_eq!(get_status(&gw.url("/api/v1/usage")).await, 200);
+    let shown = get_json(&gw.url("/admin/config")).await;
+    assert_eq!(shown["version"], 1);
+    assert!(shown["last_reload"].is_null());
+
+    std::fs::write(
+        &file,
+        "[telemetry]\nlog_level = \"debug\"\n[retry]\nmax_attempts = 2\n",
+    )
+    .unwrap();
+    let sent = Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let reloaded = eventually(Duration::from_secs(10), || {
+        gw.logs()
+            .iter()
+            .any(|l| l.contains("configuration reloaded") && l.contains("version=2"))
+    })
+    .await;
+    assert!(reloaded, "{:?}", gw.logs());
+    let shown = get_json(&gw.url("/admin/config")).await;
+    assert_eq!(shown["version"], 2);
+    assert_eq!(shown["last_reload"]["trigger"], "signal");
+    assert_eq!(shown["config"]["retry"]["max_attempts"], 2);
+    assert_eq!(shown["config"]["telemetry"]["log_level"], "debug");
+    assert!(
+        !gw.logs().iter().any(|l| l.contains("DEBUG")),
+        "nothing at debug level before"
+    );
+    let usage = client()
+        .get(gw.url("/api/v1/usage"))
+        .header("cache-control", "no-store")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(usage.status(), 200);
+    let debug = eventually(Duration::from_secs(5), || {
+        gw.logs().iter().any(|l| l.contains("DEBUG"))
+    })
+    .await;
+    assert!(debug, "the new log level applies: {:?}", gw.logs());
+    assert!(!gw.logs().join("\n").contains(UPSTREAM_KEY));
 }
 
 #[tokio::test]

@@ -270,3 +270,80 @@ async fn sigterm_under_load() {
         .count();
     assert_eq!(invoked, 10, "each invocation ran once");
 }
+
+/// Sends `SIGHUP` to the gateway process.
+fn hangup(gw: &GatewayProcess) {
+    let sent = Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+/// Polls `GET /admin/config` until `done` holds (10 s at most).
+async fn config_until(gw: &GatewayProcess, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown = get_json(&gw.url("/admin/config")).await;
+        if done(&shown) || Instant::now() > deadline {
+            return shown;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_config_on_reload() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    let good = "[shaper]\ncrud_limit = \"10000/60s\"\n[cache.ttl_secs]\nusage = 60\n";
+    std::fs::write(&file, good).unwrap();
+    let gw = GatewayProcess::start_with_config(&sim.url(), &file);
+    let usage = gw.url("/api/v1/usage");
+    assert_eq!(get_status(&usage).await, 200);
+
+    // A half-written file, as an editor or a deploy tool can leave it.
+    std::fs::write(
+        &file,
+        "[shaper]\ncrud_limit = \"10000/60s\"\n[cache.ttl_secs]\nusage = ",
+    )
+    .unwrap();
+    hangup(&gw);
+    let shown = config_until(&gw, |c| !c["last_reload"].is_null()).await;
+    assert_eq!(shown["version"], 1, "{shown}");
+    assert_eq!(shown["last_reload"]["applied"], false);
+    assert_eq!(shown["last_reload"]["trigger"], "signal");
+    let error = shown["last_reload"]["error"].as_str().unwrap();
+    assert!(error.contains("line 4"), "the error says where: {error}");
+    let logged = eventually(Duration::from_secs(5), || {
+        gw.logs()
+            .iter()
+            .any(|l| l.contains("reload refused") && l.contains("line 4"))
+    })
+    .await;
+    assert!(logged, "the refusal is logged: {:?}", gw.logs());
+
+    // The gateway keeps serving under the old config: its cache answers,
+    // and a write goes upstream exactly once.
+    let hit = client().get(&usage).send().await.unwrap();
+    assert_eq!(hit.status(), 200);
+    assert_eq!(hit.headers()["x-cache"], "HIT");
+    let create = client()
+        .post(gw.url("/api/v1/agents"))
+        .json(&json!({"name": "Reload", "slug": "reload", "source_type": "git", "git_repo_url": "https://example.invalid/r"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(create.status(), 201);
+    assert_eq!(executed(&sim, "POST", "/api/v1/agents").await, 1);
+
+    // Fixed: the next signal applies it.
+    std::fs::write(&file, format!("{good}[retry]\nmax_attempts = 2\n")).unwrap();
+    hangup(&gw);
+    let shown = config_until(&gw, |c| c["version"] == 2).await;
+    assert_eq!(shown["version"], 2, "{shown}");
+    assert_eq!(shown["config"]["retry"]["max_attempts"], 2);
+    assert_eq!(shown["last_reload"]["applied"], true);
+    assert!(!gw.logs().join("\n").contains(UPSTREAM_KEY));
+}

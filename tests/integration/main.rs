@@ -20,6 +20,7 @@ mod keys_cli;
 mod leaks;
 mod ops;
 mod proxy;
+mod reload;
 mod retries;
 mod routes;
 mod shaping;

@@ -82,6 +82,46 @@ impl TestGateway {
         }
     }
 
+    /// Starts a gateway configured by the TOML `file` (read again on each
+    /// reload, with `--listen 127.0.0.1:0 --upstream upstream` as flags and
+    /// `env` as the environment), the way `castari-gateway serve` runs.
+    pub async fn start_from_file(
+        upstream: &str,
+        file: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let flags = castari_gateway::config::Flags {
+            config: Some(file.to_path_buf()),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            upstream: Some(url::Url::parse(upstream).unwrap()),
+        };
+        let env: std::collections::HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let load = move || castari_gateway::config::load(&flags, &env);
+        let config = load().unwrap();
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let source = Some(file.to_path_buf());
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = rx.await;
+            };
+            castari_gateway::run_reloadable(config, listener, shutdown, Box::new(load), source)
+                .await
+                .unwrap();
+        });
+        Self {
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
     /// `http://ADDR` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)

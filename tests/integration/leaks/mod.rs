@@ -437,6 +437,13 @@ async fn no_secret_reaches_a_response_a_log_line_a_metric_or_an_admin_page() {
     )
     .await;
 
+    // --- A reload: its answer, its log line and the config page it
+    // updates are pages like the others.
+    let (status, _) = t
+        .call("nobody", None, M::POST, "/admin/config/reload", None)
+        .await;
+    assert_eq!(status, 200, "the same file reloads");
+
     // --- The gateway's own pages, last, so they show everything above.
     let mut pages = Vec::new();
     for (who, token, path) in [
@@ -453,6 +460,7 @@ async fn no_secret_reaches_a_response_a_log_line_a_metric_or_an_admin_page() {
             Some(ADMIN_KEY),
             "/admin/usage?days=1&format=json",
         ),
+        ("nobody", None, "/admin/config"),
     ] {
         let (status, _) = t.call(who, token, M::GET, path, None).await;
         pages.push((path, status, t.log.len() - 1));
@@ -489,6 +497,11 @@ async fn no_secret_reaches_a_response_a_log_line_a_metric_or_an_admin_page() {
     assert!(
         find(&keys_page.body, bot.id.as_bytes()).is_some(),
         "keys page"
+    );
+    let config_page = &t.log[pages[pages.len() - 1].2];
+    assert!(
+        find(&config_page.body, b"\"version\":2").is_some(),
+        "config page"
     );
     let usage_page = &t.log[pages[6].2];
     assert!(
