@@ -121,10 +121,10 @@ impl AppState {
         let credentials = self
             .credentials
             .reconfigured(&config, self.metrics.shaper());
-        let cache = self
-            .cache
-            .as_ref()
-            .map(|cache| cache.reconfigured(&config.cache, longest_fetch(&config)));
+        let cache = self.cache.as_ref().map(|cache| {
+            forget_other_accounts(cache, &self.config, &config);
+            cache.reconfigured(&config.cache, longest_fetch(&config))
+        });
         Ok(Self(Arc::new(Inner {
             version: self.version + 1,
             upstream,
@@ -143,6 +143,29 @@ impl AppState {
     /// The `default` credential's shaper, unless shaping is off.
     pub fn default_shaper(&self) -> Option<&Shaper> {
         self.credentials.default_credential().shaper()
+    }
+}
+
+/// Entries fetched with a key or an upstream that `next` replaces may
+/// belong to another account: they are not served again.
+fn forget_other_accounts(cache: &ResponseCache, running: &Config, next: &Config) {
+    if next.upstream.url != running.upstream.url {
+        cache.forget(None);
+        return;
+    }
+    let key_of = |config: &Config, name: &str| {
+        if name == crate::config::DEFAULT_CREDENTIAL {
+            config.upstream_key.clone()
+        } else {
+            config.named_keys.get(name).cloned()
+        }
+    };
+    let names = std::iter::once(crate::config::DEFAULT_CREDENTIAL)
+        .chain(running.named_keys.keys().map(String::as_str));
+    for name in names {
+        if key_of(running, name) != key_of(next, name) {
+            cache.forget(Some(&Arc::from(name)));
+        }
     }
 }
 

@@ -266,6 +266,16 @@ impl ResponseCache {
         self.core.metrics.invalidated();
     }
 
+    /// Makes every entry of `principal` (one upstream credential), or of
+    /// all when `None`, stale at once: a reload gave that credential a
+    /// new key or the gateway a new upstream, which may not see the same
+    /// account.
+    pub fn forget(&self, principal: Option<&Arc<str>>) {
+        self.core
+            .invalidations
+            .record(principal, std::slice::from_ref(&Pattern::all()));
+    }
+
     /// Purges everything (`prefix` `None`) or the paths under `prefix`
     /// (decoded segments after `/api/v1/`), for every credential. Returns
     /// the number of entries removed.
