@@ -4,6 +4,7 @@
 //! A guard that trips records why in a shared [`Verdict`], so the proxy can
 //! turn the upstream client's generic "body failed" into the right status
 //! (413 or 408) when the failure happened before the upstream answered.
+//! [`DropAtEnd`] runs work (by dropping a guard) when a response body ends.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -137,6 +138,54 @@ where
                 Poll::Pending
             }
         }
+    }
+}
+
+/// A response body that drops `guard` when the body ends (its last frame
+/// was read, or it failed) or is dropped (the client went away), whichever
+/// comes first: for work that must follow a streamed response, such as
+/// the invalidation after a `/stream` invocation.
+pub struct DropAtEnd<B, T> {
+    body: B,
+    guard: Option<T>,
+}
+
+impl<B, T> DropAtEnd<B, T> {
+    /// Wraps `body`; `guard` lives until it ends.
+    pub fn new(body: B, guard: T) -> Self {
+        Self {
+            body,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl<B, T> hyper::body::Body for DropAtEnd<B, T>
+where
+    B: hyper::body::Body + Unpin,
+    T: Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            this.guard = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 

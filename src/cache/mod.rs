@@ -255,7 +255,7 @@ impl ResponseCache {
         match &effect.agent {
             Some(AgentWrite::Settling(slug)) => self.core.agents.acted(principal, slug),
             Some(AgentWrite::Deleted(slug)) => self.core.agents.forget(principal, slug),
-            None => {}
+            Some(AgentWrite::Created) | None => {}
         }
         if effect.drops.is_empty() {
             return;

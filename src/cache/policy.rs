@@ -103,6 +103,9 @@ impl CacheRoute {
 /// What an agent write means for that agent's status.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AgentWrite {
+    /// `POST /agents`: the `Agent` in the response is the new agent's
+    /// entry, written through under its slug.
+    Created,
     /// Deploy, redeploy, upload-code, stop or PATCH: the status is in motion
     /// for a while; an `Agent` in the response is written through.
     Settling(String),
@@ -117,6 +120,10 @@ pub struct WriteEffect {
     pub drops: Vec<Pattern>,
     /// The agent whose status the write touches.
     pub agent: Option<AgentWrite>,
+    /// The write goes on while its response streams (`/stream`): what it
+    /// changes (usage, invocations, sessions) is only complete when the
+    /// stream ends, so the drops are made again then.
+    pub again_at_end: bool,
 }
 
 /// The invalidation map: what a non-GET request makes stale. Unknown writes
@@ -128,7 +135,10 @@ pub fn write_effect(method: &Method, segments: &[Box<str>]) -> WriteEffect {
     let mut agent = None;
     let drops = match (method, s.as_slice()) {
         (&Method::HEAD | &Method::OPTIONS, _) => vec![],
-        (&Method::POST, ["agents"]) => vec![exact(&["agents"])],
+        (&Method::POST, ["agents"]) => {
+            agent = Some(AgentWrite::Created);
+            vec![exact(&["agents"])]
+        }
         (&Method::PATCH, ["agents", slug]) => {
             agent = Some(AgentWrite::Settling(slug.to_string()));
             vec![exact(&["agents"]), exact(&["agents", slug])]
@@ -209,7 +219,15 @@ pub fn write_effect(method: &Method, segments: &[Box<str>]) -> WriteEffect {
         (_, [first, ..]) => vec![below(&[first])],
         (_, []) => vec![],
     };
-    WriteEffect { drops, agent }
+    let again_at_end = matches!(
+        (method, s.as_slice()),
+        (&Method::POST, ["agents", _, "stream"])
+    );
+    WriteEffect {
+        drops,
+        agent,
+        again_at_end,
+    }
 }
 
 #[cfg(test)]
@@ -251,6 +269,19 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect()
+    }
+
+    #[test]
+    fn only_a_stream_drops_again_when_its_response_ends() {
+        let at_end = |method: Method, path: &str| write_effect(&method, &segs(path)).again_at_end;
+        assert!(at_end(Method::POST, "agents/a/stream"));
+        assert!(!at_end(Method::POST, "agents/a/invoke"));
+        assert!(!at_end(Method::POST, "agents/a/deploy"));
+        assert!(!at_end(Method::DELETE, "agents/a/stream"));
+        assert_eq!(
+            write_effect(&Method::POST, &segs("agents")).agent,
+            Some(AgentWrite::Created)
+        );
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //!
 //! A write drops what it changed (the invalidation map) before its response
 //! is released, when it went through (2xx) or may have (5xx, timeout, lost
-//! connection); an `Agent` returned by a deploy, stop or PATCH is written
-//! through to that agent's entry.
+//! connection); an `Agent` returned by a create, deploy, stop or PATCH is
+//! written through to that agent's entry. A `/stream` invocation drops
+//! again when its stream ends, since what it changes is only complete then.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +24,7 @@ use futures_util::StreamExt;
 use http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode};
 use tokio::sync::oneshot;
 
+use crate::body::DropAtEnd;
 use crate::cache::{
     entry, write_effect, AgentWrite, CacheKey, CacheRoute, CacheStatus, Directive, Entry, Fetched,
     Need, Passed, ResponseCache, Role, X_CACHE,
@@ -358,6 +360,16 @@ async fn read_up_to(body: Body, max: u64) -> Read {
     Read::All(buf.freeze())
 }
 
+/// Whether `slug`, taken from an upstream body, is one path segment the
+/// gateway itself would route as `GET /agents/{slug}`.
+fn valid_slug(slug: &str) -> bool {
+    !slug.is_empty()
+        && slug.len() <= 128
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// What a write needs to invalidate, captured before it is sent. If the
 /// request is dropped before it settles (the client hung up while the write
 /// was in flight), the write may still happen upstream: dropping
@@ -426,21 +438,33 @@ impl Write {
         let effect = write_effect(&self.method, &self.decoded);
         let principal = self.principal.clone();
         cache.invalidate(&principal, &effect);
+        let status = result.as_ref().map(Response::status).ok();
         match (effect.agent, result) {
-            (Some(AgentWrite::Settling(slug)), Ok(response))
-                if response.status() == StatusCode::OK =>
+            (Some(AgentWrite::Settling(slug)), Ok(response)) if status == Some(StatusCode::OK) => {
+                self.write_through(cache, &principal, Some(&slug), response)
+                    .await
+            }
+            (Some(AgentWrite::Created), Ok(response))
+                if matches!(status, Some(StatusCode::OK | StatusCode::CREATED)) =>
             {
-                self.write_through(cache, &principal, &slug, response).await
+                self.write_through(cache, &principal, None, response).await
+            }
+            (_, Ok(response)) if effect.again_at_end => {
+                // Dropped when the stream ends: `Drop` invalidates again.
+                self.settled = false;
+                Ok(response.map(|body| Body::new(DropAtEnd::new(body, self))))
             }
             (_, result) => result,
         }
     }
 
+    /// Stores the `Agent` in a write's response as `GET /agents/{slug}`:
+    /// under `slug`, or (a create) under the slug the body names.
     async fn write_through(
         &self,
         cache: &ResponseCache,
         principal: &Arc<str>,
-        slug: &str,
+        slug: Option<&str>,
         response: Response,
     ) -> Result<Response, GatewayError> {
         let max = cache.config().max_entry_bytes;
@@ -461,17 +485,19 @@ impl Write {
             Read::Failed => return Err(GatewayError::UpstreamFailed),
         };
         let agent = cache.agents().observe(principal, &body);
-        if agent.is_some_and(|agent| agent.slug == slug) {
+        let slug = match (agent, slug) {
+            (Some(agent), Some(slug)) if agent.slug == slug => Some(agent.slug),
+            (Some(agent), None) if valid_slug(&agent.slug) => Some(agent.slug),
+            _ => None,
+        };
+        if let Some(slug) = slug {
             let path: Arc<[Box<str>]> = Arc::from([Box::from("agents"), Box::from(slug)]);
             let key = CacheKey::new(principal, path, None, &self.headers);
             let seq = cache.invalidations().stamp();
-            let entry = Entry::new(
-                head.headers.clone(),
-                body.clone(),
-                seq,
-                ttl,
-                CacheRoute::Agent,
-            );
+            let mut headers = head.headers.clone();
+            // A create's answer points at the new agent; a read's does not.
+            headers.remove(header::LOCATION);
+            let entry = Entry::new(headers, body.clone(), seq, ttl, CacheRoute::Agent);
             cache.insert(key, Arc::new(entry)).await;
         }
         Ok(Response::from_parts(head, Body::from(body)))

@@ -474,3 +474,57 @@ async fn the_admin_page_summarises_and_purges() {
         assert!(metrics.contains(line), "{line} in {metrics}");
     }
 }
+
+#[tokio::test]
+async fn a_created_agent_is_written_through_to_its_entry() {
+    let sim = sim().await;
+    let gw = TestGateway::start(&sim.url()).await;
+    let created = client()
+        .post(gw.url("/api/v1/agents"))
+        .json(&serde_json::json!({"name": "Fresh", "slug": "fresh", "source_type": "git", "git_repo_url": "https://example.invalid/r"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success());
+    let created: Value = created.json().await.unwrap();
+    let read = get(&gw, "/api/v1/agents/fresh").await;
+    assert_eq!(x_cache(&read), "HIT");
+    assert!(read.headers().get("location").is_none());
+    assert_eq!(read.json::<Value>().await.unwrap(), created);
+    assert_eq!(upstream_gets(&sim, "/api/v1/agents/fresh").await, 0);
+    // The list was dropped by the create, not written through.
+    assert_eq!(x_cache(&get(&gw, "/api/v1/agents").await), "MISS");
+}
+
+#[tokio::test]
+async fn a_stream_drops_what_it_changed_again_when_it_ends() {
+    let sim = sim().await;
+    let gw = TestGateway::start_with(&sim.url(), |c| {
+        c.breaker.enabled = false;
+        c.retry.enabled = false;
+    })
+    .await;
+    assert_eq!(x_cache(&get(&gw, "/api/v1/usage").await), "MISS");
+    // The stream's head arrives at once, its end 800 ms later.
+    sim.set_faults(Faults {
+        stall_next: 1,
+        stall_ms: 800,
+        path_prefix: Some("/api/v1/agents/s/stream".into()),
+        ..Faults::default()
+    });
+    let response = client()
+        .post(gw.url("/api/v1/agents/s/stream"))
+        .json(&serde_json::json!({"prompt": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // Dropped when the head came; read again while the stream runs, the
+    // usage is cached as it is mid-invocation.
+    assert_eq!(x_cache(&get(&gw, "/api/v1/usage").await), "MISS");
+    assert_eq!(x_cache(&get(&gw, "/api/v1/usage").await), "HIT");
+    let _ = response.bytes().await;
+    // The stream is over: what it changed is read fresh.
+    assert_eq!(x_cache(&get(&gw, "/api/v1/usage").await), "MISS");
+    assert_eq!(upstream_gets(&sim, "/api/v1/usage").await, 3);
+}
