@@ -110,14 +110,8 @@ async fn an_invalid_file_is_refused_and_the_running_config_and_cache_stay() {
     let good = format!("{QUIET}{UNSHAPED}[cache.ttl_secs]\nusage = 60\n");
     let file = ConfigFile::new(&good);
     let gw = start(&sim, &file.path).await;
-    let me = gw.url("/api/v1/auth/me");
-    let cached = |url: String| async move {
-        let response = client().get(url).send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        response.headers()["x-cache"].to_str().unwrap().to_string()
-    };
-    assert_eq!(cached(me.clone()).await, "MISS");
-    assert_eq!(cached(me.clone()).await, "HIT");
+    assert_eq!(get_usage(&gw).await.headers()["x-cache"], "MISS");
+    assert_eq!(get_usage(&gw).await.headers()["x-cache"], "HIT");
 
     file.write(&format!("{good}[retry]\nmax_attempts = \"three\"\n"));
     let refused = reload(&gw).await;
