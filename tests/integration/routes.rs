@@ -28,6 +28,12 @@ impl Tour {
                 self.gw.url(&format!("/api/v1{path_and_query}")),
             )
             .bearer_auth(LOCAL_KEY);
+        if method == Method::GET {
+            // Every step must reach the upstream: a read right after the
+            // write that returned it would otherwise be answered from the
+            // cache (a create writes its agent through).
+            request = request.header("cache-control", "no-cache");
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }
