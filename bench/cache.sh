@@ -9,14 +9,19 @@
 # around each run to prove it. Servers are pinned to one core, wrk to the
 # other. For each body size: saturated throughput and latency (wrk -c64),
 # latency at a fixed request rate, and CPU per request; the direct upstream
-# at the same rate is the baseline for "added latency". Prints a markdown
-# table and writes it to bench/out/cache-results.md. See bench/README.md.
+# at the same rate is the baseline for "added latency". A fifth column,
+# "hyper floor" (examples/hyper_floor.rs), is the gateway's own server stack
+# answering the same bytes from memory with nothing else: what is left
+# between it and the gateway is the gateway's per-hit work. Prints a
+# markdown table and writes it to bench/out/cache-results.md. See
+# bench/README.md.
 #
 # Usage: bash bench/cache.sh           (no arguments; knobs are env vars)
 #
 #   ROUNDS=3 DURATION=5 LAT_DURATION=5 WARMUP=1 RATE=5000 CONNECTIONS=64
 #   RATE_CONNECTIONS=50 SERVER_CPU=0 LOAD_CPU=1 BUILD=1 OUT_DIR=bench/out
 #   GATEWAY_BIN=target/release/castari-gateway
+#   FLOOR_BIN=target/release/examples/hyper_floor
 #
 # Every target is measured ROUNDS times, the targets taking turns, and the
 # table shows the median of each figure: on a shared virtual machine single
@@ -38,6 +43,7 @@ SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 BUILD=${BUILD:-1}
 GATEWAY_BIN=${GATEWAY_BIN:-$REPO_DIR/target/release/castari-gateway}
+FLOOR_BIN=${FLOOR_BIN:-$REPO_DIR/target/release/examples/hyper_floor}
 OUT_DIR=${OUT_DIR:-$BENCH_DIR/out}
 
 API_KEY=bench-key
@@ -46,7 +52,7 @@ CLK_TCK=$(getconf CLK_TCK)
 declare -A SIZE_PATH=([1k]=/api/v1/buckets/bench [20k]=/api/v1/buckets/bench20)
 declare -A SIZE_FILE=([1k]=$BENCH_DIR/payload.json [20k]=$BENCH_DIR/payload-20k.json)
 SIZES=(1k 20k)
-TARGETS=(upstream nginx haproxy gateway)
+TARGETS=(upstream nginx haproxy gateway floor)
 
 log() { printf '[cache-bench] %s\n' "$*" >&2; }
 die() {
@@ -69,10 +75,12 @@ NPROC=$(nproc)
     die "SERVER_CPU=$SERVER_CPU / LOAD_CPU=$LOAD_CPU: this machine has $NPROC cores"
 
 if ((BUILD)); then
-    log "building the gateway (cargo build --release --bin castari-gateway)"
-    (cd "$REPO_DIR" && cargo build --release --bin castari-gateway) || die "the gateway does not build"
+    log "building the gateway and the hyper floor (cargo build --release)"
+    (cd "$REPO_DIR" && cargo build --release --bin castari-gateway --example hyper_floor) ||
+        die "the gateway does not build"
 fi
 [[ -x $GATEWAY_BIN ]] || die "no gateway binary at $GATEWAY_BIN"
+[[ -x $FLOOR_BIN ]] || die "no hyper floor binary at $FLOOR_BIN"
 
 RUN=$(mktemp -d /tmp/castari-cache-bench.XXXXXX)
 chmod 755 "$RUN"
@@ -112,6 +120,21 @@ start_gateway() {
     MASTER[gateway]=$pid
     WORKER[gateway]=$pid
     wait_http "gateway" "$pid" "http://127.0.0.1:$port/healthz"
+}
+
+start_floor() {
+    local port pid
+    port=$(free_port)
+    local cmd=(taskset -c "$SERVER_CPU" env TOKIO_WORKER_THREADS=1 "$FLOOR_BIN" "127.0.0.1:$port"
+        "${SIZE_PATH[1k]}=${SIZE_FILE[1k]}" "${SIZE_PATH[20k]}=${SIZE_FILE[20k]}")
+    CMD[floor]="${cmd[*]}"
+    "${cmd[@]}" >"$RUN/floor.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    PORT[floor]=$port
+    MASTER[floor]=$pid
+    WORKER[floor]=$pid
+    wait_http "floor" "$pid" "http://127.0.0.1:$port/healthz"
 }
 
 upstream_requests() { # requests the upstream nginx has served (stub_status)
@@ -199,6 +222,7 @@ wait_http "nginx" "${WORKER[nginx]}" "http://127.0.0.1:${PORT[nginx]}${SIZE_PATH
 start_haproxy
 wait_http "haproxy" "${WORKER[haproxy]}" "http://127.0.0.1:${PORT[haproxy]}${SIZE_PATH[1k]}"
 start_gateway
+start_floor
 
 for size in "${SIZES[@]}"; do
     for t in "${TARGETS[@]}"; do prime_and_check "$t" "$size"; done
@@ -256,19 +280,19 @@ verdict() { # a op b (op: ge or le), numbers
 
 table() {
     local size peer_rps peer_p99 added
-    echo "| body | metric | direct upstream | nginx proxy_cache | HAProxy cache | castari-gateway | target | result |"
-    echo "|---|---|---:|---:|---:|---:|---|---|"
+    echo "| body | metric | direct upstream | nginx proxy_cache | HAProxy cache | castari-gateway | target | result | hyper floor |"
+    echo "|---|---|---:|---:|---:|---:|---|---|---:|"
     for size in "${SIZES[@]}"; do
         peer_rps=$(best_peer "$size" RPS higher)
         peer_p99=$(best_peer "$size" FR_P99 lower)
         added=$(awk -v g="${FR_P50[gateway/$size]}" -v u="${FR_P50[upstream/$size]}" 'BEGIN { printf "%.3f", g - u }')
-        echo "| $size | hit throughput, req/s (wrk -c$CONNECTIONS) | ${RPS[upstream/$size]} | ${RPS[nginx/$size]} | ${RPS[haproxy/$size]} | ${RPS[gateway/$size]} | ≥ best peer ($peer_rps) | $(verdict "${RPS[gateway/$size]}" ge "$peer_rps") |"
-        echo "| $size | p50 / p99 at saturation, ms | ${SAT_P50[upstream/$size]} / ${SAT_P99[upstream/$size]} | ${SAT_P50[nginx/$size]} / ${SAT_P99[nginx/$size]} | ${SAT_P50[haproxy/$size]} / ${SAT_P99[haproxy/$size]} | ${SAT_P50[gateway/$size]} / ${SAT_P99[gateway/$size]} | | |"
-        echo "| $size | p50 / p99 at $RATE req/s, ms | ${FR_P50[upstream/$size]} / ${FR_P99[upstream/$size]} | ${FR_P50[nginx/$size]} / ${FR_P99[nginx/$size]} | ${FR_P50[haproxy/$size]} / ${FR_P99[haproxy/$size]} | ${FR_P50[gateway/$size]} / ${FR_P99[gateway/$size]} | p99 ≤ best peer ($peer_p99) | $(verdict "${FR_P99[gateway/$size]}" le "$peer_p99") |"
-        echo "| $size | median added latency at $RATE req/s vs direct, ms | 0 | $(awk -v a="${FR_P50[nginx/$size]}" -v u="${FR_P50[upstream/$size]}" 'BEGIN { printf "%.3f", a - u }') | $(awk -v a="${FR_P50[haproxy/$size]}" -v u="${FR_P50[upstream/$size]}" 'BEGIN { printf "%.3f", a - u }') | $added | ≤ 0.05 | $(verdict "$added" le 0.05) |"
-        echo "| $size | CPU per request, µs | ${CPU[upstream/$size]} | ${CPU[nginx/$size]} | ${CPU[haproxy/$size]} | ${CPU[gateway/$size]} | | |"
-        echo "| $size | upstream requests during the throughput runs | ${UPREQ[upstream/$size]} | ${UPREQ[nginx/$size]} | ${UPREQ[haproxy/$size]} | ${UPREQ[gateway/$size]} | 0 | |"
-        echo "| $size | errors (non-2xx + socket), all runs | ${ERR[upstream/$size]} | ${ERR[nginx/$size]} | ${ERR[haproxy/$size]} | ${ERR[gateway/$size]} | 0 | |"
+        echo "| $size | hit throughput, req/s (wrk -c$CONNECTIONS) | ${RPS[upstream/$size]} | ${RPS[nginx/$size]} | ${RPS[haproxy/$size]} | ${RPS[gateway/$size]} | ≥ best peer ($peer_rps) | $(verdict "${RPS[gateway/$size]}" ge "$peer_rps") | ${RPS[floor/$size]} |"
+        echo "| $size | p50 / p99 at saturation, ms | ${SAT_P50[upstream/$size]} / ${SAT_P99[upstream/$size]} | ${SAT_P50[nginx/$size]} / ${SAT_P99[nginx/$size]} | ${SAT_P50[haproxy/$size]} / ${SAT_P99[haproxy/$size]} | ${SAT_P50[gateway/$size]} / ${SAT_P99[gateway/$size]} | | | ${SAT_P50[floor/$size]} / ${SAT_P99[floor/$size]} |"
+        echo "| $size | p50 / p99 at $RATE req/s, ms | ${FR_P50[upstream/$size]} / ${FR_P99[upstream/$size]} | ${FR_P50[nginx/$size]} / ${FR_P99[nginx/$size]} | ${FR_P50[haproxy/$size]} / ${FR_P99[haproxy/$size]} | ${FR_P50[gateway/$size]} / ${FR_P99[gateway/$size]} | p99 ≤ best peer ($peer_p99) | $(verdict "${FR_P99[gateway/$size]}" le "$peer_p99") | ${FR_P50[floor/$size]} / ${FR_P99[floor/$size]} |"
+        echo "| $size | median added latency at $RATE req/s vs direct, ms | 0 | $(awk -v a="${FR_P50[nginx/$size]}" -v u="${FR_P50[upstream/$size]}" 'BEGIN { printf "%.3f", a - u }') | $(awk -v a="${FR_P50[haproxy/$size]}" -v u="${FR_P50[upstream/$size]}" 'BEGIN { printf "%.3f", a - u }') | $added | ≤ 0.05 | $(verdict "$added" le 0.05) | $(awk -v a="${FR_P50[floor/$size]}" -v u="${FR_P50[upstream/$size]}" 'BEGIN { printf "%.3f", a - u }') |"
+        echo "| $size | CPU per request, µs | ${CPU[upstream/$size]} | ${CPU[nginx/$size]} | ${CPU[haproxy/$size]} | ${CPU[gateway/$size]} | | | ${CPU[floor/$size]} |"
+        echo "| $size | upstream requests during the throughput runs | ${UPREQ[upstream/$size]} | ${UPREQ[nginx/$size]} | ${UPREQ[haproxy/$size]} | ${UPREQ[gateway/$size]} | 0 | | ${UPREQ[floor/$size]} |"
+        echo "| $size | errors (non-2xx + socket), all runs | ${ERR[upstream/$size]} | ${ERR[nginx/$size]} | ${ERR[haproxy/$size]} | ${ERR[gateway/$size]} | 0 | | ${ERR[floor/$size]} |"
     done
 }
 
@@ -277,7 +301,7 @@ REPORT=$(
     echo
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); machine: $NPROC cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo); busy before the run: ${BUSY}%"
     echo "- $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(haproxy -v 2>&1 | head -n 1), wrk $(wrk -v 2>&1 | awk 'NR == 1 { print $2 }'), gateway $("$GATEWAY_BIN" --version 2>/dev/null || echo '?') at git $(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo '?')"
-    echo "- servers pinned to core $SERVER_CPU (HAProxy nbthread 1, nginx 1 worker, gateway TOKIO_WORKER_THREADS=1), wrk to core $LOAD_CPU"
+    echo "- servers pinned to core $SERVER_CPU (HAProxy nbthread 1, nginx 1 worker, gateway and hyper floor TOKIO_WORKER_THREADS=1), wrk to core $LOAD_CPU"
     echo "- GET ${SIZE_PATH[1k]} (1024-byte JSON) and ${SIZE_PATH[20k]} (20480-byte JSON), every measured request a hit"
     echo "- median of $ROUNDS rounds (targets take turns); throughput runs ${DURATION}s after ${WARMUP}s warm-up, fixed-rate runs ${LAT_DURATION}s"
     echo
