@@ -34,6 +34,7 @@ use axum::Router;
 use tokio::sync::mpsc;
 
 use crate::config::{Config, ConfigError};
+use crate::keys::clock::now_unix;
 use crate::state::{AppState, RebuildError};
 use status::{Attempt, ReloadRequest, Trigger};
 
@@ -144,7 +145,7 @@ impl Reloader {
                     "configuration reloaded"
                 );
                 Attempt {
-                    at: status::now(),
+                    at: now_unix(),
                     trigger,
                     applied: true,
                     version,
@@ -160,7 +161,7 @@ impl Reloader {
                     "configuration reload refused; the running configuration stays"
                 );
                 Attempt {
-                    at: status::now(),
+                    at: now_unix(),
                     trigger,
                     applied: false,
                     version: running.version,
@@ -212,7 +213,7 @@ impl Reloader {
             seen = self.fingerprint();
             if let Some(reply) = reply {
                 let attempt = attempt.unwrap_or_else(|_| Attempt {
-                    at: status::now(),
+                    at: now_unix(),
                     trigger,
                     applied: false,
                     version: self.live.state().version,

@@ -3,7 +3,6 @@
 //! attempt (with its error when it was refused).
 
 use std::sync::{Mutex, OnceLock, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -11,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::metrics::ReloadMetrics;
 use crate::config::Config;
+use crate::keys::clock::now_unix;
 
 /// What started a reload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -39,7 +39,7 @@ impl Trigger {
 #[derive(Clone, Debug, Serialize)]
 pub struct Attempt {
     /// Unix seconds.
-    pub at: u64,
+    pub at: i64,
     /// What started it.
     pub trigger: Trigger,
     /// Whether the new configuration now serves new requests.
@@ -58,7 +58,7 @@ pub type ReloadRequest = oneshot::Sender<Attempt>;
 
 #[derive(Debug, Default)]
 struct History {
-    loaded_at: u64,
+    loaded_at: i64,
     pending_restart: Vec<&'static str>,
     last: Option<Attempt>,
 }
@@ -84,7 +84,7 @@ impl ConfigStatus {
     /// Version `version` of `config` now serves new requests.
     pub fn applied(&self, version: u64, pending_restart: Vec<&'static str>) {
         let mut history = self.lock();
-        history.loaded_at = now();
+        history.loaded_at = now_unix();
         history.pending_restart = pending_restart;
         self.metrics.applied(version);
     }
@@ -153,13 +153,6 @@ pub fn redacted(config: &Config) -> Value {
         }
     }
     value
-}
-
-/// Unix seconds now.
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
