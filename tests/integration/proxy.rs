@@ -197,12 +197,7 @@ async fn sdk_stop_form_is_rewritten_to_the_documented_route() {
     let sim = sim().await;
     let gw = TestGateway::start(&sim.url()).await;
     let slug = create_agent(&gw, "Stop Me").await;
-    let deploy = client()
-        .post(gw.url(&format!("/api/v1/agents/{slug}/deploy")))
-        .send()
-        .await
-        .unwrap();
-    assert!(deploy.status().is_success());
+    deploy_agent(&gw, &slug).await;
     let stop = client()
         .delete(gw.url(&format!("/api/v1/{slug}/sandbox")))
         .send()

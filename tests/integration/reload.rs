@@ -204,12 +204,7 @@ async fn a_rotated_key_file_is_used_after_a_reload_and_never_shown() {
     // Invocations in flight when the reload lands finish under the
     // version they started with.
     let slug = create_agent(&gw, "Rotating").await;
-    let deploy = client()
-        .post(gw.url(&format!("/api/v1/agents/{slug}/deploy")))
-        .send()
-        .await
-        .unwrap();
-    assert!(deploy.status().is_success());
+    deploy_agent(&gw, &slug).await;
     let mut in_flight = Vec::new();
     for i in 0..4 {
         let url = gw.url(&format!("/api/v1/agents/{slug}/invoke"));

@@ -37,6 +37,9 @@ pub async fn sim_with(tweak: impl FnOnce(&mut SimConfig)) -> Simulator {
     Simulator::start(config).await.unwrap()
 }
 
+/// Resolves when a test gateway is told to stop.
+type Shutdown = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// A gateway running in this process.
 pub struct TestGateway {
     /// Where it listens.
@@ -63,23 +66,12 @@ impl TestGateway {
         config.shaper.invoke_limit = "10000/60s".parse().unwrap();
         tweak(&mut config);
         let config = config.validate().unwrap();
-        let listener = tokio::net::TcpListener::bind(config.server.listen)
-            .await
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            castari_gateway::run(config, listener, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-        });
-        Self {
-            addr,
-            shutdown: Some(tx),
-            task: Some(task),
-        }
+        Self::spawn(config.server.listen, |listener, shutdown| async move {
+            castari_gateway::run(config, listener, shutdown)
+                .await
+                .unwrap();
+        })
+        .await
     }
 
     /// Starts a gateway configured by the TOML `file` (read again on each
@@ -101,20 +93,29 @@ impl TestGateway {
             .collect();
         let load = move || castari_gateway::config::load(&flags, &env);
         let config = load().unwrap();
-        let listener = tokio::net::TcpListener::bind(config.server.listen)
-            .await
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
         let source = Some(file.to_path_buf());
-        let task = tokio::spawn(async move {
-            let shutdown = async {
-                let _ = rx.await;
-            };
+        Self::spawn(config.server.listen, |listener, shutdown| async move {
             castari_gateway::run_reloadable(config, listener, shutdown, Box::new(load), source)
                 .await
                 .unwrap();
+        })
+        .await
+    }
+
+    /// Binds `listen` and runs `serve` on a task until [`stop`](Self::stop)
+    /// or drop resolves its shutdown future.
+    async fn spawn<F, Fut>(listen: SocketAddr, serve: F) -> Self
+    where
+        F: FnOnce(tokio::net::TcpListener, Shutdown) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let shutdown: Shutdown = Box::pin(async {
+            let _ = rx.await;
         });
+        let task = tokio::spawn(serve(listener, shutdown));
         Self {
             addr,
             shutdown: Some(tx),
@@ -192,6 +193,20 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Str
     let mut out = Vec::new();
     let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Deploys agent `slug` through `gw` (the simulator deploys at once).
+pub async fn deploy_agent(gw: &TestGateway, slug: &str) {
+    let deploy = client()
+        .post(gw.url(&format!("/api/v1/agents/{slug}/deploy")))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        deploy.status().is_success(),
+        "deploy {slug}: {}",
+        deploy.status()
+    );
 }
 
 /// Polls `check` every 20 ms until it is true or `within` passes.
