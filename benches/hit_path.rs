@@ -21,7 +21,13 @@ use tower::ServiceExt;
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-const REQUESTS: usize = 200_000;
+/// Requests per row; `HIT_PATH_REQUESTS` overrides (fewer under valgrind).
+fn requests() -> usize {
+    std::env::var("HIT_PATH_REQUESTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200_000)
+}
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -49,7 +55,10 @@ async fn run() {
     // Axum alone, no layers: the floor under any handler.
     let bare = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
 
-    println!("hit path benchmark: {REQUESTS} requests per row, single-threaded, no sockets");
+    println!(
+        "hit path benchmark: {} requests per row, single-threaded, no sockets",
+        requests()
+    );
     println!("{:<44} {:>10} {:>14}", "case", "ns/req", "allocs/req");
     for round in 1..=3 {
         let (ns, allocs) = measure(&bare, "/healthz").await;
@@ -64,10 +73,30 @@ async fn run() {
     sim.shutdown().await;
 }
 
-async fn measure(app: &axum::Router, path: &str) -> (f64, f64) {
+/// The gateway's app and a bare router alike.
+trait App:
+    tower::Service<
+        http::Request<Body>,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+    > + Clone
+{
+}
+
+impl<S> App for S where
+    S: tower::Service<
+            http::Request<Body>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+{
+}
+
+async fn measure(app: &impl App, path: &str) -> (f64, f64) {
     let region = Region::new(GLOBAL);
     let started = Instant::now();
-    for _ in 0..REQUESTS {
+    let requests = requests();
+    for _ in 0..requests {
         let response = send(app, path).await;
         let body = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
@@ -77,12 +106,12 @@ async fn measure(app: &axum::Router, path: &str) -> (f64, f64) {
     let elapsed = started.elapsed();
     let allocs = region.change().allocations;
     (
-        elapsed.as_nanos() as f64 / REQUESTS as f64,
-        allocs as f64 / REQUESTS as f64,
+        elapsed.as_nanos() as f64 / requests as f64,
+        allocs as f64 / requests as f64,
     )
 }
 
-async fn send(app: &axum::Router, path: &str) -> axum::response::Response {
+async fn send(app: &impl App, path: &str) -> axum::response::Response {
     let request = http::Request::builder()
         .uri(path)
         .header("host", "127.0.0.1")

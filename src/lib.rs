@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! client ──► server (accept loop: header deadline, connection cap, drain)
-//!              └► app (catch-panic ► sensitive headers ► request id ► access log)
+//!              └► app (sensitive headers ► request id ► frame: access record,
+//!                   in-flight gauge, caught panics, dispatch)
 //!                   ├► /healthz /readyz /metrics /admin/*
 //!                   └► /api/v1/*  proxy: check target and path ► class
 //!                                   ├► broker (local key ► role, agent globs,

@@ -1,8 +1,8 @@
 //! Logging and the per-request access line.
 //!
 //! `init` installs the tracing subscriber (text or JSON, non-blocking stdout).
-//! `access_log` is the outermost per-request middleware: it counts the
-//! request in metrics and writes one line with the request id, method, path
+//! [`Access`] is each request's record, kept by the app's frame: it counts
+//! the request in metrics and writes one line with the request id, method, path
 //! (never the query), route class, status, error code and latencies. It never
 //! sees bodies or credentials.
 
@@ -10,8 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
 use axum::response::Response;
 use tower_http::request_id::{MakeRequestId, RequestId};
 use tracing_subscriber::layer::SubscriberExt;
@@ -123,47 +121,64 @@ impl MakeRequestId for MakeGatewayRequestId {
     }
 }
 
-/// Counts and logs each request once its response headers are ready.
-pub async fn access_log(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = method_label(request.method());
-    // Captured only when logged: two allocations per request otherwise.
-    let logged = state.config.telemetry.access_log.then(|| {
-        let request_id = request
-            .headers()
-            .get(crate::upstream::headers::X_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        (request.uri().path().to_owned(), request_id)
-    });
-    state.metrics.in_flight().inc();
-    let response = next.run(request).await;
-    state.metrics.in_flight().dec();
+/// One request's access record: begun when it arrives, finished when its
+/// response headers are ready.
+#[derive(Debug)]
+pub struct Access {
+    started: Instant,
+    method: &'static str,
+    /// Path and request id, captured only when logged: two allocations
+    /// per request otherwise.
+    logged: Option<(String, String)>,
+}
 
-    let class = response
-        .extensions()
-        .get::<RouteClass>()
-        .copied()
-        .unwrap_or(RouteClass::Local);
-    let code = response.extensions().get::<ErrorCode>().map_or("", |c| c.0);
-    let upstream = response.extensions().get::<UpstreamLatency>().map(|l| l.0);
-    let cache = response
-        .extensions()
-        .get::<crate::cache::CacheStatus>()
-        .map_or("", |c| c.as_str());
-    let status = response.status().as_u16();
-    if let Some(latency) = upstream {
-        state.readiness.mark_ok();
-        state.metrics.upstream_latency(class.as_str(), latency);
+impl Access {
+    /// Starts the record of `request`.
+    pub fn begin<B>(state: &AppState, request: &http::Request<B>) -> Self {
+        let logged = state.config.telemetry.access_log.then(|| {
+            let request_id = request
+                .headers()
+                .get(crate::upstream::headers::X_REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            (request.uri().path().to_owned(), request_id)
+        });
+        Self {
+            started: Instant::now(),
+            method: method_label(request.method()),
+            logged,
+        }
     }
-    state.metrics.request(RequestLabels {
-        class: class.as_str(),
-        method,
-        status,
-        code,
-    });
-    if let Some((path, request_id)) = logged {
+
+    /// Counts the request in metrics and writes its access line.
+    pub fn finish(self, state: &AppState, response: &Response) {
+        let class = response
+            .extensions()
+            .get::<RouteClass>()
+            .copied()
+            .unwrap_or(RouteClass::Local);
+        let code = response.extensions().get::<ErrorCode>().map_or("", |c| c.0);
+        let upstream = response.extensions().get::<UpstreamLatency>().map(|l| l.0);
+        let status = response.status().as_u16();
+        if let Some(latency) = upstream {
+            state.readiness.mark_ok();
+            state.metrics.upstream_latency(class.as_str(), latency);
+        }
+        let method = self.method;
+        state.metrics.request(RequestLabels {
+            class: class.as_str(),
+            method,
+            status,
+            code,
+        });
+        let Some((path, request_id)) = self.logged else {
+            return;
+        };
+        let cache = response
+            .extensions()
+            .get::<crate::cache::CacheStatus>()
+            .map_or("", |c| c.as_str());
         tracing::info!(
             target: "access",
             request_id = %request_id,
@@ -173,9 +188,8 @@ pub async fn access_log(State(state): State<AppState>, request: Request, next: N
             status,
             code,
             cache,
-            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            latency_ms = self.started.elapsed().as_secs_f64() * 1000.0,
             upstream_ms = upstream.map(|l| l.as_secs_f64() * 1000.0),
         );
     }
-    response
 }

@@ -30,9 +30,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use axum::Router;
 use tokio::sync::mpsc;
 
+use crate::app::App;
 use crate::config::{Config, ConfigError};
 use crate::keys::clock::now_unix;
 use crate::state::{AppState, RebuildError};
@@ -45,7 +45,7 @@ pub struct Live {
 
 struct Served {
     state: AppState,
-    app: Router,
+    app: App,
 }
 
 impl std::fmt::Debug for Live {
@@ -66,7 +66,7 @@ impl Live {
     }
 
     /// The router of the current version: one atomic load per request.
-    pub fn app(&self) -> Router {
+    pub fn app(&self) -> App {
         self.current.load().app.clone()
     }
 

@@ -79,3 +79,54 @@ async fn metrics_count_requests_by_class_method_and_status() {
     );
     assert!(!text.contains(UPSTREAM_KEY));
 }
+
+/// The `in_flight_requests` gauge, read off `/metrics` (which counts the
+/// scrape itself).
+async fn in_flight(gw: &TestGateway) -> u64 {
+    let text = get_text(&gw.url("/metrics")).await;
+    text.lines()
+        .find_map(|line| line.strip_prefix("castari_gateway_in_flight_requests "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no in-flight gauge in {text}"))
+}
+
+/// Whether the gauge reads `n` within 400 ms.
+async fn in_flight_reaches(gw: &TestGateway, n: u64) -> bool {
+    for _ in 0..20 {
+        if in_flight(gw).await == n {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn the_in_flight_gauge_lets_go_of_a_request_whose_client_hung_up() {
+    let sim = sim().await;
+    let gw = TestGateway::start(&sim.url()).await;
+    sim.set_faults(castari_sim::Faults {
+        latency_ms: 1_500,
+        path_prefix: Some("/api/v1/usage".into()),
+        ..castari_sim::Faults::default()
+    });
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(600))
+        .build()
+        .unwrap();
+    let url = gw.url("/api/v1/usage");
+    let waiting = tokio::spawn(async move { impatient.get(url).send().await });
+    assert!(
+        in_flight_reaches(&gw, 2).await,
+        "the slow request and the scrape are in flight"
+    );
+
+    let gave_up = waiting.await.unwrap();
+    assert!(gave_up.unwrap_err().is_timeout());
+    // The client's hang-up drops the request's future well before the
+    // upstream answers (1.5 s): the gauge must not keep counting it.
+    assert!(
+        in_flight_reaches(&gw, 1).await,
+        "only the scrape is in flight"
+    );
+}
