@@ -10,6 +10,9 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use super::policy::CacheRoute;
+use crate::upstream::headers::{
+    X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET, X_REQUEST_ID,
+};
 
 /// The `X-Cache` header.
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -73,14 +76,18 @@ fn compact(headers: &HeaderMap) -> HeaderMap {
 }
 
 /// Headers never stored: they belong to one exchange.
-const PER_EXCHANGE: [&str; 6] = [
-    "x-request-id",
-    "x-ratelimit-limit",
-    "x-ratelimit-remaining",
-    "x-ratelimit-reset",
-    "age",
-    "set-cookie",
+const PER_EXCHANGE: [HeaderName; 6] = [
+    X_REQUEST_ID,
+    X_RATELIMIT_LIMIT,
+    X_RATELIMIT_REMAINING,
+    X_RATELIMIT_RESET,
+    header::AGE,
+    header::SET_COOKIE,
 ];
+
+/// Room for the headers every answer gets on top of the stored ones:
+/// `Age`, `X-Cache`, the three `X-RateLimit-*` and `x-request-id`.
+const ADDED_HEADERS: usize = 6;
 
 impl Entry {
     /// Makes an entry of a 200 response's head and body.
@@ -152,7 +159,13 @@ impl Entry {
             response
         } else {
             let mut response = Response::new(Body::from(self.body.clone()));
-            *response.headers_mut() = self.headers.clone();
+            // Sized once for what is added on the way out: a clone would
+            // grow (reallocate and rehash) on the first insert.
+            let headers = response.headers_mut();
+            headers.reserve(self.headers.len() + ADDED_HEADERS);
+            for (name, value) in &self.headers {
+                headers.append(name.clone(), value.clone());
+            }
             response
         };
         let headers = response.headers_mut();

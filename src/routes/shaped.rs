@@ -28,7 +28,9 @@ use crate::server::RemoteAddr;
 use crate::shaper::sessions::Turn;
 use crate::shaper::{Lane, Shaper, Ticket};
 use crate::state::AppState;
-use crate::upstream::headers::X_API_KEY;
+use crate::upstream::headers::{
+    X_API_KEY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
+};
 use crate::upstream::path::ApiPath;
 use crate::upstream::retry::{Attempts, Safety};
 use crate::upstream::{BodyLimits, Outbound};
@@ -259,7 +261,8 @@ fn hold_until_done(response: Response, turn: Turn) -> Response {
 pub(super) fn stamp_view(shaper: &Shaper, lane: Lane, response: &mut Response) {
     let view = shaper.view(lane);
     let headers = response.headers_mut();
-    headers.insert("x-ratelimit-limit", HeaderValue::from(view.limit));
-    headers.insert("x-ratelimit-remaining", HeaderValue::from(view.remaining));
-    headers.insert("x-ratelimit-reset", HeaderValue::from(view.reset_unix));
+    // Constant names: a `&str` name is parsed again on every insert.
+    headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(view.limit));
+    headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(view.remaining));
+    headers.insert(X_RATELIMIT_RESET, HeaderValue::from(view.reset_unix));
 }

@@ -6,6 +6,13 @@ use http::header::{self, HeaderMap, HeaderName};
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Legacy credential header some old tools still send; never forwarded.
 pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+/// The rate limit headers: the upstream's on the way in, the gateway's own
+/// view on the way out.
+pub const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+/// See [`X_RATELIMIT_LIMIT`].
+pub const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+/// See [`X_RATELIMIT_LIMIT`].
+pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), plus `Proxy-*` and `Keep-Alive`.
 const HOP_BY_HOP: [HeaderName; 8] = [
