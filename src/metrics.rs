@@ -4,6 +4,8 @@
 //! Labels are low-cardinality on purpose: route class, normalised method,
 //! status code, error code. Never paths, keys or ids.
 
+use std::hash::Hash;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -33,6 +35,55 @@ pub struct ClassLabels {
     pub class: &'static str,
 }
 
+/// The route class labels (`RouteClass::as_str`), for [`CounterSlots`].
+const CLASSES: [&str; 5] = ["crud", "long", "invoke", "download", "local"];
+/// The method labels ([`method_label`]), for [`CounterSlots`].
+const METHODS: [&str; 8] = [
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "OTHER",
+];
+
+fn index_of(labels: &[&str], label: &str) -> Option<usize> {
+    labels.iter().position(|l| *l == label)
+}
+
+/// The slot of a 200 the upstream answered; other answers have none.
+fn ok_slot(labels: &RequestLabels) -> Option<usize> {
+    if labels.status != 200 || !labels.code.is_empty() {
+        return None;
+    }
+    Some(index_of(&CLASSES, labels.class)? * METHODS.len() + index_of(&METHODS, labels.method)?)
+}
+
+/// Counters of one family for label sets known by index, so that a hot
+/// path increments an atomic instead of hashing its labels under the
+/// family's lock (perf: about 3% of a cache hit's CPU for the two it
+/// counts). Each counter is made in the family on first use, so label
+/// sets never seen stay out of `/metrics` as before. Clones share them.
+#[derive(Clone, Debug)]
+pub struct CounterSlots(Arc<[OnceLock<Counter>]>);
+
+impl CounterSlots {
+    /// `len` empty slots.
+    pub fn new(len: usize) -> Self {
+        Self((0..len).map(|_| OnceLock::new()).collect())
+    }
+
+    /// The counter in slot `index`, made in `family` with `labels` the
+    /// first time; `None` past the last slot.
+    pub fn get<S>(
+        &self,
+        index: usize,
+        family: &Family<S, Counter>,
+        labels: impl FnOnce() -> S,
+    ) -> Option<&Counter>
+    where
+        S: Clone + Hash + Eq,
+    {
+        let slot = self.0.get(index)?;
+        Some(slot.get_or_init(|| family.get_or_create(&labels()).clone()))
+    }
+}
+
 /// Upper bounds (seconds) of the upstream latency buckets: from a cached
 /// sub-millisecond answer to a 10-minute agent run.
 const LATENCY_BUCKETS: [f64; 16] = [
@@ -45,6 +96,8 @@ const LATENCY_BUCKETS: [f64; 16] = [
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    /// `requests` answered 200 by the upstream, by class and method.
+    answered_ok: CounterSlots,
     upstream_latency: Family<ClassLabels, Histogram>,
     in_flight: Gauge,
     connections_open: Gauge,
@@ -111,6 +164,7 @@ impl Metrics {
             shaper,
             cache,
             requests,
+            answered_ok: CounterSlots::new(CLASSES.len() * METHODS.len()),
             upstream_latency,
             in_flight,
             connections_open,
@@ -120,7 +174,11 @@ impl Metrics {
 
     /// Counts one answered request.
     pub fn request(&self, labels: RequestLabels) {
-        self.requests.get_or_create(&labels).inc();
+        let slot = ok_slot(&labels);
+        match slot.and_then(|i| self.answered_ok.get(i, &self.requests, || labels.clone())) {
+            Some(counter) => counter.inc(),
+            None => self.requests.get_or_create(&labels).inc(),
+        };
     }
 
     /// Records one upstream exchange's time to headers.

@@ -9,6 +9,7 @@ use prometheus_client::registry::Registry;
 
 use super::entry::CacheStatus;
 use super::policy::CacheRoute;
+use crate::metrics::CounterSlots;
 
 /// Labels: the route class and the result.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -19,6 +20,12 @@ pub struct LookupLabels {
     pub result: &'static str,
 }
 
+/// Lookup results: the variants of [`CacheStatus`].
+const RESULTS: usize = 4;
+/// Slots for every route and result; a route added later past these
+/// falls back to the family.
+const LOOKUP_SLOTS: usize = 12 * RESULTS;
+
 /// Labels: why an entry left.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EvictionLabels {
@@ -27,14 +34,30 @@ pub struct EvictionLabels {
 }
 
 /// Handles to the cache's metric families (clones share the values).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct CacheMetrics {
     lookups: Family<LookupLabels, Counter>,
+    /// `lookups` by route and result, found without hashing.
+    lookup_slots: CounterSlots,
     coalesced: Counter,
     evictions: Family<EvictionLabels, Counter>,
     invalidations: Counter,
     bytes: Gauge,
     entries: Gauge,
+}
+
+impl Default for CacheMetrics {
+    fn default() -> Self {
+        Self {
+            lookups: Family::default(),
+            lookup_slots: CounterSlots::new(LOOKUP_SLOTS),
+            coalesced: Counter::default(),
+            evictions: Family::default(),
+            invalidations: Counter::default(),
+            bytes: Gauge::default(),
+            entries: Gauge::default(),
+        }
+    }
 }
 
 impl CacheMetrics {
@@ -82,12 +105,15 @@ impl CacheMetrics {
             CacheStatus::Stale => "stale",
             CacheStatus::Bypass => "bypass",
         };
-        self.lookups
-            .get_or_create(&LookupLabels {
-                route: route.as_str(),
-                result,
-            })
-            .inc();
+        let labels = || LookupLabels {
+            route: route.as_str(),
+            result,
+        };
+        let slot = route as usize * RESULTS + status as usize;
+        match self.lookup_slots.get(slot, &self.lookups, labels) {
+            Some(counter) => counter.inc(),
+            None => self.lookups.get_or_create(&labels()).inc(),
+        };
     }
 
     /// Counts, for all routes, the lookups with `result`.
