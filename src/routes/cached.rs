@@ -57,7 +57,7 @@ impl CachedGet<'_> {
         let directive = Directive::of(&parts.headers);
         let ttl = cache.ttl(self.route);
         if directive == Directive::Bypass || ttl.is_zero() {
-            let mut response = self.send_own(parts).await?;
+            let mut response = Box::pin(self.send_own(parts)).await?;
             if !ttl.is_zero() {
                 cache.metrics().lookup(self.route, CacheStatus::Bypass);
                 mark(&mut response, CacheStatus::Bypass);

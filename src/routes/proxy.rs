@@ -139,19 +139,24 @@ async fn forward(
     let Some(globs) = caller.globs() else {
         return route(state, caller, parts, body, path, decoded, class, limits).await;
     };
-    // An agent-scoped key: creates must name an allowed slug, and lists
-    // show only allowed agents.
-    let is_agents = matches!(&*decoded, [only] if &**only == "agents");
-    let body = match (is_agents, &parts.method) {
-        (true, &Method::POST) => brokered::check_create(globs, body).await?,
-        _ => body,
-    };
-    if !(is_agents && parts.method == Method::GET) {
-        return route(state, caller, parts, body, path, decoded, class, limits).await;
-    }
-    parts.headers.remove(header::IF_NONE_MATCH);
-    let response = route(state, caller, parts, body, path, decoded, class, limits).await?;
-    brokered::filter_list(globs, response).await
+    // Boxed: this path reads bodies, and its future is several times the
+    // size of a cache hit's, which every request would otherwise carry.
+    Box::pin(async move {
+        // An agent-scoped key: creates must name an allowed slug, and lists
+        // show only allowed agents.
+        let is_agents = matches!(&*decoded, [only] if &**only == "agents");
+        let body = match (is_agents, &parts.method) {
+            (true, &Method::POST) => brokered::check_create(globs, body).await?,
+            _ => body,
+        };
+        if !(is_agents && parts.method == Method::GET) {
+            return route(state, caller, parts, body, path, decoded, class, limits).await;
+        }
+        parts.headers.remove(header::IF_NONE_MATCH);
+        let response = route(state, caller, parts, body, path, decoded, class, limits).await?;
+        brokered::filter_list(globs, response).await
+    })
+    .await
 }
 
 /// The cached path for cacheable GETs, invalidation around writes, or a
