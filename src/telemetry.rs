@@ -93,9 +93,13 @@ pub fn set_log_level(level: &str) {
 /// than a UUID and still unique across restarts.
 #[derive(Clone, Debug)]
 pub struct MakeGatewayRequestId {
-    prefix: u64,
+    /// `gw-<12 hex digits>-`, written once.
+    prefix: [u8; PREFIX_LEN],
     counter: std::sync::Arc<AtomicU64>,
 }
+
+/// `gw-`, 12 hex digits of the process's prefix, and `-`.
+const PREFIX_LEN: usize = 16;
 
 impl Default for MakeGatewayRequestId {
     fn default() -> Self {
@@ -103,8 +107,14 @@ impl Default for MakeGatewayRequestId {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
+        let seed = (nanos ^ (u64::from(std::process::id()) << 32)) & 0xffff_ffff_ffff;
+        let mut prefix = *b"gw-000000000000-";
+        for (i, digit) in prefix[3..15].iter_mut().enumerate() {
+            let nibble = (seed >> (4 * (11 - i))) & 0xf;
+            *digit = b"0123456789abcdef"[nibble as usize];
+        }
         Self {
-            prefix: nanos ^ (u64::from(std::process::id()) << 32),
+            prefix,
             counter: std::sync::Arc::default(),
         }
     }
@@ -113,9 +123,24 @@ impl Default for MakeGatewayRequestId {
 impl MakeRequestId for MakeGatewayRequestId {
     fn make_request_id<B>(&mut self, _request: &http::Request<B>) -> Option<RequestId> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let id = format!("gw-{:012x}-{n}", self.prefix & 0xffff_ffff_ffff);
-        // The String's buffer becomes the header's: one allocation, no copy.
-        http::HeaderValue::from_maybe_shared(bytes::Bytes::from(id))
+        // `gw-<prefix>-<n>` written by hand: `format!` cost about 1,200
+        // instructions per request (callgrind), a tenth of a cache hit's.
+        let mut id = [0u8; PREFIX_LEN + 20];
+        id[..PREFIX_LEN].copy_from_slice(&self.prefix);
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut rest = n;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        let len = PREFIX_LEN + digits.len() - at;
+        id[PREFIX_LEN..len].copy_from_slice(&digits[at..]);
+        http::HeaderValue::from_bytes(&id[..len])
             .ok()
             .map(RequestId::new)
     }
@@ -191,5 +216,31 @@ impl Access {
             latency_ms = self.started.elapsed().as_secs_f64() * 1000.0,
             upstream_ms = upstream.map(|l| l.as_secs_f64() * 1000.0),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_the_prefix_and_a_counter() {
+        let mut ids = MakeGatewayRequestId::default();
+        let request = http::Request::new(());
+        let make = |ids: &mut MakeGatewayRequestId| {
+            let id = ids.make_request_id(&request).unwrap();
+            id.header_value().to_str().unwrap().to_string()
+        };
+        let first = make(&mut ids);
+        let (prefix, n) = first.rsplit_once('-').unwrap();
+        assert_eq!(prefix.len(), 15, "{first}");
+        assert!(prefix.starts_with("gw-"));
+        assert!(prefix[3..].bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(n, "0");
+        for expected in 1..=10 {
+            assert_eq!(make(&mut ids), format!("{prefix}-{expected}"));
+        }
+        ids.counter.store(u64::MAX, Ordering::Relaxed);
+        assert_eq!(make(&mut ids), format!("{prefix}-{}", u64::MAX));
     }
 }
