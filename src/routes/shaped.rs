@@ -12,6 +12,7 @@
 //! that hangs up does not abort it (the run goes on upstream and is billed
 //! either way), and the session's next turn waits for its answer.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ use crate::error::GatewayError;
 use crate::route::RouteClass;
 use crate::server::RemoteAddr;
 use crate::shaper::sessions::Turn;
-use crate::shaper::{Lane, Shaper, Ticket};
+use crate::shaper::{Lane, RateView, Shaper, Ticket};
 use crate::state::AppState;
 use crate::upstream::headers::{
     X_API_KEY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
@@ -259,10 +260,33 @@ fn hold_until_done(response: Response, turn: Turn) -> Response {
 /// Replaces any upstream `X-RateLimit-*` with the gateway's view of `lane`:
 /// one source per response, never a mix.
 pub(super) fn stamp_view(shaper: &Shaper, lane: Lane, response: &mut Response) {
-    let view = shaper.view(lane);
+    let [limit, remaining, reset] = rendered(shaper.view(lane));
     let headers = response.headers_mut();
     // Constant names: a `&str` name is parsed again on every insert.
-    headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(view.limit));
-    headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(view.remaining));
-    headers.insert(X_RATELIMIT_RESET, HeaderValue::from(view.reset_unix));
+    headers.insert(X_RATELIMIT_LIMIT, limit);
+    headers.insert(X_RATELIMIT_REMAINING, remaining);
+    headers.insert(X_RATELIMIT_RESET, reset);
+}
+
+thread_local! {
+    /// The last view rendered on this thread, and its header values.
+    static RENDERED: RefCell<Option<(RateView, [HeaderValue; 3])>> = const { RefCell::new(None) };
+}
+
+/// The header values of `view`. Answers in a row mostly show the same
+/// view; the values rendered last are shared instead of formatting three
+/// numbers into three new buffers for every answer.
+fn rendered(view: RateView) -> [HeaderValue; 3] {
+    RENDERED.with_borrow_mut(|last| match last {
+        Some((shown, values)) if *shown == view => values.clone(),
+        _ => {
+            let values = [
+                HeaderValue::from(view.limit),
+                HeaderValue::from(view.remaining),
+                HeaderValue::from(view.reset_unix),
+            ];
+            *last = Some((view, values.clone()));
+            values
+        }
+    })
 }
