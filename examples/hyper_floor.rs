@@ -1,6 +1,6 @@
 //! The floor of the gateway's stack, for `bench/cache.sh`: the same hyper
 //! server setup as `src/server.rs` (hyper-util's auto builder with a timer
-//! and a header deadline, keep-alive, one write per response, `TCP_NODELAY`)
+//! and a header deadline, keep-alive, vectored writes, `TCP_NODELAY`)
 //! answering from memory, with no axum, no layers and no cache. What the
 //! gateway spends per cache hit above this is its own work.
 //!
@@ -50,7 +50,7 @@ fn main() {
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(10))
             .keep_alive(true)
-            .writev(false);
+            .writev(true);
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
