@@ -22,15 +22,17 @@ use tower::ServiceExt;
 
 use crate::reload::Live;
 
-/// The local address a request arrived on, set on every request so the
-/// proxy can tell whether an absolute-form target names this gateway.
+/// The connection a request came on, set on every request (one extension,
+/// one allocation).
 #[derive(Clone, Copy, Debug)]
-pub struct LocalAddr(pub std::net::SocketAddr);
-
-/// The client's address, set on every request: the fairness identity of a
-/// client without a key, and the loopback check of `/admin/*`.
-#[derive(Clone, Copy, Debug)]
-pub struct RemoteAddr(pub std::net::SocketAddr);
+pub struct Peer {
+    /// The local address it arrived on: whether an absolute-form target
+    /// names this gateway.
+    pub local: std::net::SocketAddr,
+    /// The client's address: the fairness identity of a client without a
+    /// key, and the loopback check of `/admin/*`.
+    pub remote: std::net::SocketAddr,
+}
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains.
 ///
@@ -90,8 +92,10 @@ pub async fn serve(
         let live = live.clone();
         let service = TowerToHyperService::new(tower::service_fn(
             move |mut request: http::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(LocalAddr(local));
-                request.extensions_mut().insert(RemoteAddr(peer));
+                request.extensions_mut().insert(Peer {
+                    local,
+                    remote: peer,
+                });
                 live.app().oneshot(request)
             },
         ));

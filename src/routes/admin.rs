@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::error_response;
-use crate::server::RemoteAddr;
+use crate::server::Peer;
 use crate::state::AppState;
 
 /// `GET /admin/queue[?upstream=NAME]`: each lane's budget and its waiters
@@ -148,8 +148,8 @@ fn cache_disabled() -> Response {
 fn deny_non_loopback(request: &Request) -> Option<Response> {
     let loopback = request
         .extensions()
-        .get::<RemoteAddr>()
-        .is_some_and(|peer| peer.0.ip().is_loopback());
+        .get::<Peer>()
+        .is_some_and(|peer| peer.remote.ip().is_loopback());
     (!loopback).then(|| {
         error_response(
             StatusCode::FORBIDDEN,
@@ -174,9 +174,11 @@ mod tests {
 
     fn from(addr: &str) -> Request {
         let mut request = Request::new(axum::body::Body::empty());
-        request
-            .extensions_mut()
-            .insert(RemoteAddr(addr.parse().unwrap()));
+        let addr = addr.parse().unwrap();
+        request.extensions_mut().insert(Peer {
+            local: addr,
+            remote: addr,
+        });
         request
     }
 

@@ -31,7 +31,7 @@ use crate::cache::{
 };
 use crate::error::{GatewayError, Origin};
 use crate::route::RouteClass;
-use crate::server::RemoteAddr;
+use crate::server::Peer;
 use crate::state::AppState;
 use crate::upstream::credential::Credential;
 use crate::upstream::path::ApiPath;
@@ -230,7 +230,7 @@ struct Head {
     uri: http::Uri,
     version: http::Version,
     headers: HeaderMap,
-    remote: Option<RemoteAddr>,
+    peer: Option<Peer>,
 }
 
 impl Head {
@@ -239,7 +239,7 @@ impl Head {
             uri: parts.uri.clone(),
             version: parts.version,
             headers: without_validators(&parts.headers),
-            remote: parts.extensions.get::<RemoteAddr>().copied(),
+            peer: parts.extensions.get::<Peer>().copied(),
         }
     }
 
@@ -249,8 +249,8 @@ impl Head {
         parts.uri = self.uri;
         parts.version = self.version;
         parts.headers = self.headers;
-        if let Some(remote) = self.remote {
-            parts.extensions.insert(remote);
+        if let Some(peer) = self.peer {
+            parts.extensions.insert(peer);
         }
         parts
     }

@@ -36,7 +36,7 @@ use crate::cache::CacheRoute;
 use crate::error::GatewayError;
 use crate::keys::broker::Caller;
 use crate::route::RouteClass;
-use crate::server::LocalAddr;
+use crate::server::Peer;
 use crate::shaper::Lane;
 use crate::state::AppState;
 use crate::upstream::credential::Credential;
@@ -291,7 +291,7 @@ fn check_target(parts: &Parts) -> Result<(), GatewayError> {
     let Some(authority) = parts.uri.authority() else {
         return Ok(());
     };
-    let local = parts.extensions.get::<LocalAddr>().map(|l| l.0);
+    let local = parts.extensions.get::<Peer>().map(|p| p.local);
     let names_us = local.is_some_and(|local| {
         let port = authority.port_u16().unwrap_or(80);
         let host = authority

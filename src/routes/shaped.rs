@@ -25,7 +25,7 @@ use http::{header, request::Parts, HeaderValue};
 use crate::body::{BodyError, Guarded, Verdict};
 use crate::error::GatewayError;
 use crate::route::RouteClass;
-use crate::server::RemoteAddr;
+use crate::server::Peer;
 use crate::shaper::sessions::Turn;
 use crate::shaper::{Lane, RateView, Shaper, Ticket};
 use crate::state::AppState;
@@ -214,8 +214,8 @@ fn client_id(shaper: &Shaper, parts: &Parts) -> Arc<str> {
     if let Some(credential) = credential {
         return Arc::from(shaper.fingerprint(credential.as_bytes()));
     }
-    match parts.extensions.get::<RemoteAddr>() {
-        Some(RemoteAddr(peer)) => Arc::from(format!("ip:{}", peer.ip())),
+    match parts.extensions.get::<Peer>() {
+        Some(peer) => Arc::from(format!("ip:{}", peer.remote.ip())),
         None => Arc::from("anonymous"),
     }
 }
