@@ -132,15 +132,16 @@ impl Entry {
     /// Bytes it holds, for the weigher.
     ///
     /// Counted as allocated: each header's name and value plus its slot in
-    /// the map (about 100 bytes), and a fixed 512 bytes for the entry, its
-    /// map and moka's own bookkeeping (measured with `bench/soak.sh`).
+    /// the map (about 100 bytes), as much for each of the slots kept free
+    /// for the headers an answer adds, and a fixed 512 bytes for the entry,
+    /// its map and moka's own bookkeeping (measured with `bench/soak.sh`).
     pub fn weight(&self) -> usize {
         let headers: usize = self
             .headers
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len() + 100)
             .sum();
-        self.body.len() + headers + self.etag.len() + 512
+        self.body.len() + headers + ADDED_HEADERS * 100 + self.etag.len() + 512
     }
 
     /// The response for a client: the stored one, or 304 when the client's
