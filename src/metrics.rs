@@ -37,7 +37,7 @@ pub struct ClassLabels {
 
 /// The route class labels (`RouteClass::as_str`), for [`CounterSlots`].
 const CLASSES: [&str; 5] = ["crud", "long", "invoke", "download", "local"];
-/// The method labels ([`method_label`]), for [`CounterSlots`].
+/// The method labels, in [`method_index`] order.
 const METHODS: [&str; 8] = [
     "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "OTHER",
 ];
@@ -240,21 +240,51 @@ impl Metrics {
 
 /// A method as a bounded label value.
 pub fn method_label(method: &http::Method) -> &'static str {
+    METHODS[method_index(method)]
+}
+
+fn method_index(method: &http::Method) -> usize {
     match *method {
-        http::Method::GET => "GET",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::PATCH => "PATCH",
-        http::Method::DELETE => "DELETE",
-        http::Method::HEAD => "HEAD",
-        http::Method::OPTIONS => "OPTIONS",
-        _ => "OTHER",
+        http::Method::GET => 0,
+        http::Method::POST => 1,
+        http::Method::PUT => 2,
+        http::Method::PATCH => 3,
+        http::Method::DELETE => 4,
+        http::Method::HEAD => 5,
+        http::Method::OPTIONS => 6,
+        _ => 7,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::route::RouteClass;
+
+    #[test]
+    fn slot_labels_match_the_labels_counted() {
+        for class in [
+            RouteClass::Crud,
+            RouteClass::Long,
+            RouteClass::Invoke,
+            RouteClass::Download,
+            RouteClass::Local,
+        ] {
+            assert!(CLASSES.contains(&class.as_str()), "{class:?}");
+        }
+        let other = http::Method::from_bytes(b"PURGE").unwrap();
+        assert_eq!(method_label(&other), "OTHER");
+        assert_eq!(method_label(&http::Method::DELETE), "DELETE");
+        let labels = |status, code| RequestLabels {
+            class: "crud",
+            method: "GET",
+            status,
+            code,
+        };
+        assert_eq!(ok_slot(&labels(200, "")), Some(0));
+        assert_eq!(ok_slot(&labels(404, "")), None);
+        assert_eq!(ok_slot(&labels(200, "x")), None);
+    }
 
     #[test]
     fn renders_requests_latency_and_gauges() {

@@ -123,23 +123,15 @@ impl Default for MakeGatewayRequestId {
 impl MakeRequestId for MakeGatewayRequestId {
     fn make_request_id<B>(&mut self, _request: &http::Request<B>) -> Option<RequestId> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        // `gw-<prefix>-<n>` written by hand: `format!` cost about 1,200
-        // instructions per request (callgrind), a tenth of a cache hit's.
+        // The prefix rendered once and the counter by `itoa`: `format!`
+        // cost about 1,200 instructions per request (callgrind), a tenth
+        // of a cache hit's.
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(n).as_bytes();
         let mut id = [0u8; PREFIX_LEN + 20];
         id[..PREFIX_LEN].copy_from_slice(&self.prefix);
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut rest = n;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        let len = PREFIX_LEN + digits.len() - at;
-        id[PREFIX_LEN..len].copy_from_slice(&digits[at..]);
+        let len = PREFIX_LEN + digits.len();
+        id[PREFIX_LEN..len].copy_from_slice(digits);
         http::HeaderValue::from_bytes(&id[..len])
             .ok()
             .map(RequestId::new)

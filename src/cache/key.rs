@@ -77,9 +77,12 @@ impl CacheKey {
 pub fn decode_path(segments: &[String]) -> Arc<[Box<str>]> {
     segments
         .iter()
-        .map(|s| match s.contains('%') {
-            false => Box::from(s.as_str()),
-            true => Box::from(percent_decode_str(s).decode_utf8_lossy().as_ref()),
+        .map(|s| {
+            if s.contains('%') {
+                Box::from(percent_decode_str(s).decode_utf8_lossy().as_ref())
+            } else {
+                Box::from(s.as_str())
+            }
         })
         .collect()
 }

@@ -65,7 +65,7 @@ impl Live {
         })
     }
 
-    /// The router of the current version: one atomic load per request.
+    /// The service of the current version: one atomic load per request.
     pub fn app(&self) -> App {
         self.current.load().app.clone()
     }
