@@ -6,21 +6,22 @@
 //!
 //! 1. `SetSensitiveRequestHeaders`: `Authorization`, `X-API-Key` and
 //!    `Cookie` are marked sensitive so no debug output shows them.
-//! 2. `SetRequestId` / `PropagateRequestId`: `x-request-id` is kept or
-//!    generated, sent upstream and echoed back.
-//! 3. [`Frame`]: the in-flight gauge, the access record (metrics and one
-//!    log line per request, `telemetry::Access`), a caught panic turned
-//!    into a Castari-shaped 500, and the dispatch: `/api/v1/*` straight to
-//!    the proxy handler, everything else to the router of the local
-//!    endpoints (`/healthz`, `/readyz`, `/metrics`, `/admin/*`; 404 for the
-//!    rest).
+//! 2. [`Frame`]: the request id (`x-request-id` kept or generated, sent
+//!    upstream and echoed back), the in-flight gauge, the access record
+//!    (metrics and one log line per request, `telemetry::Access`), a caught
+//!    panic turned into a Castari-shaped 500, and the dispatch: `/api/v1/*`
+//!    straight to the proxy handler, everything else to the router of the
+//!    local endpoints (`/healthz`, `/readyz`, `/metrics`, `/admin/*`; 404
+//!    for the rest).
 //!
 //! The frame is one hand-written service rather than a `from_fn`
-//! middleware, two catch-panic layers and a fallback route around the
-//! proxy: those boxed the request's future, body and continuation again at
-//! each step, about a fifth of a cache hit's time (`cargo bench --bench
-//! hit_path`). Every layer here is a concrete type: nothing is boxed per
-//! request but the frame's one future.
+//! middleware, two catch-panic layers, tower-http's two request-id layers
+//! and a fallback route around the proxy: those wrapped or boxed the
+//! request's future again at each step and put the id in an extension no
+//! one read, about a third of a cache hit's time (`cargo bench --bench
+//! hit_path`, callgrind). Every layer here is a concrete type. What the
+//! proxy answers without waiting (a fresh cache hit, a refusal) is answered
+//! inside `call`, with a ready future; anything else is one boxed future.
 
 use std::any::Any;
 use std::convert::Infallible;
@@ -30,29 +31,28 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::header::{self, Entry};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
+use futures_util::future::Either;
 use futures_util::FutureExt;
 use prometheus_client::metrics::gauge::Gauge;
-use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_http::request_id::{
-    PropagateRequestId, PropagateRequestIdLayer, SetRequestId, SetRequestIdLayer,
-};
+use tower::Layer;
+use tower::{Service, ServiceExt};
 use tower_http::sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer};
 
 use crate::error::{error_response, GatewayError};
-use crate::routes::{admin, health, keys, proxy};
+use crate::routes::proxy::{self, Proxied};
+use crate::routes::{admin, health, keys};
 use crate::state::AppState;
-use crate::telemetry::{Access, MakeGatewayRequestId};
+use crate::telemetry::{Access, RequestIds};
 use crate::upstream::headers::{X_API_KEY, X_REQUEST_ID};
 
 /// The gateway's service: the layers around the [`Frame`].
-pub type App =
-    SetSensitiveRequestHeaders<SetRequestId<PropagateRequestId<Frame>, MakeGatewayRequestId>>;
+pub type App = SetSensitiveRequestHeaders<Frame>;
 
 /// Builds the gateway's service over `state`.
 pub fn build_app(state: AppState) -> App {
@@ -116,18 +116,13 @@ fn local_routes(state: AppState) -> Router {
 /// Wraps the frame over `local` in the layers, outer to inner as the module
 /// docs list them.
 fn with_layers(local: Router, state: AppState) -> App {
-    ServiceBuilder::new()
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            header::AUTHORIZATION,
-            X_API_KEY,
-            header::COOKIE,
-        ]))
-        .layer(SetRequestIdLayer::new(
-            X_REQUEST_ID,
-            MakeGatewayRequestId::default(),
-        ))
-        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
-        .service(Frame { state, local })
+    SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, X_API_KEY, header::COOKIE]).layer(
+        Frame {
+            state,
+            local,
+            ids: RequestIds::default(),
+        },
+    )
 }
 
 /// The innermost layer: access record, in-flight gauge, panic catching and
@@ -136,7 +131,15 @@ fn with_layers(local: Router, state: AppState) -> App {
 pub struct Frame {
     state: AppState,
     local: Router,
+    ids: RequestIds,
 }
+
+/// The frame's future: ready at once for an answer made without waiting
+/// (a cache hit, a refusal), else one boxed future.
+pub type FrameFuture = Either<
+    std::future::Ready<Result<Response, Infallible>>,
+    Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>,
+>;
 
 impl<B> Service<http::Request<B>> for Frame
 where
@@ -145,40 +148,70 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = FrameFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let frame = self.clone();
-        Box::pin(async move { Ok(frame.handle(request.map(Body::new)).await) })
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let id = match request.headers_mut().entry(X_REQUEST_ID) {
+            Entry::Occupied(given) => given.get().clone(),
+            Entry::Vacant(slot) => slot.insert(self.ids.next()).clone(),
+        };
+        let request = request.map(Body::new);
+        let access = Access::begin(&self.state, &request);
+        if !request.uri().path().starts_with("/api/v1/") {
+            let local = self.local.clone().oneshot(request);
+            return self.later(access, id, async move {
+                match local.await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            });
+        }
+        let proxied =
+            std::panic::catch_unwind(AssertUnwindSafe(|| proxy::proxy(&self.state, request)));
+        match proxied {
+            Ok(Proxied::Later(answer)) => self.later(access, id, answer),
+            Ok(Proxied::Now(response)) => {
+                Either::Left(std::future::ready(Ok(self.finish(access, id, response))))
+            }
+            Err(panic) => Either::Left(std::future::ready(Ok(self.finish(
+                access,
+                id,
+                panic_response(panic),
+            )))),
+        }
     }
 }
 
 impl Frame {
-    async fn handle(self, request: Request) -> Response {
-        let state = &self.state;
-        let access = Access::begin(state, &request);
-        let in_flight = InFlight::enter(state.metrics.in_flight());
-        let dispatched = AssertUnwindSafe(self.dispatch(request))
-            .catch_unwind()
-            .await;
-        drop(in_flight);
-        let response = dispatched.unwrap_or_else(panic_response);
-        access.finish(state, &response);
-        response
+    /// The future of an answer that waits: counted in flight while it
+    /// does, a panic caught.
+    fn later(
+        &self,
+        access: Access,
+        id: HeaderValue,
+        answer: impl Future<Output = Response> + Send + 'static,
+    ) -> FrameFuture {
+        let frame = self.clone();
+        Either::Right(Box::pin(async move {
+            let in_flight = InFlight::enter(frame.state.metrics.in_flight());
+            let answered = AssertUnwindSafe(answer).catch_unwind().await;
+            drop(in_flight);
+            let response = answered.unwrap_or_else(panic_response);
+            Ok(frame.finish(access, id, response))
+        }))
     }
 
-    async fn dispatch(&self, request: Request) -> Response {
-        if request.uri().path().starts_with("/api/v1/") {
-            return proxy::proxy(State(self.state.clone()), request).await;
+    /// Records the access and echoes the request id.
+    fn finish(&self, access: Access, id: HeaderValue, mut response: Response) -> Response {
+        access.finish(&self.state, &response);
+        if let Entry::Vacant(slot) = response.headers_mut().entry(X_REQUEST_ID) {
+            slot.insert(id);
         }
-        match self.local.clone().oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        }
+        response
     }
 }
 
@@ -221,6 +254,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::types::Secret;
+    use axum::extract::Request;
 
     #[tokio::test]
     async fn a_panicking_handler_gets_a_castari_shaped_500_with_a_request_id() {

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use axum::response::Response;
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::HeaderMap;
 use moka::notification::RemovalCause;
 use moka::Expiry;
@@ -226,6 +227,15 @@ impl ResponseCache {
     /// The TTL of `route` (zero: not cached).
     pub fn ttl(&self, route: CacheRoute) -> Duration {
         Duration::from_secs(route.ttl_secs(&self.config.ttl_secs))
+    }
+
+    /// The stored entry for `key`, if it is current and moka can tell
+    /// without waiting (nearly always: it waits only while its upkeep is
+    /// busy elsewhere). `None` leaves the answer to [`lookup`](Self::lookup),
+    /// which also drops an entry a write made stale.
+    pub fn lookup_now(&self, key: &CacheKey) -> Option<Arc<Entry>> {
+        let entry = self.core.store.get(key).now_or_never()??;
+        self.current(key, entry.seq).then_some(entry)
     }
 
     /// The stored entry for `key`, unless a write made it stale. It may be

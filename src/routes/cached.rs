@@ -37,6 +37,36 @@ use crate::upstream::credential::Credential;
 use crate::upstream::path::ApiPath;
 use crate::upstream::{BodyLimits, UpstreamLatency};
 
+/// A fresh entry for a plain GET of `route`, answered at once: no future,
+/// no fetch. The same answer [`CachedGet::serve`] gives a hit; `None` when
+/// anything calls for that path instead: a bypass or revalidation, no entry
+/// or one past its TTL, an agent in motion, or a lookup that would wait.
+pub(super) fn fresh_hit(
+    cache: &ResponseCache,
+    credential: &Credential,
+    route: CacheRoute,
+    decoded: &Arc<[Box<str>]>,
+    parts: &Parts,
+) -> Option<Response> {
+    if Directive::of(&parts.headers) != Directive::Normal || cache.ttl(route).is_zero() {
+        return None;
+    }
+    let principal = credential.name();
+    let key = CacheKey::new(
+        principal,
+        decoded.clone(),
+        parts.uri.query(),
+        &parts.headers,
+    );
+    let arrived = Instant::now();
+    let entry = cache.lookup_now(&key)?;
+    if in_motion(cache, route, decoded, principal) || !entry.fresh(arrived) {
+        return None;
+    }
+    cache.metrics().lookup(route, CacheStatus::Hit);
+    Some(entry.respond(CacheStatus::Hit, &parts.headers, arrived))
+}
+
 /// A GET of a cacheable route.
 pub(super) struct CachedGet<'a> {
     pub state: &'a AppState,
@@ -73,7 +103,7 @@ impl CachedGet<'_> {
         );
         let arrived = Instant::now();
         let stored = cache.lookup(&key).await;
-        let moving = self.in_motion(&principal);
+        let moving = in_motion(cache, self.route, &self.decoded, &principal);
         let must_fetch = moving || directive == Directive::Revalidate;
         if let Some(entry) = stored.as_ref().filter(|e| !must_fetch && e.fresh(arrived)) {
             cache.metrics().lookup(self.route, CacheStatus::Hit);
@@ -177,18 +207,23 @@ impl CachedGet<'_> {
         )
         .await
     }
+}
 
-    /// Whether an agent this read shows is in motion (then: fetch fresh).
-    fn in_motion(&self, principal: &Arc<str>) -> bool {
-        let agents = self.cache.agents();
-        match self.route {
-            CacheRoute::Agent => self
-                .decoded
-                .get(1)
-                .is_some_and(|slug| agents.must_fetch(principal, slug)),
-            CacheRoute::Agents => agents.any_moving(principal),
-            _ => false,
-        }
+/// Whether an agent a read of `route` shows is in motion (then: fetch
+/// fresh).
+fn in_motion(
+    cache: &ResponseCache,
+    route: CacheRoute,
+    decoded: &[Box<str>],
+    principal: &Arc<str>,
+) -> bool {
+    let agents = cache.agents();
+    match route {
+        CacheRoute::Agent => decoded
+            .get(1)
+            .is_some_and(|slug| agents.must_fetch(principal, slug)),
+        CacheRoute::Agents => agents.any_moving(principal),
+        _ => false,
     }
 }
 

@@ -15,21 +15,24 @@
 //!
 //! With caching on (the default), GETs of cacheable routes go through the
 //! cached path (`routes/cached.rs`), and every other request except HEAD
-//! drops the cached reads it changes once it went through.
+//! drops the cached reads it changes once it went through. A fresh hit is
+//! answered before any future is made ([`Proxied::Now`]).
 //!
 //! With shaping on (the default), the request then goes through
 //! the shaped path (`routes/shaped.rs`): it waits for the upstream budget, and every answer
 //! carries the gateway's `X-RateLimit-*` view instead of the upstream's.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{header, request::Parts, Method, Version};
 
 use super::brokered;
-use super::cached::{CachedGet, Write};
+use super::cached::{self, CachedGet, Write};
 use super::shaped;
 use crate::cache::key::decode_path;
 use crate::cache::CacheRoute;
@@ -44,33 +47,65 @@ use crate::upstream::path::ApiPath;
 use crate::upstream::retry::{Attempts, Safety};
 use crate::upstream::{BodyLimits, Outbound};
 
-/// Forwards one request; every failure becomes a Castari-shaped error.
-/// The route class rides along in the response extensions for the access log.
-pub async fn proxy(State(state): State<AppState>, request: Request) -> Response {
+/// How [`proxy`] answers.
+pub enum Proxied {
+    /// At once: a fresh cache hit, or a request refused before it went
+    /// anywhere.
+    Now(Response),
+    /// When the upstream (or a coalesced fetch, or the queue) has.
+    Later(Pin<Box<dyn Future<Output = Response> + Send>>),
+}
+
+/// Takes one request; every failure becomes a Castari-shaped error. The
+/// route class rides along in the response extensions for the access log.
+///
+/// The checks, the caller's admission and a fresh cache hit need no
+/// waiting, so they run here, before any future exists: a hit is answered
+/// without building, boxing and moving the forwarding future (3.5 KB),
+/// about a tenth of a hit's work (callgrind).
+pub fn proxy(state: &AppState, request: Request) -> Proxied {
     let (mut parts, body) = request.into_parts();
-    let (class, caller, result) = match check(&parts) {
-        Err(error) => (RouteClass::Local, None, Err(error)),
-        Ok(path) => {
-            let class = RouteClass::of(&parts.method, path.segments());
-            let decoded = decode_path(path.segments());
-            match admit(&state, &parts, &decoded) {
-                Err(error) => (class, None, Err(error)),
-                Ok(caller) => {
-                    if let Some(key) = &caller.key {
-                        parts
-                            .extensions
-                            .insert(CallerId(Arc::from(key.record.id.as_str())));
-                    }
-                    let sent = forward(&state, &caller, parts, body, &path, decoded.clone(), class);
-                    let result = sent.await;
-                    state
-                        .broker
-                        .count(&caller, agent_of(&decoded), class.as_str());
-                    (class, Some(caller), result)
-                }
-            }
-        }
+    let path = match check(&parts) {
+        Ok(path) => path,
+        Err(error) => return Proxied::Now(finish(state, RouteClass::Local, None, Err(error))),
     };
+    let class = RouteClass::of(&parts.method, path.segments());
+    let decoded = decode_path(path.segments());
+    let caller = match admit(state, &parts, &decoded) {
+        Ok(caller) => caller,
+        Err(error) => return Proxied::Now(finish(state, class, None, Err(error))),
+    };
+    if let Some(key) = &caller.key {
+        parts
+            .extensions
+            .insert(CallerId(Arc::from(key.record.id.as_str())));
+    }
+    if let Some(response) = hit(state, &caller, &parts, &body, &decoded) {
+        state
+            .broker
+            .count(&caller, agent_of(&decoded), class.as_str());
+        return Proxied::Now(finish(state, class, Some(&caller), Ok(response)));
+    }
+    let state = state.clone();
+    Proxied::Later(Box::pin(async move {
+        let sent = forward(&state, &caller, parts, body, &path, decoded.clone(), class);
+        let result = sent.await;
+        state
+            .broker
+            .count(&caller, agent_of(&decoded), class.as_str());
+        finish(&state, class, Some(&caller), result)
+    }))
+}
+
+/// The answer to a request of `class`: an error in Castari's shape, and
+/// every `/api/v1` answer (refusals of bad paths included) with the
+/// gateway's `X-RateLimit-*` view of the caller's lane.
+fn finish(
+    state: &AppState,
+    class: RouteClass,
+    caller: Option<&Caller>,
+    result: Result<Response, GatewayError>,
+) -> Response {
     let mut response = match result {
         Ok(response) => response,
         Err(error) => {
@@ -78,8 +113,7 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
             error.into_response()
         }
     };
-    // Every `/api/v1` answer, refusals of bad paths included.
-    let shaper = match &caller {
+    let shaper = match caller {
         Some(caller) => caller.credential.shaper(),
         None => state.default_shaper(),
     };
@@ -88,6 +122,28 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
     }
     response.extensions_mut().insert(class);
     response
+}
+
+/// A fresh cache hit for a GET that the forwarding path would answer from
+/// the cache: no body, no agent-scoped list filtering, caching on and a
+/// cacheable route (`cached::fresh_hit` has the rest).
+fn hit(
+    state: &AppState,
+    caller: &Caller,
+    parts: &Parts,
+    body: &axum::body::Body,
+    decoded: &Arc<[Box<str>]>,
+) -> Option<Response> {
+    let cache = state.cache.as_ref()?;
+    let plain_get = parts.method == Method::GET
+        && caller.globs().is_none()
+        && matches!(declared_length(parts), Ok(0))
+        && axum::body::HttpBody::size_hint(body).upper() == Some(0);
+    if !plain_get {
+        return None;
+    }
+    let route = CacheRoute::of(decoded)?;
+    cached::fresh_hit(cache, &caller.credential, route, decoded, parts)
 }
 
 /// The local key id of an identified caller, for the shaper's fairness.

@@ -87,6 +87,16 @@ async fn hits_come_from_memory_and_spend_no_upstream_budget() {
     assert_eq!(x_cache(&not_modified), "HIT");
     assert!(not_modified.text().await.unwrap().is_empty());
     assert_eq!(upstream_gets(&sim, "/api/v1/agents").await, 1);
+    // Hits are answered without a future (`routes/proxy.rs`); the access
+    // record still counts every one.
+    let metrics = get_text(&gw.url("/metrics")).await;
+    for counted in [
+        r#"castari_gateway_requests_total{class="crud",method="GET",status="200",code=""} 31"#,
+        r#"castari_gateway_requests_total{class="crud",method="GET",status="304",code=""} 1"#,
+        r#"castari_gateway_cache_lookups_total{route="agents",result="hit"} 31"#,
+    ] {
+        assert!(metrics.contains(counted), "{counted} in {metrics}");
+    }
 }
 
 #[tokio::test]
