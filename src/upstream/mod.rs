@@ -112,7 +112,10 @@ impl UpstreamClient {
         headers.insert(http::header::AUTHORIZATION, authorization);
 
         let verdict = Verdict::default();
-        let mut request = self.client.request(method, url).headers(headers);
+        // A `Request` rather than the builder: `RequestBuilder::headers`
+        // inserts the map's headers one by one into an empty one.
+        let mut request = reqwest::Request::new(method, url);
+        *request.headers_mut() = headers;
         if !axum::body::HttpBody::is_end_stream(&body) {
             let stream = Guarded::new(
                 body.into_data_stream(),
@@ -120,11 +123,11 @@ impl UpstreamClient {
                 limits.max_bytes,
                 verdict.clone(),
             );
-            request = request.body(reqwest::Body::wrap_stream(stream));
+            *request.body_mut() = Some(reqwest::Body::wrap_stream(stream));
         }
 
         let started = Instant::now();
-        let sent = tokio::time::timeout(self.timeout(class), request.send()).await;
+        let sent = tokio::time::timeout(self.timeout(class), self.client.execute(request)).await;
         let latency = started.elapsed();
         let upstream = match sent {
             Err(_) => return Err(GatewayError::UpstreamTimeout),
