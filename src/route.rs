@@ -23,15 +23,14 @@ pub enum RouteClass {
 impl RouteClass {
     /// Classifies a request by method and the segments after `/api/v1/`.
     pub fn of(method: &Method, segments: &[String]) -> Self {
-        let s: Vec<&str> = segments.iter().map(String::as_str).collect();
-        match (method, s.as_slice()) {
+        with_segments(segments, |s| match (method, s) {
             (&Method::POST, ["agents", _, "invoke" | "stream"]) => Self::Invoke,
             (&Method::POST, ["agents", _, "deploy" | "redeploy" | "upload-code"] | ["files"]) => {
                 Self::Long
             }
             (&Method::GET, ["files", _, "download" | "content"]) => Self::Download,
             _ => Self::Crud,
-        }
+        })
     }
 
     /// The label used in metrics and logs.
@@ -44,6 +43,22 @@ impl RouteClass {
             Self::Local => "local",
         }
     }
+}
+
+/// Runs `f` on `segments` as `&str`s, for the slice patterns of the route
+/// tables. Paths of up to eight segments (all real ones) are viewed from
+/// the stack: collecting a `Vec` cost an allocation per table per request.
+pub fn with_segments<S: AsRef<str>, R>(segments: &[S], f: impl FnOnce(&[&str]) -> R) -> R {
+    const ON_STACK: usize = 8;
+    if segments.len() > ON_STACK {
+        let all: Vec<&str> = segments.iter().map(AsRef::as_ref).collect();
+        return f(&all);
+    }
+    let mut view = [""; ON_STACK];
+    for (slot, segment) in view.iter_mut().zip(segments) {
+        *slot = segment.as_ref();
+    }
+    f(&view[..segments.len()])
 }
 
 #[cfg(test)]
@@ -75,5 +90,14 @@ mod tests {
         assert_eq!(class(Method::GET, "agents/a/invoke"), RouteClass::Crud);
         assert_eq!(class(Method::POST, "files/upload-url"), RouteClass::Crud);
         assert_eq!(class(Method::PUT, "brand/new/route"), RouteClass::Crud);
+    }
+
+    #[test]
+    fn segments_are_viewed_whole_at_any_length() {
+        let long: Vec<String> = (0..12).map(|i| i.to_string()).collect();
+        for len in [0, 1, 8, 9, 12] {
+            let seen = with_segments(&long[..len], |s| s.join("/"));
+            assert_eq!(seen, long[..len].join("/"));
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! A stored response and how it is served: `X-Cache`, `Age`, a strong
 //! `ETag`, and 304 for a matching `If-None-Match`.
 
+use std::cell::RefCell;
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
@@ -147,7 +148,7 @@ impl Entry {
     /// The response for a client: the stored one, or 304 when the client's
     /// `If-None-Match` names this entry.
     pub fn respond(&self, status: CacheStatus, request: &HeaderMap, now: Instant) -> Response {
-        let age = HeaderValue::from(self.age(now).as_secs());
+        let age = age_value(self.age(now).as_secs());
         let mut response = if not_modified(request, &self.etag) {
             let mut response = Response::new(Body::empty());
             *response.status_mut() = StatusCode::NOT_MODIFIED;
@@ -172,6 +173,24 @@ impl Entry {
         response.extensions_mut().insert(status);
         response
     }
+}
+
+thread_local! {
+    /// The `Age` value rendered last on this thread. Hits in a row mostly
+    /// show the same whole second: the value is shared, not rendered into
+    /// a new buffer for each (two allocations).
+    static AGE: RefCell<Option<(u64, HeaderValue)>> = const { RefCell::new(None) };
+}
+
+fn age_value(secs: u64) -> HeaderValue {
+    AGE.with_borrow_mut(|last| match last {
+        Some((shown, value)) if *shown == secs => value.clone(),
+        _ => {
+            let value = HeaderValue::from(secs);
+            *last = Some((secs, value.clone()));
+            value
+        }
+    })
 }
 
 /// Whether a response with `headers` may be stored: no `no-store`,
@@ -243,6 +262,13 @@ mod tests {
             Duration::from_secs(5),
             CacheRoute::Agents,
         )
+    }
+
+    #[test]
+    fn shared_age_values_follow_the_seconds() {
+        for secs in [5, 5, 6, 0, 3600, 3600] {
+            assert_eq!(age_value(secs), secs.to_string().as_str());
+        }
     }
 
     #[test]

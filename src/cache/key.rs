@@ -104,12 +104,17 @@ pub fn normalize_query(query: &str) -> String {
 }
 
 fn header_text(headers: &HeaderMap, name: &header::HeaderName) -> Box<str> {
-    let values: Vec<&str> = headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    values.join(", ").into()
+    let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+    let Some(first) = values.next() else {
+        return Box::default();
+    };
+    // One value (the common case) without the list and the join.
+    let mut text = String::from(first);
+    for value in values {
+        text.push_str(", ");
+        text.push_str(value);
+    }
+    text.into()
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use http::Method;
 
 use super::invalidate::Pattern;
 use crate::config::TtlConfig;
+use crate::route::with_segments;
 
 /// A cacheable route class; each has its own TTL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -45,21 +46,22 @@ impl CacheRoute {
         if segments.iter().any(|s| s.is_empty()) {
             return None;
         }
-        let s: Vec<&str> = segments.iter().map(AsRef::as_ref).collect();
-        Some(match s.as_slice() {
-            ["auth", "me"] => Self::AuthMe,
-            ["agents"] => Self::Agents,
-            ["agents", _] => Self::Agent,
-            ["agents", _, "secrets"] => Self::Secrets,
-            ["agents", _, "sessions"] => Self::Sessions,
-            ["agents", _, "invocations"] => Self::Invocations,
-            ["agents", _, "mounts"] | ["agents", _, "mounts", _] => Self::Mounts,
-            ["agents", _, "files"] => Self::AgentFiles,
-            ["usage"] | ["usage", "daily"] => Self::Usage,
-            ["buckets"] | ["buckets", _] => Self::Buckets,
-            ["buckets", _, "files"] => Self::BucketFiles,
-            ["files"] | ["files", _] => Self::Files,
-            _ => return None,
+        with_segments(segments, |s| {
+            Some(match s {
+                ["auth", "me"] => Self::AuthMe,
+                ["agents"] => Self::Agents,
+                ["agents", _] => Self::Agent,
+                ["agents", _, "secrets"] => Self::Secrets,
+                ["agents", _, "sessions"] => Self::Sessions,
+                ["agents", _, "invocations"] => Self::Invocations,
+                ["agents", _, "mounts"] | ["agents", _, "mounts", _] => Self::Mounts,
+                ["agents", _, "files"] => Self::AgentFiles,
+                ["usage"] | ["usage", "daily"] => Self::Usage,
+                ["buckets"] | ["buckets", _] => Self::Buckets,
+                ["buckets", _, "files"] => Self::BucketFiles,
+                ["files"] | ["files", _] => Self::Files,
+                _ => return None,
+            })
         })
     }
 

@@ -26,6 +26,7 @@ use prometheus_client::registry::Registry;
 
 use crate::config::RetryConfig;
 use crate::error::GatewayError;
+use crate::route::with_segments;
 
 /// Retries always allowed before the ratio builds up a balance.
 const BUDGET_RESERVE: f64 = 10.0;
@@ -45,37 +46,38 @@ impl Safety {
     /// The route table of gateway-notes §2, on the raw segments after
     /// `/api/v1/`. Unknown writes are unsafe.
     pub fn of<S: AsRef<str>>(method: &Method, segments: &[S]) -> Self {
-        let s: Vec<&str> = segments.iter().map(AsRef::as_ref).collect();
-        let safe = matches!(
-            (method.as_str(), s.as_slice()),
-            ("GET" | "HEAD" | "OPTIONS", _)
-                | (
-                    "DELETE",
-                    ["api-keys", _]
-                        | ["auth", "api-key"]
-                        | ["agents", _]
-                        | ["agents", _, "sandbox"]
-                        | ["agents", _, "secrets" | "sessions" | "mounts" | "files", _]
-                        | ["buckets", _]
-                        | ["buckets", _, "credentials"]
-                        | ["files", _]
-                )
-                | (
-                    "PATCH",
-                    ["agents", _] | ["agents", _, "mounts", _] | ["buckets", _] | ["files", _]
-                )
-                | (
-                    "POST",
-                    ["agents", _, "secrets" | "stop"]
-                        | ["agents", _, "files", "sync"]
-                        | [
-                            "buckets",
-                            _,
-                            "credentials" | "test" | "upload-url" | "download-url"
-                        ]
-                        | ["files", "confirm-upload"]
-                )
-        );
+        let safe = with_segments(segments, |s| {
+            matches!(
+                (method.as_str(), s),
+                ("GET" | "HEAD" | "OPTIONS", _)
+                    | (
+                        "DELETE",
+                        ["api-keys", _]
+                            | ["auth", "api-key"]
+                            | ["agents", _]
+                            | ["agents", _, "sandbox"]
+                            | ["agents", _, "secrets" | "sessions" | "mounts" | "files", _]
+                            | ["buckets", _]
+                            | ["buckets", _, "credentials"]
+                            | ["files", _]
+                    )
+                    | (
+                        "PATCH",
+                        ["agents", _] | ["agents", _, "mounts", _] | ["buckets", _] | ["files", _]
+                    )
+                    | (
+                        "POST",
+                        ["agents", _, "secrets" | "stop"]
+                            | ["agents", _, "files", "sync"]
+                            | [
+                                "buckets",
+                                _,
+                                "credentials" | "test" | "upload-url" | "download-url"
+                            ]
+                            | ["files", "confirm-upload"]
+                    )
+            )
+        });
         if safe {
             Self::Safe
         } else {
