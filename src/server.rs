@@ -24,8 +24,8 @@ use tower::Service;
 use crate::app::App;
 use crate::reload::Live;
 
-/// The connection a request came on, set on every request (one extension,
-/// one allocation).
+/// The connection a request came on: held by the app's frame for each
+/// connection, and in a request's extensions once the request waits.
 #[derive(Clone, Copy, Debug)]
 pub struct Peer {
     /// The local address it arrived on: whether an absolute-form target
@@ -55,9 +55,9 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Connectio
     type Error = Infallible;
     type Future = <App as Service<http::Request<hyper::body::Incoming>>>::Future;
 
-    fn call(&self, mut request: http::Request<hyper::body::Incoming>) -> Self::Future {
-        request.extensions_mut().insert(self.peer);
+    fn call(&self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
         let mut app = self.live.app();
+        app.get_mut().on_connection(self.peer);
         debug_assert!(app_is_ready(&mut app));
         app.call(request)
     }

@@ -63,9 +63,9 @@ pub enum Proxied {
 /// waiting, so they run here, before any future exists: a hit is answered
 /// without building, boxing and moving the forwarding future (3.5 KB),
 /// about a tenth of a hit's work (callgrind).
-pub fn proxy(state: &AppState, request: Request) -> Proxied {
+pub fn proxy(state: &AppState, request: Request, peer: Option<Peer>) -> Proxied {
     let (mut parts, body) = request.into_parts();
-    let path = match check(&parts) {
+    let path = match check(&parts, peer) {
         Ok(path) => path,
         Err(error) => return Proxied::Now(finish(state, RouteClass::Local, None, Err(error))),
     };
@@ -85,6 +85,10 @@ pub fn proxy(state: &AppState, request: Request) -> Proxied {
             .broker
             .count(&caller, agent_of(&decoded), class.as_str());
         return Proxied::Now(finish(state, class, Some(&caller), Ok(response)));
+    }
+    // What waits reads the peer from the request (`server::Peer`).
+    if let Some(peer) = peer {
+        parts.extensions.insert(peer);
     }
     let state = state.clone();
     Proxied::Later(Box::pin(async move {
@@ -150,8 +154,8 @@ fn hit(
 #[derive(Clone, Debug)]
 pub struct CallerId(pub Arc<str>);
 
-fn check(parts: &Parts) -> Result<ApiPath, GatewayError> {
-    check_target(parts)?;
+fn check(parts: &Parts, peer: Option<Peer>) -> Result<ApiPath, GatewayError> {
+    check_target(parts, peer)?;
     let mut path = ApiPath::parse(parts.uri.path())?;
     path.rewrite_sdk_stop(&parts.method);
     Ok(path)
@@ -340,14 +344,14 @@ pub(super) async fn send(
 /// when they name this gateway itself: the connection's local address, or
 /// `localhost` on a loopback listener, with the same port. Anything else is
 /// what an open-proxy probe looks like; it is refused, never followed.
-fn check_target(parts: &Parts) -> Result<(), GatewayError> {
+fn check_target(parts: &Parts, peer: Option<Peer>) -> Result<(), GatewayError> {
     if parts.version >= Version::HTTP_2 {
         return Ok(());
     }
     let Some(authority) = parts.uri.authority() else {
         return Ok(());
     };
-    let local = parts.extensions.get::<Peer>().map(|p| p.local);
+    let local = peer.map(|p| p.local);
     let names_us = local.is_some_and(|local| {
         let port = authority.port_u16().unwrap_or(80);
         let host = authority
