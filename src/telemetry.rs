@@ -192,10 +192,13 @@ impl Access {
         let Some((path, request_id)) = self.logged else {
             return;
         };
+        // The `X-Cache` the client sees is the record: no extension to
+        // allocate on every hit.
         let cache = response
-            .extensions()
-            .get::<crate::cache::CacheStatus>()
-            .map_or("", |c| c.as_str());
+            .headers()
+            .get(crate::cache::X_CACHE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         tracing::info!(
             target: "access",
             request_id = %request_id,

@@ -170,7 +170,6 @@ impl Entry {
         let headers = response.headers_mut();
         headers.insert(header::AGE, age);
         headers.insert(X_CACHE, HeaderValue::from_static(status.as_str()));
-        response.extensions_mut().insert(status);
         response
     }
 }

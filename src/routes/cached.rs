@@ -257,7 +257,6 @@ fn mark(response: &mut Response, status: CacheStatus) {
     response
         .headers_mut()
         .insert(X_CACHE, HeaderValue::from_static(status.as_str()));
-    response.extensions_mut().insert(status);
 }
 
 /// What a fetch needs of the request that started it.

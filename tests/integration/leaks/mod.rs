@@ -515,6 +515,15 @@ async fn no_secret_reaches_a_response_a_log_line_a_metric_or_an_admin_page() {
         .filter(|l| l.contains("\"target\":\"access\""))
         .count();
     assert!(access >= 70, "only {access} access lines");
+    // The access line's cache field is the X-Cache the client saw.
+    for cache in ["HIT", "MISS"] {
+        let field = format!("\"cache\":\"{cache}\"");
+        assert!(
+            logs.iter()
+                .any(|l| l.contains("\"target\":\"access\"") && l.contains(&field)),
+            "no access line with {field}"
+        );
+    }
     assert!(
         logs.iter().any(|l| l.contains("\"level\":\"DEBUG\"")),
         "debug logging is on"
