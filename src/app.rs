@@ -176,7 +176,7 @@ where
             Entry::Vacant(slot) => slot.insert(self.ids.next()).clone(),
         };
         let mut request = request.map(Body::new);
-        let access = Access::begin(&self.state, &request);
+        let mut access = Access::begin(&self.state, &request);
         let peer = match self.peer {
             Some(peer) => Some(peer),
             None => request.extensions().get::<Peer>().copied(),
@@ -197,9 +197,14 @@ where
             proxy::proxy(&self.state, request, peer)
         }));
         match proxied {
-            Ok(Proxied::Later(answer)) => self.later(access, id, answer),
-            Ok(Proxied::Now(response)) => {
-                Either::Left(std::future::ready(Ok(self.finish(access, id, response))))
+            Ok((class, proxied)) => {
+                access.class(class);
+                match proxied {
+                    Proxied::Later(answer) => self.later(access, id, answer),
+                    Proxied::Now(response) => {
+                        Either::Left(std::future::ready(Ok(self.finish(access, id, response))))
+                    }
+                }
             }
             Err(panic) => Either::Left(std::future::ready(Ok(self.finish(
                 access,

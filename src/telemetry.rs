@@ -144,6 +144,8 @@ impl RequestIds {
 pub struct Access {
     started: Instant,
     method: &'static str,
+    /// `Local` unless the proxy says otherwise ([`Access::class`]).
+    class: RouteClass,
     /// Path and request id, captured only when logged: two allocations
     /// per request otherwise.
     logged: Option<(String, String)>,
@@ -164,17 +166,19 @@ impl Access {
         Self {
             started: Instant::now(),
             method: method_label(request.method()),
+            class: RouteClass::Local,
             logged,
         }
     }
 
+    /// The route class of a request the proxy took.
+    pub fn class(&mut self, class: RouteClass) {
+        self.class = class;
+    }
+
     /// Counts the request in metrics and writes its access line.
     pub fn finish(self, state: &AppState, response: &Response) {
-        let class = response
-            .extensions()
-            .get::<RouteClass>()
-            .copied()
-            .unwrap_or(RouteClass::Local);
+        let class = self.class;
         let code = response.extensions().get::<ErrorCode>().map_or("", |c| c.0);
         let upstream = response.extensions().get::<UpstreamLatency>().map(|l| l.0);
         let status = response.status().as_u16();
