@@ -18,7 +18,7 @@
 //! middleware, two catch-panic layers, tower-http's two request-id layers
 //! and a fallback route around the proxy: those wrapped or boxed the
 //! request's future again at each step and put the id in an extension no
-//! one read, about a third of a cache hit's time (`cargo bench --bench
+//! one read, about a quarter of a cache hit's time (`cargo bench --bench
 //! hit_path`, callgrind). Every layer here is a concrete type. What the
 //! proxy answers without waiting (a fresh cache hit, a refusal) is answered
 //! inside `call`, with a ready future; anything else is one boxed future.
@@ -40,8 +40,7 @@ use bytes::Bytes;
 use futures_util::future::Either;
 use futures_util::FutureExt;
 use prometheus_client::metrics::gauge::Gauge;
-use tower::Layer;
-use tower::{Service, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 use tower_http::sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer};
 
 use crate::error::{error_response, GatewayError};
@@ -127,8 +126,8 @@ fn with_layers(local: Router, state: AppState) -> App {
     )
 }
 
-/// The innermost layer: access record, in-flight gauge, panic catching and
-/// dispatch (module docs).
+/// The innermost layer: request id, access record, in-flight gauge, panic
+/// catching and dispatch (module docs).
 #[derive(Clone, Debug)]
 pub struct Frame {
     state: AppState,

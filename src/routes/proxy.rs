@@ -78,11 +78,6 @@ pub fn proxy(state: &AppState, request: Request, peer: Option<Peer>) -> (RouteCl
         Ok(caller) => caller,
         Err(error) => return (class, Proxied::Now(finish(state, class, None, Err(error)))),
     };
-    if let Some(key) = &caller.key {
-        parts
-            .extensions
-            .insert(CallerId(Arc::from(key.record.id.as_str())));
-    }
     if let Some(response) = hit(state, &caller, &parts, &body, &decoded) {
         state
             .broker
@@ -92,7 +87,13 @@ pub fn proxy(state: &AppState, request: Request, peer: Option<Peer>) -> (RouteCl
             Proxied::Now(finish(state, class, Some(&caller), Ok(response))),
         );
     }
-    // What waits reads the peer from the request (`server::Peer`).
+    // What waits reads the caller and the peer from the request (the
+    // shaper's fairness, the cache's fetches).
+    if let Some(key) = &caller.key {
+        parts
+            .extensions
+            .insert(CallerId(Arc::from(key.record.id.as_str())));
+    }
     if let Some(peer) = peer {
         parts.extensions.insert(peer);
     }
