@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! client ──► server (accept loop: header deadline, connection cap, drain)
-//!              └► app (sensitive headers ► request id ► frame: access record,
-//!                   in-flight gauge, caught panics, dispatch)
+//!              └► app (sensitive headers ► frame: request id, access record,
+//!                   in-flight gauge, caught panics, dispatch; a fresh cache
+//!                   hit is answered inside the call, with no future)
 //!                   ├► /healthz /readyz /metrics /admin/*
 //!                   └► /api/v1/*  proxy: check target and path ► class
 //!                                   ├► broker (local key ► role, agent globs,

@@ -9,7 +9,8 @@ use clap::Parser;
 /// dozen small blocks and frees them on another poll; glibc's malloc spent
 /// about an eighth of a hit's CPU time on them (perf, bench/cache.sh).
 /// Built with `no_thp`: with transparent huge pages its arenas took the
-/// idle RSS from 12.7 to 23 MiB (issue 3 wants under 20); without, 15 MiB.
+/// idle RSS from 12.4 to 20.9 MiB (`bench/run.sh`; issue 3 wants under
+/// 20); without, 13.0 MiB.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

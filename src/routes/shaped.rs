@@ -30,7 +30,7 @@ use crate::shaper::sessions::Turn;
 use crate::shaper::{Lane, RateView, Shaper, Ticket};
 use crate::state::AppState;
 use crate::upstream::headers::{
-    X_API_KEY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
+    reuse_rendered, X_API_KEY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
 };
 use crate::upstream::path::ApiPath;
 use crate::upstream::retry::{Attempts, Safety};
@@ -273,20 +273,13 @@ thread_local! {
     static RENDERED: RefCell<Option<(RateView, [HeaderValue; 3])>> = const { RefCell::new(None) };
 }
 
-/// The header values of `view`. Answers in a row mostly show the same
-/// view; the values rendered last are shared instead of formatting three
-/// numbers into three new buffers for every answer.
+/// The header values of `view`, shared while the view is the same.
 fn rendered(view: RateView) -> [HeaderValue; 3] {
-    RENDERED.with_borrow_mut(|last| match last {
-        Some((shown, values)) if *shown == view => values.clone(),
-        _ => {
-            let values = [
-                HeaderValue::from(view.limit),
-                HeaderValue::from(view.remaining),
-                HeaderValue::from(view.reset_unix),
-            ];
-            *last = Some((view, values.clone()));
-            values
-        }
+    reuse_rendered(&RENDERED, view, |view| {
+        [
+            HeaderValue::from(view.limit),
+            HeaderValue::from(view.remaining),
+            HeaderValue::from(view.reset_unix),
+        ]
     })
 }

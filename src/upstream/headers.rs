@@ -1,4 +1,8 @@
-//! Header names and the rules for which headers cross the gateway.
+//! Header names, the rules for which headers cross the gateway, and the
+//! reuse of header values answers render again and again.
+
+use std::cell::RefCell;
+use std::thread::LocalKey;
 
 use http::header::{self, HeaderMap, HeaderName};
 
@@ -45,6 +49,25 @@ pub fn sanitize_request(headers: &mut HeaderMap) {
             // The gateway's own server already answered any `100-continue`.
             || name == header::EXPECT
     });
+}
+
+/// The value `render` makes of `key`, or the one it made last on this
+/// thread (kept in `last`) when `key` is the same. Answers in a row mostly
+/// show the same numbers (`Age`, the `X-RateLimit-*` view): cloning a
+/// shared value costs no new buffer.
+pub fn reuse_rendered<K: PartialEq, V: Clone>(
+    last: &'static LocalKey<RefCell<Option<(K, V)>>>,
+    key: K,
+    render: impl FnOnce(&K) -> V,
+) -> V {
+    last.with_borrow_mut(|last| match last {
+        Some((shown, value)) if *shown == key => value.clone(),
+        _ => {
+            let value = render(&key);
+            *last = Some((key, value.clone()));
+            value
+        }
+    })
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
