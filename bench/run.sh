@@ -19,6 +19,7 @@
 #   SERVER_CPU=0         core for upstream, nginx and the gateway
 #   LOAD_CPU=1           core for wrk
 #   GATEWAY=1            0: nginx only (when the gateway does not build)
+#   FLOORS=1             0: without the two proxy floors (examples/proxy_floor.rs)
 #   BUILD=1              0: use the existing target/release binary
 #   GATEWAY_BIN=...      gateway binary (default target/release/castari-gateway)
 #   OUT_DIR=bench/out    where results.md and the raw wrk outputs go
@@ -39,8 +40,10 @@ RATE_CONNECTIONS=${RATE_CONNECTIONS:-50}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 GATEWAY=${GATEWAY:-1}
+FLOORS=${FLOORS:-1}
 BUILD=${BUILD:-1}
 GATEWAY_BIN=${GATEWAY_BIN:-$REPO_DIR/target/release/castari-gateway}
+FLOOR_BIN=$REPO_DIR/target/release/examples/proxy_floor
 OUT_DIR=${OUT_DIR:-$BENCH_DIR/out}
 MAX_OTHER=${MAX_OTHER:-5}
 RETRIES=${RETRIES:-2}
@@ -57,7 +60,7 @@ die() {
     exit 1
 }
 
-for v in DURATION LAT_DURATION WARMUP RATE CONNECTIONS RATE_CONNECTIONS SERVER_CPU LOAD_CPU MAX_OTHER RETRIES; do
+for v in DURATION LAT_DURATION WARMUP RATE CONNECTIONS RATE_CONNECTIONS SERVER_CPU LOAD_CPU MAX_OTHER RETRIES GATEWAY FLOORS BUILD; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number (got '${!v}')"
 done
 ((RATE > 0 && RATE_CONNECTIONS > 0 && CONNECTIONS > 0 && DURATION > 0 && LAT_DURATION > 0)) ||
@@ -84,6 +87,14 @@ if ((GATEWAY)); then
     fi
     [[ -x $GATEWAY_BIN ]] || die "no gateway binary at $GATEWAY_BIN"
 fi
+if ((FLOORS)); then
+    if ((BUILD)); then
+        log "building the proxy floors (cargo build --release --example proxy_floor)"
+        (cd "$REPO_DIR" && cargo build --release --example proxy_floor) ||
+            die "examples/proxy_floor.rs does not build; FLOORS=0 runs without it"
+    fi
+    [[ -x $FLOOR_BIN ]] || die "no proxy floor binary at $FLOOR_BIN"
+fi
 
 # ---------------------------------------------------------------- processes
 
@@ -97,14 +108,12 @@ trap 'exit 143' TERM
 
 declare -A PORT MASTER WORKER CMD
 
-start_gateway() { # name access_log(true|false) stdout-file
-    local name=$1 access_log=$2 stdout=$3 port pid
-    port=$(free_port)
-    fill "$BENCH_DIR/gateway.toml" "PORT=$port" "UPSTREAM_PORT=${PORT[upstream]}" \
-        "ACCESS_LOG=$access_log" >"$RUN/$name.toml"
-    local cmd=(taskset -c "$SERVER_CPU" env -u RUST_LOG TOKIO_WORKER_THREADS=1
-        "CASTARI_API_KEY=$API_KEY" "$GATEWAY_BIN" serve --config "$RUN/$name.toml"
-        --listen "127.0.0.1:$port" --upstream "http://127.0.0.1:${PORT[upstream]}")
+# Starts a one-process server on core SERVER_CPU, records it as NAME and
+# waits until http://127.0.0.1:PORT/healthz answers.
+start_server() { # name port stdout-file command...
+    local name=$1 port=$2 stdout=$3 pid
+    shift 3
+    local cmd=(taskset -c "$SERVER_CPU" "$@")
     CMD[$name]="${cmd[*]} >$stdout"
     "${cmd[@]}" >"$stdout" 2>"$RUN/$name.err" &
     pid=$!
@@ -112,7 +121,24 @@ start_gateway() { # name access_log(true|false) stdout-file
     PORT[$name]=$port
     MASTER[$name]=$pid
     WORKER[$name]=$pid
-    wait_http "gateway ($name)" "$pid" "http://127.0.0.1:$port/healthz"
+    wait_http "$name" "$pid" "http://127.0.0.1:$port/healthz"
+}
+
+start_gateway() { # name access_log(true|false) stdout-file
+    local name=$1 access_log=$2 stdout=$3 port
+    port=$(free_port)
+    fill "$BENCH_DIR/gateway.toml" "PORT=$port" "UPSTREAM_PORT=${PORT[upstream]}" \
+        "ACCESS_LOG=$access_log" >"$RUN/$name.toml"
+    start_server "$name" "$port" "$stdout" env -u RUST_LOG TOKIO_WORKER_THREADS=1 \
+        "CASTARI_API_KEY=$API_KEY" "$GATEWAY_BIN" serve --config "$RUN/$name.toml" \
+        --listen "127.0.0.1:$port" --upstream "http://127.0.0.1:${PORT[upstream]}"
+}
+
+start_floor() { # name client(hyper|reqwest)
+    local name=$1 client=$2 port
+    port=$(free_port)
+    start_server "$name" "$port" /dev/null env TOKIO_WORKER_THREADS=1 "$FLOOR_BIN" "$client" \
+        "127.0.0.1:$port" "http://127.0.0.1:${PORT[upstream]}"
 }
 
 # Checks that a target answers the benchmark request as the upstream does
@@ -254,6 +280,12 @@ wait_http "nginx proxy" "${WORKER[nginx]}" "http://127.0.0.1:${PORT[nginx]}$BENC
 
 TARGETS=(upstream nginx)
 declare -A RSS_IDLE RSS_LOADED
+if ((FLOORS)); then
+    log "starting the proxy floors (hyper client, reqwest client)"
+    start_floor floor_hyper hyper
+    start_floor floor_reqwest reqwest
+    TARGETS+=(floor_hyper floor_reqwest)
+fi
 if ((GATEWAY)); then
     log "starting gateway (access log off)"
     start_gateway gateway false "$RUN/gateway.log"
@@ -277,7 +309,7 @@ for t in "${TARGETS[@]}"; do check_target "$t"; done
 log "all targets answer $BENCH_PATH with payload.json; proxies inject the key"
 
 for t in "${TARGETS[@]}"; do throughput "$t"; done
-for t in upstream nginx gateway; do
+for t in upstream nginx floor_hyper floor_reqwest gateway; do
     if [[ -n ${PORT[$t]:-} ]]; then fixed_rate "$t"; fi
 done
 for t in "${TARGETS[@]}"; do RSS_LOADED[$t]=$(proc_rss_kib "$t"); done
@@ -309,8 +341,14 @@ pf() {
     if [[ $1 == 1 ]]; then printf 'PASS'; else printf 'FAIL'; fi
 }
 
-ADD_NGINX=$(sub_ms "${FR_P50[nginx]:-}" "${FR_P50[upstream]:-}")
-ADD_GW=$(sub_ms "${FR_P50[gateway]:-}" "${FR_P50[upstream]:-}")
+# Columns of the table, in order; a target that did not run prints dashes.
+COLUMNS=(upstream nginx floor_hyper floor_reqwest gateway gateway_log)
+declare -A FR_ADD
+for t in nginx floor_hyper floor_reqwest gateway; do
+    FR_ADD[$t]=$(sub_ms "${FR_P50[$t]:-}" "${FR_P50[upstream]:-}")
+done
+ADD_NGINX=${FR_ADD[nginx]}
+ADD_GW=${FR_ADD[gateway]}
 TP_RATIO=
 PASS_TP=
 PASS_LAT=
@@ -326,60 +364,51 @@ if [[ -n $ADD_GW ]]; then
     ADD_RATIO=$(awk -v a="$ADD_GW" -v b="$ADD_NGINX" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else printf "–" }')
 fi
 
-row() { # metric direct nginx gateway gateway_log ratio target result
+row() { # metric, one cell per column, ratio, target, result
     local c out="|"
     for c in "$@"; do out+=" ${c:-–} |"; done
     printf '%s\n' "$out"
 }
 
+# One row: a metric, a value per column from an associative array, then
+# the ratio, target and result cells.
+metric() { # label format(printf, or "raw", or "mib", or "core") array ratio target result
+    local label=$1 format=$2 ratio=$4 target=$5 result=$6 t v cells=()
+    local -n values=$3
+    for t in "${COLUMNS[@]}"; do
+        v=${values[$t]:-}
+        case $format in
+        raw) cells+=("$v") ;;
+        mib) cells+=("$(mib "$v")") ;;
+        core) cells+=("$(per_core "$v")") ;;
+        *) cells+=("$(num "$format" "$v")") ;;
+        esac
+    done
+    row "$label" "${cells[@]}" "$ratio" "$target" "$result"
+}
+
 table() {
-    echo "| metric | upstream direct | nginx | gateway | gateway + access log | gateway / nginx | target | result |"
-    echo "|---|---:|---:|---:|---:|---:|---|---|"
-    row "throughput, req/s (wrk -t1 -c$CONNECTIONS, ${DURATION} s)" \
-        "$(num %.0f "${TP_RPS[upstream]:-}")" "$(num %.0f "${TP_RPS[nginx]:-}")" \
-        "$(num %.0f "${TP_RPS[gateway]:-}")" "$(num %.0f "${TP_RPS[gateway_log]:-}")" \
+    echo "| metric | upstream direct | nginx | hyper proxy floor | reqwest proxy floor | gateway | gateway + access log | gateway / nginx | target | result |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
+    metric "throughput, req/s (wrk -t1 -c$CONNECTIONS, ${DURATION} s)" %.0f TP_RPS \
         "$(ratio "${TP_RPS[gateway]:-}" "${TP_RPS[nginx]:-}")" "≥ 1.3x nginx" "$PASS_TP"
-    row "server CPU per request, µs (user+sys)" \
-        "$(num %.1f "${TP_CPU[upstream]:-}")" "$(num %.1f "${TP_CPU[nginx]:-}")" \
-        "$(num %.1f "${TP_CPU[gateway]:-}")" "$(num %.1f "${TP_CPU[gateway_log]:-}")" \
+    metric "server CPU per request, µs (user+sys)" %.1f TP_CPU \
         "$(ratio "${TP_CPU[gateway]:-}" "${TP_CPU[nginx]:-}")" "" ""
-    row "implied req/s per full core (1e6 / CPU per request)" \
-        "$(per_core "${TP_CPU[upstream]:-}")" "$(per_core "${TP_CPU[nginx]:-}")" \
-        "$(per_core "${TP_CPU[gateway]:-}")" "$(per_core "${TP_CPU[gateway_log]:-}")" "" "" ""
-    row "server context switches per request" \
-        "$(num %.2f "${TP_CSW[upstream]:-}")" "$(num %.2f "${TP_CSW[nginx]:-}")" \
-        "$(num %.2f "${TP_CSW[gateway]:-}")" "$(num %.2f "${TP_CSW[gateway_log]:-}")" "" "" ""
-    row "upstream nginx CPU per request in the same run, µs" \
-        "" "$(num %.1f "${TP_UPCPU[nginx]:-}")" \
-        "$(num %.1f "${TP_UPCPU[gateway]:-}")" "$(num %.1f "${TP_UPCPU[gateway_log]:-}")" "" "" ""
-    row "connections the upstream accepted during the run" \
-        "${TP_UPCONN[upstream]:-}" "${TP_UPCONN[nginx]:-}" "${TP_UPCONN[gateway]:-}" "${TP_UPCONN[gateway_log]:-}" "" "" ""
-    row "other load on the servers' core during the throughput run, %" \
-        "${TP_OTHER[upstream]:-}" "${TP_OTHER[nginx]:-}" "${TP_OTHER[gateway]:-}" "${TP_OTHER[gateway_log]:-}" "" "≈ 0" ""
-    row "throughput run errors (non-2xx + socket)" \
-        "${TP_ERR[upstream]:-}" "${TP_ERR[nginx]:-}" "${TP_ERR[gateway]:-}" "${TP_ERR[gateway_log]:-}" "" "0" ""
-    row "fixed rate: achieved req/s (asked $RATE, -c$RATE_CONNECTIONS, ${LAT_DURATION} s)" \
-        "$(num %.0f "${FR_RPS[upstream]:-}")" "$(num %.0f "${FR_RPS[nginx]:-}")" \
-        "$(num %.0f "${FR_RPS[gateway]:-}")" "" "" "" ""
-    row "fixed rate: p50 latency, ms" \
-        "$(num %.3f "${FR_P50[upstream]:-}")" "$(num %.3f "${FR_P50[nginx]:-}")" \
-        "$(num %.3f "${FR_P50[gateway]:-}")" "" "" "" ""
-    row "fixed rate: p99 latency, ms" \
-        "$(num %.3f "${FR_P99[upstream]:-}")" "$(num %.3f "${FR_P99[nginx]:-}")" \
-        "$(num %.3f "${FR_P99[gateway]:-}")" "" "" "" ""
-    row "fixed rate: added median latency (p50 − direct p50), ms" \
-        "" "$(num %.3f "$ADD_NGINX")" "$(num %.3f "$ADD_GW")" "" \
+    metric "implied req/s per full core (1e6 / CPU per request)" core TP_CPU "" "" ""
+    metric "server context switches per request" %.2f TP_CSW "" "" ""
+    metric "upstream nginx CPU per request in the same run, µs" %.1f TP_UPCPU "" "" ""
+    metric "connections the upstream accepted during the run" raw TP_UPCONN "" "" ""
+    metric "other load on the servers' core during the throughput run, %" raw TP_OTHER "" "≈ 0" ""
+    metric "throughput run errors (non-2xx + socket)" raw TP_ERR "" "0" ""
+    metric "fixed rate: achieved req/s (asked $RATE, -c$RATE_CONNECTIONS, ${LAT_DURATION} s)" %.0f FR_RPS "" "" ""
+    metric "fixed rate: p50 latency, ms" %.3f FR_P50 "" "" ""
+    metric "fixed rate: p99 latency, ms" %.3f FR_P99 "" "" ""
+    metric "fixed rate: added median latency (p50 − direct p50), ms" %.3f FR_ADD \
         "$ADD_RATIO" "≤ nginx" "$PASS_LAT"
-    row "other load on the servers' core during the fixed-rate run, %" \
-        "${FR_OTHER[upstream]:-}" "${FR_OTHER[nginx]:-}" "${FR_OTHER[gateway]:-}" "" "" "≈ 0" ""
-    row "fixed rate errors (non-2xx + socket)" \
-        "${FR_ERR[upstream]:-}" "${FR_ERR[nginx]:-}" "${FR_ERR[gateway]:-}" "" "" "0" ""
-    row "RSS idle after start, MiB (nginx: master + worker)" \
-        "$(mib "${RSS_IDLE[upstream]:-}")" "$(mib "${RSS_IDLE[nginx]:-}")" \
-        "$(mib "${RSS_IDLE[gateway]:-}")" "$(mib "${RSS_IDLE[gateway_log]:-}")" "" "gateway < 20 MiB" "$PASS_RSS"
-    row "RSS after the load runs, MiB" \
-        "$(mib "${RSS_LOADED[upstream]:-}")" "$(mib "${RSS_LOADED[nginx]:-}")" \
-        "$(mib "${RSS_LOADED[gateway]:-}")" "$(mib "${RSS_LOADED[gateway_log]:-}")" "" "" ""
+    metric "other load on the servers' core during the fixed-rate run, %" raw FR_OTHER "" "≈ 0" ""
+    metric "fixed rate errors (non-2xx + socket)" raw FR_ERR "" "0" ""
+    metric "RSS idle after start, MiB (nginx: master + worker)" mib RSS_IDLE "" "gateway < 20 MiB" "$PASS_RSS"
+    metric "RSS after the load runs, MiB" mib RSS_LOADED "" "" ""
 }
 
 facts() {
@@ -399,9 +428,10 @@ facts() {
         echo "- runs repeated because other work took > ${MAX_OTHER}% of the servers' core: ${REPEATS[*]}"
     fi
     echo "- nginx $nginx_v, wrk $wrk_v, gateway: $gw_v, git $rev"
-    echo "- servers (upstream nginx, nginx proxy, gateway) pinned to core $SERVER_CPU, wrk to core $LOAD_CPU"
+    echo "- servers (upstream nginx, nginx proxy, proxy floors, gateway) pinned to core $SERVER_CPU, wrk to core $LOAD_CPU"
     echo "- request: GET $BENCH_PATH, 1024-byte application/json body (bench/payload.json)"
-    echo "- both proxies add \`Authorization: Bearer $API_KEY\` upstream and keep upstream connections alive"
+    echo "- every proxy adds \`Authorization: Bearer $API_KEY\` upstream and keeps upstream connections alive"
+    echo "- proxy floors: examples/proxy_floor.rs, the gateway's hyper server and only a proxy's least work, with hyper-util's pooled client or with reqwest"
 }
 
 commands() {
@@ -427,7 +457,7 @@ REPORT=$(
     echo
     echo "### How it ran"
     echo
-    echo "\`bash bench/run.sh\` with DURATION=$DURATION LAT_DURATION=$LAT_DURATION WARMUP=$WARMUP RATE=$RATE CONNECTIONS=$CONNECTIONS RATE_CONNECTIONS=$RATE_CONNECTIONS GATEWAY=$GATEWAY"
+    echo "\`bash bench/run.sh\` with DURATION=$DURATION LAT_DURATION=$LAT_DURATION WARMUP=$WARMUP RATE=$RATE CONNECTIONS=$CONNECTIONS RATE_CONNECTIONS=$RATE_CONNECTIONS GATEWAY=$GATEWAY FLOORS=$FLOORS"
     echo
     commands
 )
