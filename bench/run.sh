@@ -16,7 +16,7 @@
 #   RATE=5000            requests/s for the latency runs
 #   CONNECTIONS=64       wrk connections for the throughput runs
 #   RATE_CONNECTIONS=50  wrk connections for the latency runs
-#   SERVER_CPU=0         core for upstream, nginx and the gateway
+#   SERVER_CPU=0         core for upstream, nginx, the floors and the gateway
 #   LOAD_CPU=1           core for wrk
 #   GATEWAY=1            0: nginx only (when the gateway does not build)
 #   FLOORS=1             0: without the two proxy floors (examples/proxy_floor.rs)
@@ -431,7 +431,9 @@ facts() {
     echo "- servers (upstream nginx, nginx proxy, proxy floors, gateway) pinned to core $SERVER_CPU, wrk to core $LOAD_CPU"
     echo "- request: GET $BENCH_PATH, 1024-byte application/json body (bench/payload.json)"
     echo "- every proxy adds \`Authorization: Bearer $API_KEY\` upstream and keeps upstream connections alive"
-    echo "- proxy floors: examples/proxy_floor.rs, the gateway's hyper server and only a proxy's least work, with hyper-util's pooled client or with reqwest"
+    if ((FLOORS)); then
+        echo "- proxy floors: examples/proxy_floor.rs, the gateway's hyper server and only a proxy's least work, with hyper-util's pooled client or with reqwest"
+    fi
 }
 
 commands() {
@@ -453,7 +455,7 @@ REPORT=$(
     echo
     table
     echo
-    echo "CPU per request is utime+stime of the server process (nginx: its worker; gateway: all threads) over the measured wrk run, divided by the requests wrk completed. The upstream nginx shares the servers' core with the proxy under test, so proxy throughput is what is left of one core after the upstream's share (the row \"upstream nginx CPU per request\")."
+    echo "CPU per request is utime+stime of the server process (nginx: its worker; gateway and floors: all threads) over the measured wrk run, divided by the requests wrk completed. The upstream nginx shares the servers' core with the proxy under test, so proxy throughput is what is left of one core after the upstream's share (the row \"upstream nginx CPU per request\")."
     echo
     echo "### How it ran"
     echo

@@ -42,7 +42,8 @@ type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 #[allow(clippy::large_enum_variant)]
 enum Upstream {
     Hyper(Client<HttpConnector, Incoming>),
-    Reqwest(reqwest::Client),
+    /// The client and the upstream's base URL, parsed once.
+    Reqwest(reqwest::Client, reqwest::Url),
 }
 
 struct Proxy {
@@ -58,16 +59,16 @@ impl Proxy {
             return Response::new(empty());
         }
         let (mut parts, body) = request.into_parts();
-        let target = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |path_and_query| path_and_query.as_str());
         parts.headers.remove(header::HOST);
         parts
             .headers
             .insert(header::AUTHORIZATION, self.authorization.clone());
         match &self.upstream {
             Upstream::Hyper(client) => {
+                let target = parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |path_and_query| path_and_query.as_str());
                 let Ok(uri) = format!("{}{target}", self.base).parse::<Uri>() else {
                     return bad_gateway();
                 };
@@ -77,10 +78,12 @@ impl Proxy {
                     Err(_) => bad_gateway(),
                 }
             }
-            Upstream::Reqwest(client) => {
-                let Ok(url) = format!("{}{target}", self.base).parse::<reqwest::Url>() else {
-                    return bad_gateway();
-                };
+            Upstream::Reqwest(client, base) => {
+                // From the parsed base, as the gateway builds its URLs; no
+                // parse of the whole URL per request.
+                let mut url = base.clone();
+                url.set_path(parts.uri.path());
+                url.set_query(parts.uri.query());
                 let mut outbound = reqwest::Request::new(parts.method, url);
                 *outbound.headers_mut() = parts.headers;
                 *outbound.body_mut() = Some(reqwest::Body::wrap(body));
@@ -129,6 +132,7 @@ fn main() {
                 .no_proxy()
                 .build()
                 .expect("reqwest client"),
+            base.parse().expect(usage),
         ),
         _ => panic!("{usage}"),
     };
