@@ -27,10 +27,11 @@
 # Every target is measured ROUNDS times at saturation and LAT_ROUNDS times
 # at the fixed rate, the targets taking turns, and the table shows the
 # median of each figure: on a shared virtual machine single runs of the same
-# target differ by up to a third, and a single fixed-rate p99 by up to 10x
-# (the direct upstream's own p99 has moved from 0.36 to 6.7 ms between two
-# runs). The p99 rows also count the rounds in which the gateway's p99 was
-# at or below both peers' in the same round.
+# target differ by up to a third, and a single fixed-rate p99 by up to 50x
+# (in nine 3-second rounds the direct upstream's own p99 ranged from 0.39
+# to 18 ms: the machine stalls now and then). The p99 row also counts the
+# rounds in which the gateway's p99 was at or below both peers' in the same
+# round.
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -164,7 +165,7 @@ prime_and_check() { # target size
     fi
 }
 
-declare -A RPS SAT_P50 SAT_P99 CPU UPREQ FR_P50 FR_P99 FR_RPS ERR FR_ERR
+declare -A RPS SAT_P50 SAT_P99 CPU UPREQ FR_P50 FR_P99 FR_RPS ERR FR_ERR P99_WINS
 
 measure_throughput() { # target size round
     local name=$1 size=$2 round=$3 url key req rps err p50 p99 t0 t1 u0 u1 args
@@ -254,7 +255,6 @@ for ((round = 1; round <= LAT_ROUNDS; round++)); do
 done
 
 # The median over the rounds of each figure, as METRIC[target/size].
-declare -A P99_WINS
 median_of() { # values...
     printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
         if (NR % 2) print v[(NR + 1) / 2]; else printf "%.4f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
