@@ -197,12 +197,14 @@ impl Access {
             return;
         };
         // The `X-Cache` the client sees is the record: no extension to
-        // allocate on every hit.
+        // allocate on every hit. Only the gateway's own values count; an
+        // upstream's header of that name on a route the cache does not
+        // take says nothing of the gateway's cache.
         let cache = response
             .headers()
             .get(crate::cache::X_CACHE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+            .and_then(crate::cache::CacheStatus::of_header)
+            .map_or("", crate::cache::CacheStatus::as_str);
         tracing::info!(
             target: "access",
             request_id = %request_id,

@@ -41,6 +41,15 @@ impl CacheStatus {
             Self::Bypass => "BYPASS",
         }
     }
+
+    /// The status an `X-Cache` value names, if it is one of the gateway's
+    /// own: an upstream's header of that name (a CDN's "Hit from …")
+    /// names none.
+    pub fn of_header(value: &HeaderValue) -> Option<Self> {
+        [Self::Hit, Self::Miss, Self::Stale, Self::Bypass]
+            .into_iter()
+            .find(|status| value.as_bytes() == status.as_str().as_bytes())
+    }
 }
 
 /// One stored 200 response.
@@ -253,6 +262,23 @@ mod tests {
             Duration::from_secs(5),
             CacheRoute::Agents,
         )
+    }
+
+    #[test]
+    fn only_the_gateways_own_x_cache_values_name_a_status() {
+        for status in [
+            CacheStatus::Hit,
+            CacheStatus::Miss,
+            CacheStatus::Stale,
+            CacheStatus::Bypass,
+        ] {
+            let value = HeaderValue::from_static(status.as_str());
+            assert_eq!(CacheStatus::of_header(&value), Some(status));
+        }
+        for foreign in ["Hit from cloudfront", "hit", "HIT, MISS", ""] {
+            let value = HeaderValue::from_static(foreign);
+            assert_eq!(CacheStatus::of_header(&value), None, "{foreign}");
+        }
     }
 
     #[test]
