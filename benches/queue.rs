@@ -74,6 +74,7 @@ fn ticket(clients: &[Arc<str>], i: usize) -> Ticket {
         agent: Some(Arc::from("bench-agent")),
         retry: false,
         arrived: Instant::now(),
+        max_wait: None,
     }
 }
 

@@ -194,6 +194,14 @@ pub fn error_response(status: StatusCode, code: &str, detail: &str) -> Response 
 #[derive(Clone, Copy, Debug)]
 pub struct ErrorCode(pub &'static str);
 
+impl GatewayError {
+    /// Whether the shaper refused to send it (the upstream budget), as
+    /// opposed to the upstream or the request failing.
+    pub fn is_budget_refusal(&self) -> bool {
+        matches!(self, Self::RateLimited { .. })
+    }
+}
+
 impl From<crate::shaper::Refusal> for GatewayError {
     fn from(refusal: crate::shaper::Refusal) -> Self {
         use crate::shaper::Refusal;

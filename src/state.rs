@@ -170,9 +170,13 @@ fn forget_other_accounts(cache: &ResponseCache, running: &Config, next: &Config)
 }
 
 /// The longest a cache fill can take: the CRUD upstream timeout plus the
-/// longest queue wait.
+/// longest queue wait (a `Prefer: wait` may ask for more than the lane's).
 fn longest_fetch(config: &Config) -> Duration {
-    Duration::from_millis(config.upstream.crud_timeout_ms + config.shaper.crud_max_wait_ms)
+    let wait = config
+        .shaper
+        .crud_max_wait_ms
+        .max(config.shaper.prefer_wait_max_ms);
+    Duration::from_millis(config.upstream.crud_timeout_ms + wait)
 }
 
 impl Deref for AppState {

@@ -1,43 +1,146 @@
-//! Agent status awareness: which agents must be fetched fresh.
+//! Agents in motion: whose status the cache must not hold for its TTL.
 //!
-//! An agent is *transitional* while the last status the gateway saw is not
-//! one of `active`, `stopped`, `error`, `draft` (so `deploying`, legacy
-//! `pending`, or anything new), and *settling* for `agent_settle_secs` after
-//! a deploy, redeploy, upload-code, stop or PATCH went through the gateway.
-//! Either way `GET /agents/{slug}` goes upstream, and while any agent of a
-//! credential is in motion so does `GET /agents`.
+//! An agent is *in motion* while the last status the gateway saw of it is
+//! not one of `active`, `stopped`, `error`, `draft` (so `deploying`, legacy
+//! `pending`, or anything new), or while an action that went through the
+//! gateway (deploy, redeploy, upload-code, stop, PATCH) has not yet been
+//! *seen to land*. Reads of an agent in motion, and of the agent list while
+//! any agent of that credential is in motion, are coalesced fresh fetches
+//! (`cache.motion_refresh_ms`) instead of cache hits.
+//!
+//! The evidence that an action landed (`docs/agent-motion.md`):
+//! - **Deploy-like** (deploy, redeploy, upload-code): a status seen after
+//!   the action that is transitional, then a fresh read that is settled; or
+//!   a settled status carrying a `sandbox_id` or `updated_at` other than
+//!   the last ones seen before the action (a sync deploy's own answer
+//!   shows this); or, when the gateway saw none before, a fresh settled
+//!   read that agrees with the action's own answer.
+//! - **Plain** (stop, PATCH): one fresh read after the action.
+//!
+//! A read is *fresh* when its request left after the action's answer came
+//! back. When no evidence comes, the action stops counting after
+//! `cache.agent_settle_secs`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 /// Statuses that change only through an action.
 const SETTLED: [&str; 4] = ["active", "stopped", "error", "draft"];
 
-#[derive(Debug, Default)]
-struct Motion {
-    transitional: bool,
-    settling_until: Option<Instant>,
-}
-
-impl Motion {
-    fn moving(&self, now: Instant) -> bool {
-        self.transitional || self.settling_until.is_some_and(|until| now < until)
-    }
-}
+/// Agents remembered at most (their last marks); past it, only agents in
+/// motion are kept.
+const MAX_KNOWN: usize = 10_000;
 
 /// An agent: its upstream credential and its slug.
 type AgentId = (Arc<str>, Box<str>);
 
-/// What the gateway knows about agents in motion, per upstream credential.
+/// What an action through the gateway does to an agent's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Deploy, redeploy, upload-code: the status goes through `deploying`.
+    Deploy,
+    /// Stop, PATCH: no transition is expected.
+    Plain,
+}
+
+/// What tells one version of an agent from another.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Marks {
+    updated_at: Option<Box<str>>,
+    /// `None`: the body did not say; `Some(None)`: no sandbox.
+    sandbox_id: Option<Option<Box<str>>>,
+}
+
+impl Marks {
+    /// Whether `self` and `other` disagree on a mark both carry.
+    fn differs(&self, other: &Marks) -> bool {
+        let updated = matches!((&self.updated_at, &other.updated_at), (Some(a), Some(b)) if a != b);
+        let sandbox = matches!((&self.sandbox_id, &other.sandbox_id), (Some(a), Some(b)) if a != b);
+        updated || sandbox
+    }
+
+    /// Whether they share a mark and agree on every mark both carry.
+    fn agrees(&self, other: &Marks) -> bool {
+        let shared = (self.updated_at.is_some() && other.updated_at.is_some())
+            || (self.sandbox_id.is_some() && other.sandbox_id.is_some());
+        shared && !self.differs(other)
+    }
+}
+
+/// An action whose landing the gateway has not seen yet.
+#[derive(Debug)]
+struct Pending {
+    action: Action,
+    /// When the action's answer came back.
+    acted: Instant,
+    /// It stops counting then, evidence or not.
+    until: Instant,
+    seen_transition: bool,
+    /// The marks last seen before the action.
+    before: Option<Marks>,
+    /// The marks of the action's own answer.
+    answer: Option<Marks>,
+}
+
+#[derive(Debug, Default)]
+struct Known {
+    marks: Option<Marks>,
+    transitional: bool,
+    pending: Option<Pending>,
+}
+
+impl Known {
+    fn moving(&self, now: Instant) -> bool {
+        self.transitional || self.pending.as_ref().is_some_and(|p| now < p.until)
+    }
+
+    /// Takes a status seen in the action's own answer (`answer`) or in a
+    /// read whose request left at `sent`. Returns whether that ended the
+    /// agent's motion.
+    fn see(&mut self, view: &AgentView, sent: Option<Instant>, answer: bool, now: Instant) -> bool {
+        let was_moving = self.moving(now);
+        let settled = SETTLED.contains(&view.status.as_str());
+        let marks = view.marks();
+        if let Some(pending) = &mut self.pending {
+            let after = answer || sent.is_some_and(|sent| sent >= pending.acted);
+            if !after {
+                // It may show the agent as it was before the action.
+                return false;
+            }
+            if answer {
+                pending.answer = Some(marks.clone());
+            }
+            let moved = pending.before.as_ref().is_some_and(|b| marks.differs(b));
+            let done = if !settled {
+                pending.seen_transition = true;
+                false
+            } else if answer {
+                pending.action == Action::Deploy && moved
+            } else {
+                let agrees = pending.before.is_none()
+                    && pending.answer.as_ref().is_some_and(|a| marks.agrees(a));
+                pending.action == Action::Plain || pending.seen_transition || moved || agrees
+            };
+            if done {
+                self.pending = None;
+            }
+        }
+        self.transitional = !settled;
+        self.marks = Some(marks);
+        was_moving && !self.moving(now)
+    }
+}
+
+/// What the gateway knows about agents, per upstream credential.
 #[derive(Debug)]
 pub struct AgentWatch {
     /// Milliseconds; changed by a config reload.
     settle_ms: AtomicU64,
-    agents: Mutex<HashMap<AgentId, Motion>>,
+    agents: Mutex<HashMap<AgentId, Known>>,
 }
 
 /// An agent's slug and status, as any `Agent` body carries them.
@@ -49,13 +152,53 @@ pub struct AgentStatus {
     pub status: String,
 }
 
+/// What an `Agent` (or an upload-code answer) says about its version.
+#[derive(Debug, Deserialize)]
+struct AgentView {
+    #[serde(default)]
+    slug: Option<String>,
+    status: String,
+    #[serde(default)]
+    updated_at: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    sandbox_id: Option<Option<String>>,
+}
+
+impl AgentView {
+    fn marks(&self) -> Marks {
+        Marks {
+            updated_at: self.updated_at.as_deref().map(Box::from),
+            sandbox_id: self
+                .sandbox_id
+                .as_ref()
+                .map(|id| id.as_deref().map(Box::from)),
+        }
+    }
+}
+
+/// A field that is present, `null` included (absent: the outer `None`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
 #[derive(Deserialize)]
 struct AgentList {
-    agents: Vec<AgentStatus>,
+    agents: Vec<AgentView>,
+}
+
+/// What a read's body told the watch.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// The agent, when the body was one `Agent`.
+    pub one: Option<AgentStatus>,
+    /// Slugs whose motion this read ended: their other cached views (the
+    /// list, or the single agent) may still show them moving.
+    pub landed: Vec<String>,
 }
 
 impl AgentWatch {
-    /// Agents settle for `settle` after an action.
+    /// An action stops counting `settle` after it went through, when no
+    /// evidence of its landing came.
     pub fn new(settle: Duration) -> Self {
         Self {
             settle_ms: AtomicU64::new(settle.as_millis() as u64),
@@ -63,123 +206,162 @@ impl AgentWatch {
         }
     }
 
-    /// Agents acted on from now on settle for `settle` (a config reload).
+    /// Actions from now on stop counting after `settle` (a config reload).
     pub fn set_settle(&self, settle: Duration) {
         self.settle_ms
             .store(settle.as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// Whether `GET /agents/{slug}` must go upstream.
-    pub fn must_fetch(&self, principal: &Arc<str>, slug: &str) -> bool {
-        let agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
-        agents
-            .get(&(principal.clone(), Box::from(slug)))
-            .is_some_and(|m| m.moving(Instant::now()))
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, Known>> {
+        self.agents.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether `GET /agents` must go upstream: some agent is in motion.
+    /// Whether the agent `slug` is in motion.
+    pub fn moving(&self, principal: &Arc<str>, slug: &str) -> bool {
+        let now = Instant::now();
+        self.lock()
+            .get(&(principal.clone(), Box::from(slug)))
+            .is_some_and(|known| known.moving(now))
+    }
+
+    /// Whether any agent of `principal` is in motion (then `GET /agents`
+    /// is too).
     pub fn any_moving(&self, principal: &Arc<str>) -> bool {
         let now = Instant::now();
-        let agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
-        agents
+        self.lock()
             .iter()
-            .any(|((p, _), m)| p == principal && m.moving(now))
+            .any(|((p, _), known)| p == principal && known.moving(now))
     }
 
-    /// An action went through for `slug`: it settles from now.
-    pub fn acted(&self, principal: &Arc<str>, slug: &str) {
+    /// An `action` on `slug` went through (its answer just came back, or
+    /// its client left while it was in flight): the agent is in motion
+    /// until the gateway sees it land.
+    pub fn acted(&self, principal: &Arc<str>, slug: &str, action: Action) {
         let now = Instant::now();
-        let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
-        agents.retain(|_, m| m.moving(now));
-        let motion = agents
+        let settle = Duration::from_millis(self.settle_ms.load(Ordering::Relaxed));
+        let mut agents = self.lock();
+        Self::trim(&mut agents, now);
+        let known = agents
             .entry((principal.clone(), Box::from(slug)))
             .or_default();
-        let settle = Duration::from_millis(self.settle_ms.load(Ordering::Relaxed));
-        motion.settling_until = Some(now + settle);
+        known.pending = Some(Pending {
+            action,
+            acted: now,
+            until: now + settle,
+            seen_transition: false,
+            before: known.marks.clone(),
+            answer: None,
+        });
+    }
+
+    /// The action on `slug` answered with `body` (an `Agent`, or an
+    /// upload-code answer): its own word on the status.
+    pub fn answered(&self, principal: &Arc<str>, slug: &str, body: &[u8]) {
+        let Ok(view) = serde_json::from_slice::<AgentView>(body) else {
+            return;
+        };
+        if view.slug.as_deref().is_some_and(|s| s != slug) {
+            return;
+        }
+        let now = Instant::now();
+        if let Some(known) = self.lock().get_mut(&(principal.clone(), Box::from(slug))) {
+            known.see(&view, None, true, now);
+        }
     }
 
     /// The agent is gone.
     pub fn forget(&self, principal: &Arc<str>, slug: &str) {
-        let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
-        agents.remove(&(principal.clone(), Box::from(slug)));
+        self.lock().remove(&(principal.clone(), Box::from(slug)));
     }
 
     /// Records the statuses in a 200 body of `GET /agents` or of anything
-    /// that returns one `Agent`. Returns the single agent, if it was one.
-    pub fn observe(&self, principal: &Arc<str>, body: &[u8]) -> Option<AgentStatus> {
-        let (one, many) = match serde_json::from_slice::<AgentStatus>(body) {
+    /// that returns one `Agent`, read by a request that left at `sent`.
+    pub fn observe(&self, principal: &Arc<str>, body: &[u8], sent: Option<Instant>) -> Observed {
+        let (one, many) = match serde_json::from_slice::<AgentView>(body) {
             Ok(agent) => (true, vec![agent]),
             Err(_) => match serde_json::from_slice::<AgentList>(body) {
                 Ok(list) => (false, list.agents),
-                Err(_) => return None,
+                Err(_) => return Observed::default(),
             },
         };
         let now = Instant::now();
-        let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
+        let mut landed = Vec::new();
+        let mut agents = self.lock();
         for agent in &many {
-            let transitional = !SETTLED.contains(&agent.status.as_str());
-            let key = (principal.clone(), Box::from(agent.slug.as_str()));
-            match agents.get_mut(&key) {
-                Some(motion) => motion.transitional = transitional,
-                None if transitional => {
-                    agents.insert(
-                        key,
-                        Motion {
-                            transitional,
-                            settling_until: None,
-                        },
-                    );
+            let Some(slug) = agent.slug.as_deref() else {
+                continue;
+            };
+            let key = (principal.clone(), Box::from(slug));
+            if !agents.contains_key(&key) && agents.len() >= MAX_KNOWN {
+                Self::trim(&mut agents, now);
+                if agents.len() >= MAX_KNOWN {
+                    continue;
                 }
-                None => {}
+            }
+            if agents.entry(key).or_default().see(agent, sent, false, now) {
+                landed.push(slug.to_string());
             }
         }
-        agents.retain(|_, m| m.moving(now));
         drop(agents);
-        if one {
-            many.into_iter().next()
-        } else {
-            None
+        let one = one
+            .then(|| many.into_iter().next())
+            .flatten()
+            .and_then(|agent| {
+                Some(AgentStatus {
+                    slug: agent.slug?,
+                    status: agent.status,
+                })
+            });
+        Observed { one, landed }
+    }
+
+    /// Forgets settled agents when the table is full.
+    fn trim(agents: &mut HashMap<AgentId, Known>, now: Instant) {
+        for known in agents.values_mut() {
+            if known.pending.as_ref().is_some_and(|p| now >= p.until) {
+                known.pending = None;
+            }
+        }
+        if agents.len() >= MAX_KNOWN {
+            agents.retain(|_, known| known.moving(now));
         }
     }
 
-    /// `(slug, transitional, settling seconds left)` of every agent in motion.
-    pub fn snapshot(&self) -> Vec<(String, bool, u64)> {
+    /// Every agent in motion, for `/admin/cache`.
+    pub fn snapshot(&self) -> Vec<MotionView> {
         let now = Instant::now();
-        let agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
-        agents
+        self.lock()
             .iter()
-            .filter(|(_, m)| m.moving(now))
-            .map(|((_, slug), m)| {
-                let left = m
-                    .settling_until
-                    .map_or(0, |u| u.saturating_duration_since(now).as_secs());
-                (slug.to_string(), m.transitional, left)
+            .filter(|(_, known)| known.moving(now))
+            .map(|((_, slug), known)| MotionView {
+                slug: slug.to_string(),
+                transitional: known.transitional,
+                waiting_for: known.pending.as_ref().map(|p| match p.action {
+                    Action::Deploy if !p.seen_transition => "deploying or a new version",
+                    Action::Deploy => "a settled status",
+                    Action::Plain => "a fresh read",
+                }),
+                settling_secs: known
+                    .pending
+                    .as_ref()
+                    .map_or(0, |p| p.until.saturating_duration_since(now).as_secs()),
             })
             .collect()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deploying_agents_and_recent_actions_are_fetched_fresh() {
-        let watch = AgentWatch::new(Duration::from_secs(600));
-        let p: Arc<str> = Arc::from("default");
-        assert!(!watch.must_fetch(&p, "a"));
-        watch.observe(&p, br#"{"slug":"a","status":"deploying","name":"A"}"#);
-        assert!(watch.must_fetch(&p, "a"));
-        assert!(watch.any_moving(&p));
-        watch.observe(
-            &p,
-            br#"{"agents":[{"slug":"a","status":"active"}],"meta":{}}"#,
-        );
-        assert!(!watch.must_fetch(&p, "a"));
-        watch.acted(&p, "b");
-        assert!(watch.must_fetch(&p, "b"));
-        assert!(!watch.any_moving(&Arc::from("other")));
-        watch.forget(&p, "b");
-        assert!(!watch.must_fetch(&p, "b"));
-    }
+/// An agent in motion, as `/admin/cache` shows it.
+#[derive(Debug, serde::Serialize)]
+pub struct MotionView {
+    /// The slug.
+    pub slug: String,
+    /// Its last seen status is not settled.
+    pub transitional: bool,
+    /// The evidence an action through the gateway still waits for.
+    pub waiting_for: Option<&'static str>,
+    /// Seconds until that action stops counting without it (0: none).
+    pub settling_secs: u64,
 }
+
+#[cfg(test)]
+mod tests;

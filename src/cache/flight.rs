@@ -3,23 +3,43 @@
 //! The fetch runs in a task of its own, so a client that hangs up does not
 //! cancel it for the others. A waiter joins a fetch only if nothing it must
 //! see is missing from it: no matching write was recorded since the fetch
-//! started, and, for reads that must be fresh, the fetch started after the
-//! waiter arrived. Otherwise the waiter lets that fetch finish and starts
-//! (or joins) the next one, so pollers still share one call per round.
+//! started, and, for reads that must be fresh as of some instant, the fetch
+//! has not been sent yet (it waits for the budget, so it will see what is
+//! there when it leaves) or was sent at or after that instant. Otherwise
+//! the waiter starts the next fetch at once, which later waiters share:
+//! its own admission is decided now, never after waiting on another's.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
+/// When a fetch's request left for the upstream (after any wait for the
+/// budget). The sending path marks it, found in the request's extensions;
+/// until then, the fetch will see anything that happened before it.
+#[derive(Clone, Debug, Default)]
+pub struct SendMark(Arc<OnceLock<Instant>>);
+
+impl SendMark {
+    /// The request leaves now (the first call counts).
+    pub fn mark(&self) {
+        let _ = self.0.set(Instant::now());
+    }
+
+    /// When it left, if it has.
+    pub fn sent(&self) -> Option<Instant> {
+        self.0.get().copied()
+    }
+}
+
 struct Flight<V> {
     id: u64,
     seq: u64,
-    started: Instant,
+    sent: SendMark,
     result: Shared<BoxFuture<'static, V>>,
 }
 
@@ -40,8 +60,8 @@ impl<K, V: Clone> std::fmt::Debug for Flights<K, V> {
 /// What a waiter needs of a fetch it joins.
 #[derive(Clone, Copy)]
 pub struct Need<'a> {
-    /// The fetch must have started at or after this instant.
-    pub started_after: Option<Instant>,
+    /// The fetch must not have been sent before this instant.
+    pub sent_after: Option<Instant>,
     /// The fetch's invalidation stamp must still be current.
     pub current: &'a (dyn Fn(u64) -> bool + Sync),
 }
@@ -49,7 +69,7 @@ pub struct Need<'a> {
 impl std::fmt::Debug for Need<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Need")
-            .field("started_after", &self.started_after)
+            .field("sent_after", &self.sent_after)
             .finish_non_exhaustive()
     }
 }
@@ -78,7 +98,8 @@ where
     }
 
     /// Joins a fetch for `key` that meets `need`, or starts one with
-    /// `start(seq)` where `seq` is `stamp()` taken under the lock.
+    /// `start(seq, mark)` where `seq` is `stamp()` taken under the lock and
+    /// `mark` is for the sending path to say when the request left.
     pub async fn run<F, Fut>(
         &self,
         key: &K,
@@ -87,50 +108,26 @@ where
         start: F,
     ) -> (V, Role)
     where
-        F: FnOnce(u64) -> Fut,
+        F: FnOnce(u64, SendMark) -> Fut,
         Fut: Future<Output = V> + Send + 'static,
     {
-        enum Step<V: Clone> {
-            Join(Shared<BoxFuture<'static, V>>),
-            Lead(Shared<BoxFuture<'static, V>>),
-            Wait(Shared<BoxFuture<'static, V>>),
-        }
-        let mut start = Some(start);
-        loop {
-            let step = {
-                let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-                match map.get(key) {
-                    Some(flight) if (need.current)(flight.seq) => {
-                        let fresh_enough = need
-                            .started_after
-                            .is_none_or(|after| flight.started >= after);
-                        if fresh_enough {
-                            Step::Join(flight.result.clone())
-                        } else {
-                            // Let it finish, then share the next round.
-                            Step::Wait(flight.result.clone())
-                        }
-                    }
-                    // None, or one that missed a write: replace it (the old
-                    // one finishes for its own waiters).
-                    _ => match start.take() {
-                        Some(start) => Step::Lead(self.spawn(&mut map, key, stamp(), start)),
-                        None => {
-                            // Unreachable: a waiter that starts returns.
-                            tracing::error!("cache flight: started twice");
-                            return ((self.lost)(), Role::Joined);
-                        }
-                    },
-                }
-            };
-            match step {
-                Step::Join(result) => return (result.await, Role::Joined),
-                Step::Lead(result) => return (result.await, Role::Leader),
-                Step::Wait(result) => {
-                    let _ = result.await;
-                }
+        let (result, role) = {
+            let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            let joinable = map.get(key).filter(|flight| {
+                let fresh_enough = match (need.sent_after, flight.sent.sent()) {
+                    (Some(after), Some(sent)) => sent >= after,
+                    _ => true,
+                };
+                fresh_enough && (need.current)(flight.seq)
+            });
+            match joinable {
+                Some(flight) => (flight.result.clone(), Role::Joined),
+                // None, or one that missed a write or left too early:
+                // replace it (the old one finishes for its own waiters).
+                None => (self.spawn(&mut map, key, stamp(), start), Role::Leader),
             }
-        }
+        };
+        (result.await, role)
     }
 
     fn spawn<F, Fut>(
@@ -141,11 +138,12 @@ where
         start: F,
     ) -> Shared<BoxFuture<'static, V>>
     where
-        F: FnOnce(u64) -> Fut,
+        F: FnOnce(u64, SendMark) -> Fut,
         Fut: Future<Output = V> + Send + 'static,
     {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let fetch = start(seq);
+        let sent = SendMark::default();
+        let fetch = start(seq, sent.clone());
         let owner = Arc::clone(&self.map);
         let done_key = key.clone();
         let task = tokio::spawn(async move {
@@ -170,7 +168,7 @@ where
             Flight {
                 id,
                 seq,
-                started: Instant::now(),
+                sent,
                 result: result.clone(),
             },
         );

@@ -33,6 +33,16 @@ pub struct EvictionLabels {
     pub cause: &'static str,
 }
 
+/// Labels: why a stale entry was served.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StaleLabels {
+    /// A [`CacheRoute`] label.
+    pub route: &'static str,
+    /// `error` (the upstream failed) or `limited` (the shaper would have
+    /// refused the fetch).
+    pub reason: &'static str,
+}
+
 /// Handles to the cache's metric families (clones share the values).
 #[derive(Clone, Debug)]
 pub struct CacheMetrics {
@@ -40,6 +50,7 @@ pub struct CacheMetrics {
     /// `lookups` by route and result, found without hashing.
     lookup_slots: CounterSlots,
     coalesced: Counter,
+    stale: Family<StaleLabels, Counter>,
     evictions: Family<EvictionLabels, Counter>,
     invalidations: Counter,
     bytes: Gauge,
@@ -52,6 +63,7 @@ impl Default for CacheMetrics {
             lookups: Family::default(),
             lookup_slots: CounterSlots::new(LOOKUP_SLOTS),
             coalesced: Counter::default(),
+            stale: Family::default(),
             evictions: Family::default(),
             invalidations: Counter::default(),
             bytes: Gauge::default(),
@@ -73,6 +85,12 @@ impl CacheMetrics {
             "cache_coalesced",
             "Misses that joined a fetch already in flight instead of going upstream",
             metrics.coalesced.clone(),
+        );
+        registry.register(
+            "cache_stale_served",
+            "Stale entries served, by route class and reason (error: the upstream failed; \
+             limited: the budget would have refused the fetch)",
+            metrics.stale.clone(),
         );
         registry.register(
             "cache_evictions",
@@ -139,6 +157,31 @@ impl CacheMetrics {
     /// Waiters that joined a fetch in flight, so far.
     pub fn coalesced_total(&self) -> u64 {
         self.coalesced.get()
+    }
+
+    /// A stale entry of `route` was served, for `reason`.
+    pub fn stale_served(&self, route: CacheRoute, reason: &'static str) {
+        self.stale
+            .get_or_create(&StaleLabels {
+                route: route.as_str(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// Stale entries served for `reason`, over `routes`.
+    pub fn stale_total(&self, routes: &[CacheRoute], reason: &'static str) -> u64 {
+        routes
+            .iter()
+            .map(|route| {
+                self.stale
+                    .get_or_create(&StaleLabels {
+                        route: route.as_str(),
+                        reason,
+                    })
+                    .get()
+            })
+            .sum()
     }
 
     /// One entry left because of `cause`.

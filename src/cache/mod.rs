@@ -8,7 +8,7 @@
 //! | `entry.rs` | a stored response; `X-Cache`, `Age`, `ETag` and 304 |
 //! | `invalidate.rs` | invalidation by sequence number (no read-after-write race) |
 //! | `flight.rs` | coalescing concurrent misses onto one upstream fetch |
-//! | `agents.rs` | agents in motion (deploying, just acted on) are fetched fresh |
+//! | `agents.rs` | agents in motion (deploying, an action not yet seen to land): coalesced fresh reads |
 //! | `metrics.rs` | hits, misses, stale serves, evictions, bytes, entries |
 //!
 //! The request flow lives in `routes/cached.rs`; this module holds the
@@ -37,7 +37,7 @@ use serde::Serialize;
 
 use crate::config::CacheConfig;
 use crate::error::GatewayError;
-pub use agents::AgentWatch;
+pub use agents::{Action, AgentWatch};
 pub use entry::{CacheStatus, Entry, X_CACHE};
 pub use flight::{Flights, Need, Role};
 pub use invalidate::{Invalidations, Pattern};
@@ -84,13 +84,27 @@ impl Passed {
     }
 }
 
-/// Entries live for their TTL plus the stale-on-error window (seconds,
-/// changed by a config reload; entries keep the lifetime they were given).
-struct StaleWindow(Arc<AtomicU64>);
+/// Entries live for their TTL plus the stale-on-error window, and at
+/// least the stale-if-limited age (seconds, changed by a config reload;
+/// entries keep the lifetime they were given).
+struct StaleWindow(Arc<[AtomicU64; 2]>);
 
 impl StaleWindow {
-    fn get(&self) -> Duration {
-        Duration::from_secs(self.0.load(Ordering::Relaxed))
+    fn new(config: &CacheConfig) -> Self {
+        Self(Arc::new([
+            AtomicU64::new(config.stale_if_error_secs),
+            AtomicU64::new(config.stale_if_limited_secs),
+        ]))
+    }
+
+    fn set(&self, config: &CacheConfig) {
+        self.0[0].store(config.stale_if_error_secs, Ordering::Relaxed);
+        self.0[1].store(config.stale_if_limited_secs, Ordering::Relaxed);
+    }
+
+    fn lifetime(&self, ttl: Duration) -> Duration {
+        let secs = |i: usize| Duration::from_secs(self.0[i].load(Ordering::Relaxed));
+        (ttl + secs(0)).max(secs(1))
     }
 }
 
@@ -101,7 +115,7 @@ impl Expiry<CacheKey, Arc<Entry>> for StaleWindow {
         value: &Arc<Entry>,
         _created_at: Instant,
     ) -> Option<Duration> {
-        Some(value.ttl + self.get())
+        Some(self.lifetime(value.ttl))
     }
 
     fn expire_after_update(
@@ -111,7 +125,7 @@ impl Expiry<CacheKey, Arc<Entry>> for StaleWindow {
         _updated_at: Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.ttl + self.get())
+        Some(self.lifetime(value.ttl))
     }
 }
 
@@ -131,7 +145,7 @@ struct Core {
     /// chosen collisions): SipHash of a key was about 800 instructions of
     /// each cache hit (callgrind), aHash's a fraction of that.
     store: moka::future::Cache<CacheKey, Arc<Entry>, ahash::RandomState>,
-    stale: Arc<AtomicU64>,
+    stale: StaleWindow,
     invalidations: Invalidations,
     flights: Flights<CacheKey, Fetched>,
     agents: AgentWatch,
@@ -151,14 +165,14 @@ impl ResponseCache {
     /// (the CRUD upstream timeout plus the longest queue wait), so that
     /// invalidations are kept long enough to catch it.
     pub fn new(config: &CacheConfig, metrics: CacheMetrics, longest_fetch: Duration) -> Self {
-        let stale = Arc::new(AtomicU64::new(config.stale_if_error_secs));
+        let stale = StaleWindow::new(config);
         let listener_metrics = metrics.clone();
         let store = moka::future::Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(|key: &CacheKey, entry: &Arc<Entry>| {
                 u32::try_from(key.weight() + entry.weight()).unwrap_or(u32::MAX)
             })
-            .expire_after(StaleWindow(stale.clone()))
+            .expire_after(StaleWindow(stale.0.clone()))
             .eviction_listener(move |_key, _entry, cause| match cause {
                 RemovalCause::Size => listener_metrics.evicted("size"),
                 RemovalCause::Expired => listener_metrics.evicted("expired"),
@@ -184,9 +198,7 @@ impl ResponseCache {
     /// stays as built (a reload reports a change of it as needing a
     /// restart).
     pub fn reconfigured(&self, config: &CacheConfig, longest_fetch: Duration) -> Self {
-        self.core
-            .stale
-            .store(config.stale_if_error_secs, Ordering::Relaxed);
+        self.core.stale.set(config);
         self.core
             .agents
             .set_settle(Duration::from_secs(config.agent_settle_secs));
@@ -266,7 +278,9 @@ impl ResponseCache {
     /// Drops what a write changed, before its response is released.
     pub fn invalidate(&self, principal: &Arc<str>, effect: &WriteEffect) {
         match &effect.agent {
-            Some(AgentWrite::Settling(slug)) => self.core.agents.acted(principal, slug),
+            Some(AgentWrite::Settling(slug, action)) => {
+                self.core.agents.acted(principal, slug, *action);
+            }
             Some(AgentWrite::Deleted(slug)) => self.core.agents.forget(principal, slug),
             Some(AgentWrite::Created) | None => {}
         }
@@ -350,23 +364,14 @@ impl ResponseCache {
             hits: self.core.metrics.total(&routes, "hit"),
             misses: self.core.metrics.total(&routes, "miss"),
             stale: self.core.metrics.total(&routes, "stale"),
+            stale_limited: self.core.metrics.stale_total(&routes, "limited"),
             bypass: self.core.metrics.total(&routes, "bypass"),
             coalesced: self.core.metrics.coalesced_total(),
             evicted_size: self.core.metrics.evicted_total("size"),
             evicted_expired: self.core.metrics.evicted_total("expired"),
             invalidations: self.core.metrics.invalidations_total(),
             in_flight: self.core.flights.len(),
-            agents_in_motion: self
-                .core
-                .agents
-                .snapshot()
-                .into_iter()
-                .map(|(slug, transitional, settling_secs)| AgentMotion {
-                    slug,
-                    transitional,
-                    settling_secs,
-                })
-                .collect(),
+            agents_in_motion: self.core.agents.snapshot(),
             largest: largest
                 .into_iter()
                 .map(|(path, body_bytes, age_secs)| LargeEntry {
@@ -403,7 +408,8 @@ fn retention(config: &CacheConfig, longest_fetch: Duration) -> Duration {
         .map(|r| r.ttl_secs(&config.ttl_secs))
         .max()
         .unwrap_or(0);
-    Duration::from_secs(max_ttl + config.stale_if_error_secs) + longest_fetch
+    let kept = (max_ttl + config.stale_if_error_secs).max(config.stale_if_limited_secs);
+    Duration::from_secs(kept) + longest_fetch
 }
 
 /// `GET /admin/cache`.
@@ -421,8 +427,11 @@ pub struct CacheSummary {
     pub hits: u64,
     /// Answers fetched upstream (coalesced waiters included).
     pub misses: u64,
-    /// Expired entries served because the upstream failed.
+    /// Stale entries served (the upstream failed, or the budget would
+    /// have refused the fetch).
     pub stale: u64,
+    /// Of those, the ones served because the budget would have refused.
+    pub stale_limited: u64,
     /// Requests that skipped the cache (`no-store`, `Range`).
     pub bypass: u64,
     /// Misses that joined a fetch in flight.
@@ -436,20 +445,9 @@ pub struct CacheSummary {
     /// Fetches running now.
     pub in_flight: usize,
     /// Agents fetched fresh right now.
-    pub agents_in_motion: Vec<AgentMotion>,
+    pub agents_in_motion: Vec<agents::MotionView>,
     /// The ten largest entries.
     pub largest: Vec<LargeEntry>,
-}
-
-/// An agent in motion, for the admin page.
-#[derive(Debug, Serialize)]
-pub struct AgentMotion {
-    /// The slug.
-    pub slug: String,
-    /// Its last seen status is not settled.
-    pub transitional: bool,
-    /// Seconds left of its settling window (0: none).
-    pub settling_secs: u64,
 }
 
 /// One entry, for the admin page.

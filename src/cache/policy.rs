@@ -6,6 +6,7 @@
 
 use http::Method;
 
+use super::agents::Action;
 use super::invalidate::Pattern;
 use crate::config::TtlConfig;
 use crate::route::with_segments;
@@ -109,8 +110,9 @@ pub enum AgentWrite {
     /// entry, written through under its slug.
     Created,
     /// Deploy, redeploy, upload-code, stop or PATCH: the status is in motion
-    /// for a while; an `Agent` in the response is written through.
-    Settling(String),
+    /// until the gateway sees the action land (`agents.rs`); an `Agent` in
+    /// the response is written through.
+    Settling(String, Action),
     /// The agent is gone.
     Deleted(String),
 }
@@ -142,7 +144,7 @@ pub fn write_effect(method: &Method, segments: &[Box<str>]) -> WriteEffect {
             vec![exact(&["agents"])]
         }
         (&Method::PATCH, ["agents", slug]) => {
-            agent = Some(AgentWrite::Settling(slug.to_string()));
+            agent = Some(AgentWrite::Settling(slug.to_string(), Action::Plain));
             vec![exact(&["agents"]), exact(&["agents", slug])]
         }
         (&Method::DELETE, ["agents", slug]) => {
@@ -154,9 +156,16 @@ pub fn write_effect(method: &Method, segments: &[Box<str>]) -> WriteEffect {
                 below(&["usage"]),
             ]
         }
-        (&Method::POST, ["agents", slug, "deploy" | "redeploy" | "upload-code" | "stop"])
-        | (&Method::DELETE, ["agents", slug, "sandbox"]) => {
-            agent = Some(AgentWrite::Settling(slug.to_string()));
+        (
+            &Method::POST,
+            ["agents", slug, action @ ("deploy" | "redeploy" | "upload-code" | "stop")],
+        )
+        | (&Method::DELETE, ["agents", slug, action @ "sandbox"]) => {
+            let action = match *action {
+                "deploy" | "redeploy" | "upload-code" => Action::Deploy,
+                _ => Action::Plain,
+            };
+            agent = Some(AgentWrite::Settling(slug.to_string(), action));
             vec![
                 exact(&["agents"]),
                 exact(&["agents", slug]),
@@ -312,6 +321,14 @@ mod tests {
         assert!(drops(Method::POST, "buckets/b/test").is_empty());
         assert_eq!(drops(Method::PUT, "brand/new"), ["brand/**"]);
         let effect = write_effect(&Method::DELETE, &segs("agents/a/sandbox"));
-        assert_eq!(effect.agent, Some(AgentWrite::Settling("a".into())));
+        assert_eq!(
+            effect.agent,
+            Some(AgentWrite::Settling("a".into(), Action::Plain))
+        );
+        let effect = write_effect(&Method::POST, &segs("agents/a/redeploy"));
+        assert_eq!(
+            effect.agent,
+            Some(AgentWrite::Settling("a".into(), Action::Deploy))
+        );
     }
 }

@@ -18,8 +18,18 @@ pub struct CacheConfig {
     /// when the upstream is unreachable, times out or answers 5xx.
     pub stale_if_error_secs: u64,
     /// After a deploy, redeploy, upload-code, stop or PATCH of an agent went
-    /// through the gateway, its status is fetched fresh for this long.
+    /// through the gateway, its reads are coalesced fresh fetches until the
+    /// gateway has seen the change land (`docs/agent-motion.md`), and for
+    /// at most this long when it never sees that.
     pub agent_settle_secs: u64,
+    /// While an agent is in motion, reads of it (and of the agent list)
+    /// share one upstream fetch per this many milliseconds: each answer is
+    /// at most this old.
+    pub motion_refresh_ms: u64,
+    /// A cacheable GET the shaper would refuse (queue full, wait too long)
+    /// is answered from an entry up to this old instead (`X-Cache: STALE`),
+    /// unless it shows an agent in motion. 0 turns this off.
+    pub stale_if_limited_secs: u64,
     /// Time to live per route class, in seconds; 0 turns a class off.
     pub ttl_secs: TtlConfig,
 }
@@ -32,6 +42,8 @@ impl Default for CacheConfig {
             max_entry_bytes: 1 << 20,
             stale_if_error_secs: 300,
             agent_settle_secs: 600,
+            motion_refresh_ms: 1000,
+            stale_if_limited_secs: 60,
             ttl_secs: TtlConfig::default(),
         }
     }
@@ -56,6 +68,12 @@ impl CacheConfig {
             return Err(ConfigError::new(
                 "cache.max_entry_bytes",
                 "must be greater than 0 and at most cache.max_bytes",
+            ));
+        }
+        if self.motion_refresh_ms == 0 || self.motion_refresh_ms > 60_000 {
+            return Err(ConfigError::new(
+                "cache.motion_refresh_ms",
+                "must be from 1 to 60000",
             ));
         }
         if self.max_entry_bytes > u64::from(u32::MAX) / 2 {

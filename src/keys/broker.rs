@@ -139,8 +139,11 @@ impl Broker {
             Decimal::from_str_exact(auth.invoke_reserve_usd.trim()).unwrap_or(Decimal::ONE);
         // A reservation outlives the longest an invocation can take: its
         // wait in the shaper's queue, then its upstream timeout.
-        let invoke_secs =
-            (config.shaper.invoke_max_wait_ms + config.upstream.invoke_timeout_ms) / 1_000;
+        let wait = config
+            .shaper
+            .invoke_max_wait_ms
+            .max(config.shaper.prefer_wait_max_ms);
+        let invoke_secs = (wait + config.upstream.invoke_timeout_ms) / 1_000;
         Self {
             shared,
             admin_hash: config.admin_key.as_ref().map(|k| token::hash(k.expose())),

@@ -3,10 +3,17 @@
 //!
 //! A GET is answered from memory when its entry is fresh and nothing forces
 //! a fetch; otherwise it joins or starts one fetch per key (coalescing),
-//! which goes through the shaper like any request. When that fetch fails
-//! (unreachable, timeout, 5xx) an entry up to `stale_if_error_secs` past
-//! its TTL is served instead, marked `X-Cache: STALE`, except for an agent
-//! in motion, whose status is never served stale.
+//! which goes through the shaper like any request. While an agent is in
+//! motion (`cache/agents.rs`), reads of it and of the list use entries and
+//! fetches at most `motion_refresh_ms` old instead of their TTL, so any
+//! number of pollers cost about one upstream read per refresh.
+//!
+//! When the fetch fails (unreachable, timeout, 5xx) an entry up to
+//! `stale_if_error_secs` past its TTL is served instead; when the shaper
+//! would refuse it (queue full, wait too long), an entry up to
+//! `stale_if_limited_secs` old. Both are marked `X-Cache: STALE` with a
+//! `Warning`, except for an agent in motion, whose status is never served
+//! stale.
 //!
 //! A write drops what it changed (the invalidation map) before its response
 //! is released, when it went through (2xx) or may have (5xx, timeout, lost
@@ -25,9 +32,11 @@ use http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode};
 use tokio::sync::oneshot;
 
 use crate::body::DropAtEnd;
+use crate::cache::agents::AgentStatus;
+use crate::cache::flight::SendMark;
 use crate::cache::{
     entry, write_effect, AgentWrite, CacheKey, CacheRoute, CacheStatus, Directive, Entry, Fetched,
-    Need, Passed, ResponseCache, Role, X_CACHE,
+    Need, Passed, Pattern, ResponseCache, Role, X_CACHE,
 };
 use crate::error::{GatewayError, Origin};
 use crate::route::RouteClass;
@@ -60,7 +69,8 @@ pub(super) fn fresh_hit(
     );
     let arrived = Instant::now();
     let entry = cache.lookup_now(&key)?;
-    if in_motion(cache, route, decoded, principal) || !entry.fresh(arrived) {
+    let moving = in_motion(cache, route, decoded, principal);
+    if !usable(cache, &entry, moving, arrived) {
         return None;
     }
     cache.metrics().lookup(route, CacheStatus::Hit);
@@ -104,35 +114,54 @@ impl CachedGet<'_> {
         let arrived = Instant::now();
         let stored = cache.lookup(&key).await;
         let moving = in_motion(cache, self.route, &self.decoded, &principal);
-        let must_fetch = moving || directive == Directive::Revalidate;
-        if let Some(entry) = stored.as_ref().filter(|e| !must_fetch && e.fresh(arrived)) {
+        let revalidate = directive == Directive::Revalidate;
+        if let Some(entry) = stored
+            .as_ref()
+            .filter(|e| !revalidate && usable(cache, e, moving, arrived))
+        {
             cache.metrics().lookup(self.route, CacheStatus::Hit);
             return Ok(entry.respond(CacheStatus::Hit, &parts.headers, arrived));
         }
-
+        // A fetch may be shared if it leaves after this read arrived (a
+        // revalidation), or at most a refresh ago (an agent in motion).
+        let sent_after = if revalidate {
+            Some(arrived)
+        } else if moving {
+            Some(
+                arrived
+                    .checked_sub(motion_refresh(cache))
+                    .unwrap_or(arrived),
+            )
+        } else {
+            None
+        };
+        let miss = Miss {
+            key,
+            stored,
+            moving,
+            sent_after,
+            ttl,
+        };
         // The miss path's future is large; boxing it keeps the hit path's
         // future (moved on every poll setup) small.
-        Box::pin(self.miss(parts, key, stored, moving, must_fetch, arrived, ttl)).await
+        Box::pin(self.miss(parts, miss)).await
     }
 
     /// Joins or starts the fetch for `key`, then answers from it, or from
-    /// `stored` (stale) if it failed.
-    #[allow(clippy::too_many_arguments)]
-    async fn miss(
-        self,
-        parts: Parts,
-        key: CacheKey,
-        stored: Option<Arc<Entry>>,
-        moving: bool,
-        must_fetch: bool,
-        arrived: Instant,
-        ttl: Duration,
-    ) -> Result<Response, GatewayError> {
+    /// `stored` (stale) if it failed or the budget would refuse it.
+    async fn miss(self, parts: Parts, miss: Miss) -> Result<Response, GatewayError> {
+        let Miss {
+            key,
+            stored,
+            moving,
+            sent_after,
+            ttl,
+        } = miss;
         let cache = self.cache;
         let (leader_tx, leader_rx) = oneshot::channel();
         let current = |seq| cache.current(&key, seq);
         let need = Need {
-            started_after: must_fetch.then_some(arrived),
+            sent_after,
             current: &current,
         };
         let fetch = Fetch {
@@ -150,26 +179,39 @@ impl CachedGet<'_> {
         let stamp = || cache.invalidations().stamp();
         let (fetched, role) = cache
             .flights()
-            .run(&key, need, stamp, move |seq| fetch.run(seq))
+            .run(&key, need, stamp, move |seq, mark| fetch.run(seq, mark))
             .await;
         if role == Role::Joined {
             cache.metrics().coalesced();
         }
         // An agent in motion is never served stale.
-        let fallback =
-            stored.filter(|e| !moving && e.age(Instant::now()) <= e.ttl + stale_window(cache));
         let now = Instant::now();
+        let stored = stored.filter(|_| !moving);
+        let stale = |why: Stale| {
+            let window = match why {
+                Stale::Error => Duration::from_secs(cache.config().stale_if_error_secs),
+                Stale::Limited => Duration::from_secs(cache.config().stale_if_limited_secs),
+            };
+            stored.clone().filter(|e| match why {
+                Stale::Error => e.age(now) <= e.ttl + window,
+                Stale::Limited => !window.is_zero() && e.age(now) <= window,
+            })
+        };
+        let respond = |fallback, failed| stale_or(cache, fallback, &parts.headers, now, failed);
         let (status, result) = match fetched {
             Fetched::Stored(entry) => (
                 CacheStatus::Miss,
                 Ok(entry.respond(CacheStatus::Miss, &parts.headers, now)),
             ),
             Fetched::Passed(passed) if passed.head.status.is_server_error() => {
-                stale_or(fallback, &parts.headers, now, Ok(passed.respond()))
+                respond(stale(Stale::Error), Ok(passed.respond()))
             }
             Fetched::Passed(passed) => (CacheStatus::Miss, Ok(passed.respond())),
             Fetched::Failed(error) if error.origin() == Origin::Upstream => {
-                stale_or(fallback, &parts.headers, now, Err(error))
+                respond(stale(Stale::Error), Err(error))
+            }
+            Fetched::Failed(error) if error.is_budget_refusal() => {
+                respond(stale(Stale::Limited), Err(error))
             }
             Fetched::Failed(error) => (CacheStatus::Miss, Err(error)),
             Fetched::Oversize => {
@@ -221,36 +263,77 @@ fn in_motion(
     match route {
         CacheRoute::Agent => decoded
             .get(1)
-            .is_some_and(|slug| agents.must_fetch(principal, slug)),
+            .is_some_and(|slug| agents.moving(principal, slug)),
         CacheRoute::Agents => agents.any_moving(principal),
         _ => false,
     }
 }
 
-fn stale_window(cache: &ResponseCache) -> Duration {
-    Duration::from_secs(cache.config().stale_if_error_secs)
+fn motion_refresh(cache: &ResponseCache) -> Duration {
+    Duration::from_millis(cache.config().motion_refresh_ms)
 }
 
-/// The stale entry if there is one, else what the upstream said.
+/// Whether `entry` may answer a plain read now: within its TTL, or, for an
+/// agent in motion, within the motion refresh.
+fn usable(cache: &ResponseCache, entry: &Entry, moving: bool, now: Instant) -> bool {
+    if moving {
+        entry.age(now) < motion_refresh(cache).min(entry.ttl)
+    } else {
+        entry.fresh(now)
+    }
+}
+
+/// What a miss carries from the lookup to the fetch.
+struct Miss {
+    key: CacheKey,
+    stored: Option<Arc<Entry>>,
+    moving: bool,
+    sent_after: Option<Instant>,
+    ttl: Duration,
+}
+
+/// Why a stale entry may stand in for a fetch.
+#[derive(Clone, Copy)]
+enum Stale {
+    /// The upstream failed: `stale_if_error_secs` past the TTL.
+    Error,
+    /// The shaper would refuse the fetch: up to `stale_if_limited_secs` old.
+    Limited,
+}
+
+/// The `Warning` on a stale answer (RFC 7234's codes; the header is gone
+/// from RFC 9111, but clients and people still read it).
+const WARNING_LIMITED: HeaderValue = HeaderValue::from_static(
+    "110 castari-gateway \"Response is Stale: the upstream budget is spent\"",
+);
+const WARNING_ERROR: HeaderValue =
+    HeaderValue::from_static("111 castari-gateway \"Revalidation Failed: the upstream failed\"");
+
+/// The stale entry if there is one, else what the upstream (or the
+/// shaper) said.
 fn stale_or(
+    cache: &ResponseCache,
     fallback: Option<Arc<Entry>>,
     request: &HeaderMap,
     now: Instant,
     failed: Result<Response, GatewayError>,
 ) -> (CacheStatus, Result<Response, GatewayError>) {
-    match fallback {
-        Some(entry) => {
-            tracing::warn!(
-                route = entry.route.as_str(),
-                "upstream failed; serving a stale cache entry"
-            );
-            (
-                CacheStatus::Stale,
-                Ok(entry.respond(CacheStatus::Stale, request, now)),
-            )
-        }
-        None => (CacheStatus::Miss, failed),
-    }
+    let Some(entry) = fallback else {
+        return (CacheStatus::Miss, failed);
+    };
+    let (reason, warning) = match &failed {
+        Err(error) if error.is_budget_refusal() => ("limited", WARNING_LIMITED),
+        _ => ("error", WARNING_ERROR),
+    };
+    tracing::warn!(
+        route = entry.route.as_str(),
+        reason,
+        "serving a stale cache entry instead of the upstream's answer"
+    );
+    cache.metrics().stale_served(entry.route, reason);
+    let mut response = entry.respond(CacheStatus::Stale, request, now);
+    response.headers_mut().insert(header::WARNING, warning);
+    (CacheStatus::Stale, Ok(response))
 }
 
 fn mark(response: &mut Response, status: CacheStatus) {
@@ -259,12 +342,15 @@ fn mark(response: &mut Response, status: CacheStatus) {
         .insert(X_CACHE, HeaderValue::from_static(status.as_str()));
 }
 
-/// What a fetch needs of the request that started it.
+/// What a fetch needs of the request that started it: the caller's key id
+/// and peer go with it, so the fetch waits in the fair queue as the same
+/// client as that caller's own sends.
 struct Head {
     uri: http::Uri,
     version: http::Version,
     headers: HeaderMap,
     peer: Option<Peer>,
+    caller: Option<super::proxy::CallerId>,
 }
 
 impl Head {
@@ -274,10 +360,11 @@ impl Head {
             version: parts.version,
             headers: without_validators(&parts.headers),
             peer: parts.extensions.get::<Peer>().copied(),
+            caller: parts.extensions.get::<super::proxy::CallerId>().cloned(),
         }
     }
 
-    fn into_parts(self) -> Parts {
+    fn into_parts(self, mark: SendMark) -> Parts {
         let (mut parts, ()) = http::Request::new(()).into_parts();
         parts.method = Method::GET;
         parts.uri = self.uri;
@@ -286,6 +373,10 @@ impl Head {
         if let Some(peer) = self.peer {
             parts.extensions.insert(peer);
         }
+        if let Some(caller) = self.caller {
+            parts.extensions.insert(caller);
+        }
+        parts.extensions.insert(mark);
         parts
     }
 }
@@ -321,14 +412,14 @@ struct Fetch {
 }
 
 impl Fetch {
-    async fn run(self, seq: u64) -> Fetched {
+    async fn run(self, seq: u64, mark: SendMark) -> Fetched {
         let Some(cache) = self.state.cache.as_ref() else {
             return Fetched::Failed(GatewayError::Internal);
         };
         let sent = super::proxy::send(
             &self.state,
             &self.credential,
-            self.head.into_parts(),
+            self.head.into_parts(mark.clone()),
             Body::empty(),
             &self.path,
             self.class,
@@ -358,8 +449,8 @@ impl Fetch {
             Read::Failed => return Fetched::Failed(GatewayError::UpstreamFailed),
         };
         let ok = head.status == StatusCode::OK;
-        if ok && matches!(self.route, CacheRoute::Agent | CacheRoute::Agents) {
-            cache.agents().observe(&self.key.principal, &body);
+        if ok && cache.current(&self.key, seq) {
+            observe_agents(cache, self.route, &self.key.principal, &body, mark.sent());
         }
         if ok && entry::storable(&head.headers) {
             let entry = Arc::new(Entry::new(head.headers, body, seq, self.ttl, self.route));
@@ -368,6 +459,34 @@ impl Fetch {
         }
         Fetched::Passed(Arc::new(Passed { head, body }))
     }
+}
+
+/// Tells the agent watch what a read of `route` showed. When that ends an
+/// agent's motion, the other cached view of it (the list, or the single
+/// agent) may still show it moving: it is dropped.
+fn observe_agents(
+    cache: &ResponseCache,
+    route: CacheRoute,
+    principal: &Arc<str>,
+    body: &[u8],
+    sent: Option<Instant>,
+) {
+    if !matches!(route, CacheRoute::Agent | CacheRoute::Agents) {
+        return;
+    }
+    let observed = cache.agents().observe(principal, body, sent);
+    if observed.landed.is_empty() {
+        return;
+    }
+    let others: Vec<Pattern> = match route {
+        CacheRoute::Agent => vec![Pattern::exact(&["agents"])],
+        _ => observed
+            .landed
+            .iter()
+            .map(|slug| Pattern::exact(&["agents", slug]))
+            .collect(),
+    };
+    cache.invalidations().record(Some(principal), &others);
 }
 
 enum Read {
@@ -474,7 +593,9 @@ impl Write {
         cache.invalidate(&principal, &effect);
         let status = result.as_ref().map(Response::status).ok();
         match (effect.agent, result) {
-            (Some(AgentWrite::Settling(slug)), Ok(response)) if status == Some(StatusCode::OK) => {
+            (Some(AgentWrite::Settling(slug, _)), Ok(response))
+                if status == Some(StatusCode::OK) =>
+            {
                 self.write_through(cache, &principal, Some(&slug), response)
                     .await
             }
@@ -492,8 +613,9 @@ impl Write {
         }
     }
 
-    /// Stores the `Agent` in a write's response as `GET /agents/{slug}`:
-    /// under `slug`, or (a create) under the slug the body names.
+    /// Tells the agent watch what an action on `slug` answered, and stores
+    /// the `Agent` in a write's response as `GET /agents/{slug}`: under
+    /// `slug`, or (a create) under the slug the body names.
     async fn write_through(
         &self,
         cache: &ResponseCache,
@@ -508,8 +630,7 @@ impl Write {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .is_some_and(|len| len <= max);
-        let ttl = cache.ttl(CacheRoute::Agent);
-        if !small || ttl.is_zero() || !entry::storable(response.headers()) {
+        if !small {
             return Ok(response);
         }
         let (head, body) = response.into_parts();
@@ -518,14 +639,24 @@ impl Write {
             Read::Over(rest) => return Ok(Response::from_parts(head, rest)),
             Read::Failed => return Err(GatewayError::UpstreamFailed),
         };
-        let agent = cache.agents().observe(principal, &body);
-        let slug = match (agent, slug) {
-            (Some(agent), Some(slug)) if agent.slug == slug => Some(agent.slug),
-            (Some(agent), None) if valid_slug(&agent.slug) => Some(agent.slug),
-            _ => None,
+        let agents = cache.agents();
+        let agent = match slug {
+            // An action's own answer: evidence of where the status is.
+            Some(slug) => {
+                agents.answered(principal, slug, &body);
+                serde_json::from_slice::<AgentStatus>(&body)
+                    .ok()
+                    .filter(|agent| agent.slug == slug)
+            }
+            // A create's answer: the agent as it is now.
+            None => agents
+                .observe(principal, &body, Some(Instant::now()))
+                .one
+                .filter(|agent| valid_slug(&agent.slug)),
         };
-        if let Some(slug) = slug {
-            let path: Arc<[Box<str>]> = Arc::from([Box::from("agents"), Box::from(slug)]);
+        let ttl = cache.ttl(CacheRoute::Agent);
+        if let Some(agent) = agent.filter(|_| !ttl.is_zero() && entry::storable(&head.headers)) {
+            let path: Arc<[Box<str>]> = Arc::from([Box::from("agents"), Box::from(agent.slug)]);
             let key = CacheKey::new(principal, path, None, &self.headers);
             let seq = cache.invalidations().stamp();
             let mut headers = head.headers.clone();

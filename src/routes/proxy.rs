@@ -34,6 +34,7 @@ use http::{header, request::Parts, Method, Version};
 use super::brokered;
 use super::cached::{self, CachedGet, Write};
 use super::shaped;
+use crate::cache::flight::SendMark;
 use crate::cache::key::decode_path;
 use crate::cache::CacheRoute;
 use crate::error::GatewayError;
@@ -323,6 +324,9 @@ pub(super) async fn send(
     state.retrier.deposit();
     let mut attempts = Attempts::default();
     let mut body = Some(body);
+    if let Some(mark) = parts.extensions.get::<SendMark>() {
+        mark.mark();
+    }
     loop {
         state.breaker.admit()?;
         let outbound = Outbound {

@@ -11,6 +11,11 @@
 //! An invocation is sent from a task of its own: once it has left, a client
 //! that hangs up does not abort it (the run goes on upstream and is billed
 //! either way), and the session's next turn waits for its answer.
+//!
+//! A request may set its own longest wait with `Prefer: wait=N` (RFC 7240,
+//! seconds): shorter than its lane's, or longer up to
+//! `shaper.prefer_wait_max_ms`; its answer then carries
+//! `Preference-Applied: wait=M` with the wait applied.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -23,6 +28,7 @@ use futures_util::StreamExt;
 use http::{header, request::Parts, HeaderValue};
 
 use crate::body::{BodyError, Guarded, Verdict};
+use crate::cache::flight::SendMark;
 use crate::error::GatewayError;
 use crate::route::RouteClass;
 use crate::server::Peer;
@@ -38,6 +44,9 @@ use crate::upstream::{BodyLimits, Outbound};
 
 /// Header on responses that waited for the budget: milliseconds waited.
 pub const QUEUE_WAIT_HEADER: &str = "x-gateway-queue-wait-ms";
+
+/// RFC 7240's answer to a `Prefer` that was honoured.
+const PREFERENCE_APPLIED: http::HeaderName = http::HeaderName::from_static("preference-applied");
 
 /// Where a shaped request goes and with what.
 pub(super) struct Target<'a> {
@@ -74,13 +83,16 @@ pub(super) async fn forward(
         _ => None,
     };
     let url = path.to_upstream_url(state.upstream.base(), parts.uri.query());
+    let applied = prefer_wait(&parts.headers).map(|asked| shaper.preferred_wait(lane, asked));
     let mut ticket = Ticket {
         lane,
         client: client_id(shaper, &parts),
         agent,
         retry: false,
         arrived: std::time::Instant::now(),
+        max_wait: applied,
     };
+    let mark = parts.extensions.get::<SendMark>().cloned();
     let mut waited = Duration::ZERO;
     let mut queued = false;
     let safety = Safety::of(&parts.method, path.segments());
@@ -92,6 +104,9 @@ pub(super) async fn forward(
         let admitted = shaper.admit(ticket.clone()).await?;
         waited += admitted.waited;
         queued |= admitted.queued;
+        if let Some(mark) = &mark {
+            mark.mark();
+        }
         let outbound = Outbound {
             method: parts.method.clone(),
             url: url.clone(),
@@ -104,7 +119,12 @@ pub(super) async fn forward(
         turn = returned;
         state.breaker.record(&result);
         if let Ok(response) = &result {
-            let limited = shaper.observe(lane, response.status(), response.headers());
+            let limited = shaper.observe(
+                lane,
+                response.status(),
+                response.headers(),
+                admitted.sent_at,
+            );
             if limited && body.replayable() {
                 ticket.retry = true;
                 continue;
@@ -130,6 +150,12 @@ pub(super) async fn forward(
                 QUEUE_WAIT_HEADER,
                 HeaderValue::from(waited.as_millis() as u64),
             );
+        }
+        if let Some(applied) = applied {
+            let value = format!("wait={}", applied.as_secs());
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(PREFERENCE_APPLIED, value);
+            }
         }
         return Ok(response);
     }
@@ -188,6 +214,29 @@ async fn read_replayable(
     }
     Ok(Prepared::Bytes(Bytes::from(buf)))
 }
+
+/// The `wait` preference of a request (`Prefer: wait=10`, RFC 7240): a
+/// whole number of seconds. Preferences the gateway does not know, and a
+/// `wait` it cannot read, are ignored, as the RFC asks.
+fn prefer_wait(headers: &http::HeaderMap) -> Option<Duration> {
+    headers
+        .get_all(PREFER)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find_map(|preference| {
+            let preference = preference.split(';').next()?.trim();
+            let (name, value) = preference.split_once('=')?;
+            if !name.trim().eq_ignore_ascii_case("wait") {
+                return None;
+            }
+            let secs: u64 = value.trim().trim_matches('"').parse().ok()?;
+            Some(Duration::from_secs(secs))
+        })
+}
+
+/// The `Prefer` request header (RFC 7240).
+const PREFER: http::HeaderName = http::HeaderName::from_static("prefer");
 
 /// The `session_id` of an invocation body, if it names one.
 fn session_id(body: &[u8]) -> Option<String> {
@@ -282,4 +331,28 @@ fn rendered(view: RateView) -> [HeaderValue; 3] {
             HeaderValue::from(view.reset_unix),
         ]
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for value in values {
+            map.append(PREFER, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn reads_the_wait_preference() {
+        let secs = |values: &[&str]| prefer_wait(&headers(values)).map(|d| d.as_secs());
+        assert_eq!(secs(&["wait=10"]), Some(10));
+        assert_eq!(secs(&["respond-async, WAIT = \"5\""]), Some(5));
+        assert_eq!(secs(&["handling=lenient", "wait=7;x=y"]), Some(7));
+        assert_eq!(secs(&["wait=soon", "return=minimal"]), None);
+        assert_eq!(secs(&["wait=-1"]), None);
+        assert_eq!(secs(&[]), None);
+    }
 }

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Budget {
     max: usize,
+    /// The upstream's window.
+    window: Duration,
     /// Window plus safety margin.
     span: Duration,
     /// Send times (some may be placeholders for sends the upstream saw from
@@ -32,6 +34,7 @@ impl Budget {
     pub fn new(max: u32, window: Duration, margin: Duration) -> Self {
         Self {
             max: max.max(1) as usize,
+            window,
             span: window + margin,
             // Grown as sends arrive: a huge limit must not reserve (and, as
             // the ring wraps, touch) memory for sends that never happen.
@@ -46,6 +49,7 @@ impl Budget {
     /// already made.
     pub fn reconfigure(&mut self, max: u32, window: Duration, margin: Duration, now: Instant) {
         self.max = max.max(1) as usize;
+        self.window = window;
         self.span = window + margin;
         while self.sends.len() > self.max {
             self.sends.pop_front();
@@ -126,17 +130,40 @@ impl Budget {
         }
     }
 
-    /// The upstream says only `upstream_remaining` sends are left, fewer than
-    /// the log thinks: someone else spends the same account. The difference
-    /// is filled with sends dated now, the conservative reading.
-    pub fn follow_upstream(&mut self, upstream_remaining: u32, now: Instant) -> u32 {
+    /// The upstream said `upstream_remaining` sends were left when it
+    /// counted a request the gateway sent at `sent_at`. If the log holds
+    /// fewer sends in the window before `sent_at` than the upstream counted,
+    /// someone else spends the same account: the difference is added as
+    /// sends dated `sent_at`, the latest they can have been made, so they
+    /// free no later than the upstream's own. An answer to a request sent a
+    /// window or more ago describes a window that is over and changes
+    /// nothing: a long invocation's headers must not block slots now.
+    /// Returns how many sends were added.
+    pub fn follow_upstream(
+        &mut self,
+        upstream_remaining: u32,
+        sent_at: Instant,
+        now: Instant,
+    ) -> u32 {
         self.expire(now);
-        let ours = (self.max - self.sends.len()) as u32;
-        let missing = ours.saturating_sub(upstream_remaining);
-        for _ in 0..missing {
-            self.sends.push_back(now);
+        if sent_at + self.span <= now {
+            return 0;
         }
-        missing
+        let counted = self.max.saturating_sub(upstream_remaining as usize);
+        let ours = self
+            .sends
+            .iter()
+            .filter(|sent| **sent <= sent_at && **sent + self.window > sent_at)
+            .count();
+        let missing = counted.saturating_sub(ours);
+        let at = self.sends.partition_point(|sent| *sent <= sent_at);
+        for _ in 0..missing {
+            self.sends.insert(at, sent_at);
+        }
+        while self.sends.len() > self.max {
+            self.sends.pop_front();
+        }
+        u32::try_from(missing).unwrap_or(u32::MAX)
     }
 
     /// When the oldest send in the log stops counting (now if none), or the
@@ -236,12 +263,37 @@ mod tests {
         let mut b = budget(5);
         let t0 = Instant::now();
         b.record(t0);
-        assert_eq!(b.follow_upstream(1, t0), 3);
+        // The upstream counted 4 (this send and 3 others).
+        assert_eq!(b.follow_upstream(1, t0, t0), 3);
         assert_eq!(b.remaining(t0), 1);
         // A higher upstream count never gives slots back.
-        assert_eq!(b.follow_upstream(4, t0), 0);
+        assert_eq!(b.follow_upstream(4, t0, t0), 0);
         assert_eq!(b.remaining(t0), 1);
         assert_eq!(b.remaining(t0 + W), 5);
+    }
+
+    #[test]
+    fn an_answer_counts_as_of_its_send() {
+        let mut b = budget(5);
+        let t0 = Instant::now();
+        // Five sends at t0: the upstream counted them all, and its answer
+        // to the first arrives 8 s later (a slow invocation).
+        for _ in 0..5 {
+            b.record(t0);
+        }
+        let later = t0 + Duration::from_secs(8);
+        assert_eq!(b.follow_upstream(0, t0, later), 0, "all five are ours");
+        // Its window is over: nothing is added, the budget frees on time.
+        let after = t0 + W + Duration::from_secs(1);
+        assert_eq!(b.follow_upstream(0, t0, after), 0);
+        assert_eq!(b.remaining(after), 5);
+        // A send 2 s ago that the upstream counted with 2 others of
+        // someone else: 2 added, dated at that send, freeing with it.
+        let sent = after - Duration::from_secs(2);
+        b.record(sent);
+        assert_eq!(b.follow_upstream(2, sent, after), 2);
+        assert_eq!(b.remaining(after), 2);
+        assert_eq!(b.remaining(sent + W), 5);
     }
 
     #[test]

@@ -8,14 +8,18 @@
 //! refused at once with the predicted wait as `Retry-After`. One dispatcher
 //! task per lane wakes when the next slot frees and hands it to the next
 //! waiter. A waiter that goes away (client disconnect) leaves the queue and
-//! spends nothing.
+//! spends nothing. A request let into the queue is sent, never refused
+//! after it waited ([`deadline`]), unless the upstream itself set the
+//! budget back while it waited (a 429, a lower `X-RateLimit-Remaining`).
 //!
 //! The upstream has the last word: its 429 pauses the lane's budgets until
 //! its `Retry-After`, and a `X-RateLimit-Remaining` lower than ours (another
-//! client of the same account) is followed. [`sessions`] keeps the turns of
+//! client of the same account) is followed, as of the time the answered
+//! request was sent. [`sessions`] keeps the turns of
 //! one session in order.
 
 pub mod budget;
+pub mod deadline;
 pub mod metrics;
 pub mod queue;
 pub mod sessions;
@@ -30,6 +34,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::config::ShaperConfig;
 use crate::route::RouteClass;
 use budget::Budget;
+use deadline::Deadlines;
 pub use metrics::ShaperMetrics;
 use queue::{ClientId, Entry, FairQueue};
 use sessions::Sessions;
@@ -84,6 +89,9 @@ pub struct Ticket {
     /// When the request first asked; the lane's longest wait counts from
     /// here, across retries.
     pub arrived: Instant,
+    /// Its longest wait, when it asked for its own (`Prefer: wait=N`,
+    /// through [`Shaper::preferred_wait`]); `None`: the lane's.
+    pub max_wait: Option<Duration>,
 }
 
 /// A request may go upstream now.
@@ -93,6 +101,8 @@ pub struct Admitted {
     pub waited: Duration,
     /// Whether it waited in the queue at all.
     pub queued: bool,
+    /// When its send was counted: what an upstream answer to it describes.
+    pub sent_at: Instant,
 }
 
 /// Why a request will not be sent.
@@ -108,7 +118,8 @@ pub enum Refusal {
         /// When to try again.
         retry_after: Duration,
     },
-    /// It waited the lane's longest wait and the budget did not come.
+    /// The upstream set the budget back while it waited (a 429, a lower
+    /// `X-RateLimit-Remaining`) and its deadline passed.
     TimedOut {
         /// When to try again.
         retry_after: Duration,
@@ -144,6 +155,8 @@ struct Waiter {
     /// Gets the send time, or why not.
     tx: oneshot::Sender<Result<Instant, Refusal>>,
     enqueued: Instant,
+    /// By when it must leave.
+    deadline: Instant,
     agent: Option<Arc<str>>,
 }
 
@@ -151,9 +164,17 @@ struct Core {
     /// CRUD budget, invoke budget.
     budgets: [Budget; 2],
     queues: [FairQueue<Waiter>; 2],
+    /// Every waiter's deadline, per lane.
+    deadlines: [Deadlines; 2],
     next_id: u64,
     drain_deadline: Option<Instant>,
+    /// Times the upstream (or a reload) moved slots later than predicted.
+    setbacks: u64,
 }
+
+/// Past its deadline, a waiter gives the dispatcher this long (timer and
+/// scheduling lag) before it checks whether a setback may refuse it.
+const DEADLINE_GRACE: Duration = Duration::from_millis(250);
 
 struct Inner {
     /// Replaced whole by [`Shaper::reconfigure`].
@@ -194,8 +215,10 @@ impl Shaper {
             core: Mutex::new(Core {
                 budgets: [crud, invoke],
                 queues: [FairQueue::default(), FairQueue::default()],
+                deadlines: [Deadlines::default(), Deadlines::default()],
                 next_id: 0,
                 drain_deadline: None,
+                setbacks: 0,
             }),
             wake: [Arc::new(Notify::new()), Arc::new(Notify::new())],
             metrics,
@@ -250,6 +273,8 @@ impl Shaper {
             let limit = lane_limit(config, lane);
             core.budgets[lane.index()].reconfigure(limit.max, limit.window, margin, now);
         }
+        // A lowered limit may move slots past what waiters were promised.
+        core.setbacks += 1;
         self.update_gauges(&mut core, now);
         drop(core);
         for wake in &self.0.wake {
@@ -263,6 +288,14 @@ impl Shaper {
             Lane::Crud => config.crud_max_wait_ms,
             Lane::Invoke => config.invoke_max_wait_ms,
         })
+    }
+
+    /// The longest wait a request of `lane` gets when it asks for
+    /// `preferred` (`Prefer: wait=N`): shorter than the lane's as asked,
+    /// longer up to `shaper.prefer_wait_max_ms`.
+    pub fn preferred_wait(&self, lane: Lane, preferred: Duration) -> Duration {
+        let ceiling = Duration::from_millis(self.settings().prefer_wait_max_ms);
+        preferred.min(ceiling.max(self.max_wait(lane)))
     }
 
     fn depth_limit(&self, lane: Lane) -> usize {
@@ -304,45 +337,48 @@ impl Shaper {
         }
     }
 
-    /// Waits until `ticket` may be sent, or says why it will not be.
+    /// Waits until `ticket` may be sent, or says why it will not be. A
+    /// refusal comes at once, before any wait, except after a setback by
+    /// the upstream ([`deadline`]).
     ///
     /// # Errors
-    /// A [`Refusal`]: queue full, predicted wait too long, waited too long,
-    /// or shutting down.
+    /// A [`Refusal`]: queue full, predicted wait too long, set back past
+    /// its deadline, or shutting down.
     pub async fn admit(&self, ticket: Ticket) -> Result<Admitted, Refusal> {
         let lane = ticket.lane;
         let started = Instant::now();
-        let (id, rx) = match self.enqueue(&ticket, started) {
+        let (queued, rx) = match self.enqueue(&ticket, started) {
             Enqueued::Now => {
                 self.0.metrics.dispatched(lane);
                 return Ok(Admitted {
                     waited: Duration::ZERO,
                     queued: false,
+                    sent_at: started,
                 });
             }
             Enqueued::Refused(refusal) => {
                 self.0.metrics.refused(lane, refusal.reason());
                 return Err(refusal);
             }
-            Enqueued::Waiting(id, rx) => (id, rx),
+            Enqueued::Waiting(queued, rx) => (queued, rx),
         };
         let mut wait = Wait {
             shaper: self,
             lane,
-            id,
+            queued,
             client: ticket.client,
             rx: Some(rx),
         };
-        let deadline = tokio::time::Instant::from_std(ticket.arrived + self.max_wait(lane));
-        let outcome = wait.outcome(deadline).await;
+        let outcome = wait.outcome().await;
         let waited = started.elapsed();
         match outcome {
-            Ok(_) => {
+            Ok(sent_at) => {
                 self.0.metrics.dispatched(lane);
                 self.0.metrics.waited(lane, waited);
                 Ok(Admitted {
                     waited,
                     queued: true,
+                    sent_at,
                 })
             }
             Err(refusal) => {
@@ -350,6 +386,31 @@ impl Shaper {
                 Err(refusal)
             }
         }
+    }
+
+    /// Whether every waiter of `lane` (less `skip`, plus a newcomer due at
+    /// `extra`) can leave by its deadline, the `k`-th of them at the
+    /// `first_slot + k`-th free slot.
+    fn feasible(
+        &self,
+        core: &mut Core,
+        lane: Lane,
+        extra: Option<Instant>,
+        skip: Option<u64>,
+        first_slot: usize,
+        now: Instant,
+    ) -> bool {
+        let spends = self.spends(lane);
+        let Core {
+            budgets, deadlines, ..
+        } = core;
+        deadlines[lane.index()].feasible(extra, skip, first_slot, |k| {
+            spends
+                .iter()
+                .map(|&b| budgets[b].nth_free_at(k, now))
+                .max()
+                .unwrap_or(now)
+        })
     }
 
     fn enqueue(&self, ticket: &Ticket, now: Instant) -> Enqueued {
@@ -377,14 +438,27 @@ impl Shaper {
                 retry_after: predicted,
             });
         }
+        let max_wait = ticket.max_wait.unwrap_or_else(|| self.max_wait(lane));
+        let deadline = ticket.arrived + max_wait;
         let waited_before = now.saturating_duration_since(ticket.arrived);
-        if predicted > self.max_wait(lane).saturating_sub(waited_before) {
+        let too_long = predicted > max_wait.saturating_sub(waited_before);
+        if !ticket.retry
+            && (too_long || !self.feasible(&mut core, lane, Some(deadline), None, 0, now))
+        {
+            // Either it would wait too long in its fair turn, or letting it
+            // in would push someone already waiting past their deadline.
+            let last = self.ready_at(&mut core, lane, depth, now);
             return Enqueued::Refused(Refusal::WaitTooLong {
-                retry_after: predicted,
+                retry_after: predicted.max(last.saturating_duration_since(now)),
             });
         }
         if core.drain_deadline.is_some_and(|d| at > d) {
             return Enqueued::Refused(Refusal::Draining);
+        }
+        if ticket.retry && !self.feasible(&mut core, lane, Some(deadline), None, 0, now) {
+            // A resend after an upstream 429 or failure goes first; if that
+            // costs someone their deadline, the upstream caused it.
+            core.setbacks += 1;
         }
         let (tx, rx) = oneshot::channel();
         core.next_id += 1;
@@ -395,23 +469,44 @@ impl Shaper {
             item: Waiter {
                 tx,
                 enqueued: now,
+                deadline,
                 agent: ticket.agent.clone(),
             },
         };
+        core.deadlines[lane.index()].insert(deadline, id, ticket.client.clone());
         let queue = &mut core.queues[lane.index()];
         if ticket.retry {
             queue.push_priority(entry);
         } else {
             queue.push(entry);
         }
+        let queued = Queued {
+            id,
+            deadline,
+            setbacks: core.setbacks,
+        };
         self.update_gauges(&mut core, now);
         drop(core);
         self.0.wake[lane.index()].notify_one();
-        Enqueued::Waiting(id, rx)
+        Enqueued::Waiting(queued, rx)
     }
 
-    /// Hands free slots of `lane` to waiters, in fair order. Returns when the
-    /// dispatcher should look again, or `None` when nothing waits.
+    /// The waiter to send now: the one whose fair turn it is, unless that
+    /// would cost another waiter its deadline; then the earliest due.
+    fn next_waiter(&self, core: &mut Core, lane: Lane, now: Instant) -> Option<Entry<Waiter>> {
+        let (head, _) = core.queues[lane.index()].peek()?;
+        if !self.feasible(core, lane, None, Some(head), 1, now) {
+            let (_, id, client) = core.deadlines[lane.index()].earliest()?;
+            let client = client.clone();
+            if id != head {
+                return core.queues[lane.index()].remove(id, &client);
+            }
+        }
+        core.queues[lane.index()].pop()
+    }
+
+    /// Hands free slots of `lane` to waiters. Returns when the dispatcher
+    /// should look again, or `None` when nothing waits.
     fn dispatch_ready(&self, lane: Lane) -> Option<Instant> {
         let mut core = self.lock();
         let now = Instant::now();
@@ -419,6 +514,7 @@ impl Shaper {
             for entry in core.queues[lane.index()].drain() {
                 let _ = entry.item.tx.send(Err(Refusal::Draining));
             }
+            core.deadlines[lane.index()].clear();
             self.update_gauges(&mut core, now);
             return None;
         }
@@ -430,9 +526,10 @@ impl Shaper {
             if at > now {
                 break Some(at);
             }
-            let Some(entry) = core.queues[lane.index()].pop() else {
+            let Some(entry) = self.next_waiter(&mut core, lane, now) else {
                 break None;
             };
+            core.deadlines[lane.index()].remove(entry.item.deadline, entry.id);
             self.record(&mut core, lane, now);
             if entry.item.tx.send(Ok(now)).is_err() {
                 // Its client left between the check and now: nothing is sent.
@@ -450,9 +547,17 @@ impl Shaper {
     /// Reads an upstream answer to a request of `lane`. A 429 pauses the
     /// lane's budgets until the upstream's `Retry-After` (or
     /// `X-RateLimit-Reset`) and returns true: the request was not executed
-    /// and may be sent again. A `X-RateLimit-Remaining` lower than ours is
-    /// followed.
-    pub fn observe(&self, lane: Lane, status: StatusCode, headers: &HeaderMap) -> bool {
+    /// and may be sent again. A `X-RateLimit-Remaining` lower than ours at
+    /// `sent_at` (when the answered request's send was counted: the
+    /// upstream counted it then, which for a long invocation is long ago)
+    /// is followed.
+    pub fn observe(
+        &self,
+        lane: Lane,
+        status: StatusCode,
+        headers: &HeaderMap,
+        sent_at: Instant,
+    ) -> bool {
         let now = Instant::now();
         let mut core = self.lock();
         let limited = status == StatusCode::TOO_MANY_REQUESTS;
@@ -467,11 +572,13 @@ impl Shaper {
             for &b in self.spends(lane) {
                 core.budgets[b].pause_until(now + pause);
             }
+            core.setbacks += 1;
         } else if let Some(remaining) = header_u64(headers, "x-ratelimit-remaining") {
             let remaining = u32::try_from(remaining).unwrap_or(u32::MAX);
             let own = lane.index();
-            let added = core.budgets[own].follow_upstream(remaining, now);
+            let added = core.budgets[own].follow_upstream(remaining, sent_at, now);
             if added > 0 {
+                core.setbacks += 1;
                 tracing::info!(
                     lane = lane.as_str(),
                     upstream_remaining = remaining,
@@ -575,7 +682,16 @@ impl Shaper {
 enum Enqueued {
     Now,
     Refused(Refusal),
-    Waiting(u64, oneshot::Receiver<Result<Instant, Refusal>>),
+    Waiting(Queued, oneshot::Receiver<Result<Instant, Refusal>>),
+}
+
+/// A waiter's place: its id, its deadline, and the setbacks counted when
+/// it was let in.
+#[derive(Clone, Copy)]
+struct Queued {
+    id: u64,
+    deadline: Instant,
+    setbacks: u64,
 }
 
 /// A queued request. Dropping it (the client went away) takes it out of the
@@ -584,48 +700,68 @@ enum Enqueued {
 struct Wait<'a> {
     shaper: &'a Shaper,
     lane: Lane,
-    id: u64,
+    queued: Queued,
     client: ClientId,
     rx: Option<oneshot::Receiver<Result<Instant, Refusal>>>,
 }
 
 impl Wait<'_> {
-    async fn outcome(&mut self, deadline: tokio::time::Instant) -> Result<Instant, Refusal> {
-        let Some(rx) = self.rx.as_mut() else {
-            return Err(Refusal::Draining);
-        };
-        let result = tokio::time::timeout_at(deadline, rx).await;
-        match result {
-            Ok(Ok(outcome)) => {
-                self.rx = None;
-                outcome
-            }
-            // The dispatcher is gone: the shaper is being torn down.
-            Ok(Err(_)) => {
-                self.rx = None;
-                Err(Refusal::Draining)
-            }
-            Err(_) => {
-                let mut core = self.shaper.lock();
-                let removed = core.queues[self.lane.index()].remove(self.id, &self.client);
-                let now = Instant::now();
-                let retry_after = self
-                    .shaper
-                    .ready_at(&mut core, self.lane, 0, now)
-                    .saturating_duration_since(now);
-                self.shaper.update_gauges(&mut core, now);
-                drop(core);
-                if removed.is_some() {
+    /// The send time, or why not. Past its deadline (and a grace for the
+    /// dispatcher's own lag) a waiter looks at the setbacks: none since it
+    /// was let in means its slot is still coming, so it keeps waiting; one
+    /// or more means the upstream moved the slots, and it is refused.
+    async fn outcome(&mut self) -> Result<Instant, Refusal> {
+        let mut check_at = tokio::time::Instant::from_std(self.queued.deadline + DEADLINE_GRACE);
+        loop {
+            let Some(rx) = self.rx.as_mut() else {
+                return Err(Refusal::Draining);
+            };
+            match tokio::time::timeout_at(check_at, rx).await {
+                Ok(Ok(outcome)) => {
                     self.rx = None;
-                    return Err(Refusal::TimedOut { retry_after });
+                    return outcome;
                 }
-                // Handed a slot just as time ran out: take it.
-                match self.rx.take().map(|mut rx| rx.try_recv()) {
-                    Some(Ok(outcome)) => outcome,
-                    _ => Err(Refusal::TimedOut { retry_after }),
+                // The dispatcher is gone: the shaper is being torn down.
+                Ok(Err(_)) => {
+                    self.rx = None;
+                    return Err(Refusal::Draining);
+                }
+                Err(_) => {
+                    if let Some(refused) = self.refuse_if_set_back() {
+                        return refused;
+                    }
+                    check_at += DEADLINE_GRACE;
                 }
             }
         }
+    }
+
+    /// Leaves the queue with [`Refusal::TimedOut`] if the upstream set the
+    /// budget back since this waiter was let in; `None`: keep waiting.
+    fn refuse_if_set_back(&mut self) -> Option<Result<Instant, Refusal>> {
+        let shaper = self.shaper;
+        let lane = self.lane;
+        let mut core = shaper.lock();
+        if core.setbacks == self.queued.setbacks {
+            return None;
+        }
+        let removed = core.queues[lane.index()].remove(self.queued.id, &self.client);
+        let now = Instant::now();
+        let retry_after = shaper
+            .ready_at(&mut core, lane, 0, now)
+            .saturating_duration_since(now);
+        if removed.is_some() {
+            core.deadlines[lane.index()].remove(self.queued.deadline, self.queued.id);
+            shaper.update_gauges(&mut core, now);
+            self.rx = None;
+            return Some(Err(Refusal::TimedOut { retry_after }));
+        }
+        drop(core);
+        // Handed a slot just as it looked: take it.
+        Some(match self.rx.take().map(|mut rx| rx.try_recv()) {
+            Some(Ok(outcome)) => outcome,
+            _ => Err(Refusal::TimedOut { retry_after }),
+        })
     }
 }
 
@@ -634,16 +770,17 @@ impl Drop for Wait<'_> {
         let Some(mut rx) = self.rx.take() else {
             return;
         };
+        let lane = self.lane.index();
         let mut core = self.shaper.lock();
         let mut freed = false;
-        if core.queues[self.lane.index()]
-            .remove(self.id, &self.client)
-            .is_none()
+        if core.queues[lane]
+            .remove(self.queued.id, &self.client)
+            .is_some()
         {
-            if let Ok(Ok(sent_at)) = rx.try_recv() {
-                self.shaper.unrecord(&mut core, self.lane, sent_at);
-                freed = true;
-            }
+            core.deadlines[lane].remove(self.queued.deadline, self.queued.id);
+        } else if let Ok(Ok(sent_at)) = rx.try_recv() {
+            self.shaper.unrecord(&mut core, self.lane, sent_at);
+            freed = true;
         }
         self.shaper.update_gauges(&mut core, Instant::now());
         drop(core);

@@ -92,6 +92,16 @@ impl<T> FairQueue<T> {
         entry
     }
 
+    /// The id and client of the entry [`pop`](Self::pop) would take.
+    pub fn peek(&self) -> Option<(u64, &ClientId)> {
+        if let Some(entry) = self.priority.front() {
+            return Some((entry.id, &entry.client));
+        }
+        let client = self.ring.front()?;
+        let entry = self.clients.get(client)?.front()?;
+        Some((entry.id, &entry.client))
+    }
+
     /// Removes the entry `id` of `client`, wherever it is.
     pub fn remove(&mut self, id: u64, client: &ClientId) -> Option<Entry<T>> {
         if let Some(i) = self.priority.iter().position(|e| e.id == id) {
@@ -177,7 +187,14 @@ mod tests {
         }
         q.push(entry(100, "light"));
         q.push(entry(101, "light"));
-        let order: Vec<u64> = std::iter::from_fn(|| q.pop()).map(|e| e.id).collect();
+        let order: Vec<u64> = std::iter::from_fn(|| {
+            let peeked = q.peek().map(|(id, _)| id);
+            let popped = q.pop();
+            assert_eq!(peeked, popped.as_ref().map(|e| e.id));
+            popped
+        })
+        .map(|e| e.id)
+        .collect();
         assert_eq!(order, vec![0, 100, 1, 101, 2, 3, 4, 5, 6, 7, 8, 9]);
         assert!(q.is_empty());
     }
