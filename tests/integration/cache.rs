@@ -8,15 +8,6 @@ use serde_json::Value;
 
 use crate::support::*;
 
-/// GETs of `path` (no query) the simulator answered.
-async fn upstream_gets(sim: &Simulator, path: &str) -> usize {
-    seen(sim)
-        .await
-        .iter()
-        .filter(|r| r.method == "GET" && r.path == path)
-        .count()
-}
-
 fn x_cache(response: &reqwest::Response) -> &str {
     response
         .headers()

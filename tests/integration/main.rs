@@ -12,8 +12,10 @@
 mod binary;
 mod breaker;
 mod cache;
+mod deadlines;
 mod errors;
 mod faults;
+mod goodput;
 mod hostile;
 mod keys;
 mod keys_cli;

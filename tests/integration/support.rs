@@ -170,6 +170,15 @@ pub async fn seen(sim: &Simulator) -> Vec<RecordedRequest> {
     serde_json::from_value(body["requests"].clone()).unwrap()
 }
 
+/// GETs of exactly `path` (no query) the simulator answered.
+pub async fn upstream_gets(sim: &Simulator, path: &str) -> usize {
+    seen(sim)
+        .await
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == path)
+        .count()
+}
+
 /// The last request the simulator saw.
 pub async fn last_seen(sim: &Simulator) -> RecordedRequest {
     seen(sim).await.pop().expect("the simulator saw a request")
