@@ -59,7 +59,9 @@ async fn deploy_and_wait(gw: &TestGateway, slug: &str) {
 /// The case, scaled: three agents deployed through the gateway,
 /// then four dashboards poll the list and the three agents every 200 ms.
 /// With a fixed settle timer every read went upstream and most were
-/// refused; now all are answered, mostly from the cache.
+/// refused; now all are answered, mostly from the cache, and once the
+/// gateway has seen the deploys land the four views cost what their 5 s
+/// TTL says, not one read per second each as while in motion.
 #[tokio::test]
 async fn four_pollers_after_deploys_are_answered_from_the_cache() {
     let sim = deploying_sim("20/3s", 300).await;
@@ -77,6 +79,8 @@ async fn four_pollers_after_deploys_are_answered_from_the_cache() {
     // Let the budget the setup spent come back.
     tokio::time::sleep(Duration::from_millis(3200)).await;
     let before = upstream_429s(&sim).await;
+    let sent_before = seen(&sim).await.len();
+    let started = Instant::now();
     let mut paths = vec!["/api/v1/agents".to_string()];
     paths.extend(slugs.iter().map(|s| format!("/api/v1/agents/{s}")));
     let paths = Arc::new(paths);
@@ -121,6 +125,13 @@ async fn four_pollers_after_deploys_are_answered_from_the_cache() {
         "{cached} of {answered} reads from the cache"
     );
     assert_eq!(upstream_429s(&sim).await, before, "no upstream 429");
+    let reads = seen(&sim).await.len() - sent_before;
+    let ttl_rounds = (started.elapsed().as_secs_f64() / 5.0).ceil() as usize + 1;
+    assert!(
+        reads <= 4 * ttl_rounds,
+        "{reads} upstream reads in {:.1} s for four views with a 5 s TTL",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// Ten pollers of a deploying agent, each every 100 ms for 2.5 s: about
@@ -178,6 +189,14 @@ async fn a_read_right_after_a_deploy_shows_deploying_then_it_settles() {
     deploy_and_wait(&gw, &slug).await;
     let (status, _) = status_of(&gw, &slug).await;
     assert_eq!(status, "active");
+    let in_list = |list: Value| {
+        let agents = list["agents"].as_array().unwrap().clone();
+        let agent = agents.into_iter().find(|a| a["slug"] == slug.as_str());
+        agent.unwrap()["status"].as_str().unwrap().to_string()
+    };
+    // The list is cached too, showing it active.
+    assert_eq!(in_list(get_json(&gw.url("/api/v1/agents")).await), "active");
+    assert_eq!(in_list(get_json(&gw.url("/api/v1/agents")).await), "active");
     let redeploy = client()
         .post(gw.url(&format!("/api/v1/agents/{slug}/redeploy")))
         .send()
@@ -185,6 +204,10 @@ async fn a_read_right_after_a_deploy_shows_deploying_then_it_settles() {
         .unwrap();
     assert!(redeploy.status().is_success());
     assert_eq!(status_of(&gw, &slug).await.0, "deploying");
+    assert_eq!(
+        in_list(get_json(&gw.url("/api/v1/agents")).await),
+        "deploying"
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let (status, cache) = status_of(&gw, &slug).await;
