@@ -895,3 +895,6 @@ pub struct Waiting {
     /// Time in the queue so far.
     pub waited_ms: u64,
 }
+
+#[cfg(test)]
+mod tests;
