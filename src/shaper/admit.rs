@@ -62,6 +62,22 @@ impl Shaper {
         }
     }
 
+    /// Whether a newcomer of `lane` due at `deadline` keeps every waiter's
+    /// deadline ([`Deadlines::admits`](super::deadline::Deadlines::admits)).
+    fn admits(&self, core: &mut Core, lane: Lane, deadline: Instant, now: Instant) -> bool {
+        let spends = self.spends(lane);
+        let Core {
+            budgets, deadlines, ..
+        } = core;
+        deadlines[lane.index()].admits(deadline, |k| {
+            spends
+                .iter()
+                .map(|&b| budgets[b].nth_free_at(k, now))
+                .max()
+                .unwrap_or(now)
+        })
+    }
+
     /// Whether every waiter of `lane` (less `skip`, plus a newcomer due at
     /// `extra`) can leave by its deadline, the `k`-th of them at the
     /// `first_slot + k`-th free slot.
@@ -116,9 +132,7 @@ impl Shaper {
         let deadline = ticket.arrived + max_wait;
         let waited_before = now.saturating_duration_since(ticket.arrived);
         let too_long = predicted > max_wait.saturating_sub(waited_before);
-        if !ticket.retry
-            && (too_long || !self.feasible(&mut core, lane, Some(deadline), None, 0, now))
-        {
+        if !ticket.retry && (too_long || !self.admits(&mut core, lane, deadline, now)) {
             // Either it would wait too long in its fair turn, or letting it
             // in would push someone already waiting past their deadline.
             let last = self.ready_at(&mut core, lane, depth, now);

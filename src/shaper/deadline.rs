@@ -55,6 +55,18 @@ impl Deadlines {
             .map(|((at, id), client)| (*at, *id, client))
     }
 
+    /// Whether a newcomer due at `due` can be let in: it and every waiter
+    /// can leave by their deadlines, the `k`-th (earliest deadline first)
+    /// at `slot(k)`. A newcomer due no earlier than every waiter goes last
+    /// in that order and moves no one, so only its own slot is checked;
+    /// else the whole line is.
+    pub fn admits(&self, due: Instant, mut slot: impl FnMut(usize) -> Instant) -> bool {
+        match self.0.keys().next_back() {
+            Some((latest, _)) if *latest > due => self.feasible(Some(due), None, 0, slot),
+            _ => slot(self.0.len()) <= due,
+        }
+    }
+
     /// Whether every waiter can leave by its deadline when the slots go
     /// earliest deadline first: the `k`-th of them (counting from 0) leaves
     /// at `slot(first_slot + k)`. `skip` leaves one waiter out (the one
@@ -116,6 +128,28 @@ mod tests {
         assert!(!d.feasible(Some(secs(t0, 2)), None, 0, slot));
         // Sending waiter 1 now (slot 0 used) leaves the rest feasible.
         assert!(d.feasible(None, Some(1), 1, |k| secs(t0, k as u64)));
+    }
+
+    #[test]
+    fn a_newcomer_due_last_checks_only_its_own_slot() {
+        let t0 = Instant::now();
+        let mut d = Deadlines::default();
+        d.insert(secs(t0, 5), 1, Arc::from("a"));
+        d.insert(secs(t0, 5), 2, Arc::from("a"));
+        let mut asked = Vec::new();
+        let slot = |k: usize| {
+            asked.push(k);
+            secs(t0, k as u64 + 1)
+        };
+        assert!(d.admits(secs(t0, 6), slot));
+        assert_eq!(asked, [2]);
+        // Due earlier than both: it goes first and pushes them back one slot.
+        let tight = |k: usize| secs(t0, k as u64 + 4);
+        assert!(
+            !d.admits(secs(t0, 4), tight),
+            "the second would leave at 6 s"
+        );
+        assert!(d.admits(secs(t0, 4), |k| secs(t0, k as u64 + 3)));
     }
 
     #[test]

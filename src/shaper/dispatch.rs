@@ -14,7 +14,9 @@ impl Shaper {
     /// would cost another waiter its deadline; then the earliest due.
     fn next_waiter(&self, core: &mut Core, lane: Lane, now: Instant) -> Option<Entry<Waiter>> {
         let (head, _) = core.queues[lane.index()].peek()?;
-        if !self.feasible(core, lane, None, Some(head), 1, now) {
+        let earliest = core.deadlines[lane.index()].earliest().map(|(_, id, _)| id);
+        // The earliest due going first keeps earliest-deadline order.
+        if earliest != Some(head) && !self.feasible(core, lane, None, Some(head), 1, now) {
             let (_, id, client) = core.deadlines[lane.index()].earliest()?;
             let client = client.clone();
             if id != head {
