@@ -143,6 +143,13 @@ impl Shaper {
         if core.drain_deadline.is_some_and(|d| at > d) {
             return Enqueued::Refused(Refusal::Draining);
         }
+        if ticket.retry && too_long {
+            // Sent once, and the upstream's 429 (or failure) pushed its next
+            // chance past its deadline: the one late refusal there is.
+            return Enqueued::Refused(Refusal::TimedOut {
+                retry_after: predicted,
+            });
+        }
         if ticket.retry && !self.feasible(&mut core, lane, Some(deadline), None, 0, now) {
             // A resend after an upstream 429 or failure goes first; if that
             // costs someone their deadline, the upstream caused it.

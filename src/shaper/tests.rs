@@ -128,3 +128,26 @@ async fn an_answer_to_an_old_send_does_not_block_free_slots() {
     let next = shaper.admit(ticket("a", None)).await.unwrap();
     assert!(!next.queued, "the slot is free");
 }
+
+#[tokio::test]
+async fn a_resend_pushed_past_its_deadline_by_a_429_times_out_at_once() {
+    let shaper = shaper(200, 300);
+    let mut first = ticket("a", None);
+    let sent = shaper.admit(first.clone()).await.unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::RETRY_AFTER, HeaderValue::from(2));
+    shaper.observe(
+        Lane::Crud,
+        StatusCode::TOO_MANY_REQUESTS,
+        &headers,
+        sent.sent_at,
+    );
+    first.retry = true;
+    let asked = Instant::now();
+    let resent = shaper.admit(first).await;
+    assert!(
+        matches!(resent, Err(Refusal::TimedOut { .. })),
+        "{resent:?}"
+    );
+    assert!(asked.elapsed() < Duration::from_millis(50));
+}
