@@ -31,8 +31,9 @@ use serde::{Deserialize, Deserializer};
 /// Statuses that change only through an action.
 const SETTLED: [&str; 4] = ["active", "stopped", "error", "draft"];
 
-/// Agents remembered at most (their last marks); past it, only agents in
-/// motion are kept.
+/// Agents whose last marks are remembered, at most; past it, agents seen
+/// for the first time are not (their actions then land by the rule for
+/// agents never seen before).
 const MAX_KNOWN: usize = 10_000;
 
 /// An agent: its upstream credential and its slug.
@@ -86,52 +87,109 @@ struct Pending {
     answer: Option<Marks>,
 }
 
+/// An agent in motion: its last seen status is not settled, or an action
+/// on it has not been seen to land.
 #[derive(Debug, Default)]
-struct Known {
-    marks: Option<Marks>,
+struct Motion {
     transitional: bool,
     pending: Option<Pending>,
 }
 
-impl Known {
+impl Motion {
     fn moving(&self, now: Instant) -> bool {
         self.transitional || self.pending.as_ref().is_some_and(|p| now < p.until)
     }
+}
 
+/// What the gateway knows: the last marks of every agent it saw (bounded),
+/// and the few agents in motion, apart, so that asking whether any agent
+/// is in motion (every cached `GET /agents`) walks only those.
+#[derive(Debug, Default)]
+struct Table {
+    marks: HashMap<AgentId, Marks>,
+    motion: HashMap<AgentId, Motion>,
+}
+
+impl Table {
     /// Takes a status seen in the action's own answer (`answer`) or in a
     /// read whose request left at `sent`. Returns whether that ended the
     /// agent's motion.
-    fn see(&mut self, view: &AgentView, sent: Option<Instant>, answer: bool, now: Instant) -> bool {
-        let was_moving = self.moving(now);
+    fn see(
+        &mut self,
+        id: AgentId,
+        view: &AgentView,
+        sent: Option<Instant>,
+        answer: bool,
+        now: Instant,
+    ) -> bool {
         let settled = SETTLED.contains(&view.status.as_str());
         let marks = view.marks();
-        if let Some(pending) = &mut self.pending {
-            let after = answer || sent.is_some_and(|sent| sent >= pending.acted);
-            if !after {
-                // It may show the agent as it was before the action.
-                return false;
+        let landed = match self.motion.get_mut(&id) {
+            Some(motion) => {
+                if let Some(pending) = &mut motion.pending {
+                    let after = answer || sent.is_some_and(|sent| sent >= pending.acted);
+                    if !after {
+                        // It may show the agent as it was before the action.
+                        return false;
+                    }
+                    if pending.lands(settled, &marks, answer) {
+                        motion.pending = None;
+                    }
+                }
+                motion.transitional = !settled;
+                let still = motion.moving(now);
+                if !still {
+                    self.motion.remove(&id);
+                }
+                !still
             }
-            if answer {
-                pending.answer = Some(marks.clone());
-            }
-            let moved = pending.before.as_ref().is_some_and(|b| marks.differs(b));
-            let done = if !settled {
-                pending.seen_transition = true;
+            None => {
+                if !settled {
+                    self.motion.insert(
+                        id.clone(),
+                        Motion {
+                            transitional: true,
+                            pending: None,
+                        },
+                    );
+                }
                 false
-            } else if answer {
-                pending.action == Action::Deploy && moved
-            } else {
-                let agrees = pending.before.is_none()
-                    && pending.answer.as_ref().is_some_and(|a| marks.agrees(a));
-                pending.action == Action::Plain || pending.seen_transition || moved || agrees
-            };
-            if done {
-                self.pending = None;
+            }
+        };
+        if self.marks.len() < MAX_KNOWN || self.marks.contains_key(&id) {
+            self.marks.insert(id, marks);
+        }
+        landed
+    }
+
+    /// Forgets actions past their bound and agents no longer in motion.
+    fn expire(&mut self, now: Instant) {
+        for motion in self.motion.values_mut() {
+            if motion.pending.as_ref().is_some_and(|p| now >= p.until) {
+                motion.pending = None;
             }
         }
-        self.transitional = !settled;
-        self.marks = Some(marks);
-        was_moving && !self.moving(now)
+        self.motion.retain(|_, motion| motion.moving(now));
+    }
+}
+
+impl Pending {
+    /// Whether a status seen after the action (`settled` or not, with
+    /// `marks`; `answer`: in the action's own answer) shows it landed.
+    fn lands(&mut self, settled: bool, marks: &Marks, answer: bool) -> bool {
+        if answer {
+            self.answer = Some(marks.clone());
+        }
+        let moved = self.before.as_ref().is_some_and(|b| marks.differs(b));
+        if !settled {
+            self.seen_transition = true;
+            return false;
+        }
+        if answer {
+            return self.action == Action::Deploy && moved;
+        }
+        let agrees = self.before.is_none() && self.answer.as_ref().is_some_and(|a| marks.agrees(a));
+        self.action == Action::Plain || self.seen_transition || moved || agrees
     }
 }
 
@@ -140,7 +198,7 @@ impl Known {
 pub struct AgentWatch {
     /// Milliseconds; changed by a config reload.
     settle_ms: AtomicU64,
-    agents: Mutex<HashMap<AgentId, Known>>,
+    table: Mutex<Table>,
 }
 
 /// An agent's slug and status, as any `Agent` body carries them.
@@ -202,7 +260,7 @@ impl AgentWatch {
     pub fn new(settle: Duration) -> Self {
         Self {
             settle_ms: AtomicU64::new(settle.as_millis() as u64),
-            agents: Mutex::new(HashMap::new()),
+            table: Mutex::new(Table::default()),
         }
     }
 
@@ -212,16 +270,21 @@ impl AgentWatch {
             .store(settle.as_millis() as u64, Ordering::Relaxed);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, Known>> {
-        self.agents.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether the agent `slug` is in motion.
     pub fn moving(&self, principal: &Arc<str>, slug: &str) -> bool {
+        let table = self.lock();
+        if table.motion.is_empty() {
+            return false;
+        }
         let now = Instant::now();
-        self.lock()
+        table
+            .motion
             .get(&(principal.clone(), Box::from(slug)))
-            .is_some_and(|known| known.moving(now))
+            .is_some_and(|motion| motion.moving(now))
     }
 
     /// Whether any agent of `principal` is in motion (then `GET /agents`
@@ -229,8 +292,9 @@ impl AgentWatch {
     pub fn any_moving(&self, principal: &Arc<str>) -> bool {
         let now = Instant::now();
         self.lock()
+            .motion
             .iter()
-            .any(|((p, _), known)| p == principal && known.moving(now))
+            .any(|((p, _), motion)| p == principal && motion.moving(now))
     }
 
     /// An `action` on `slug` went through (its answer just came back, or
@@ -239,17 +303,16 @@ impl AgentWatch {
     pub fn acted(&self, principal: &Arc<str>, slug: &str, action: Action) {
         let now = Instant::now();
         let settle = Duration::from_millis(self.settle_ms.load(Ordering::Relaxed));
-        let mut agents = self.lock();
-        Self::trim(&mut agents, now);
-        let known = agents
-            .entry((principal.clone(), Box::from(slug)))
-            .or_default();
-        known.pending = Some(Pending {
+        let id = (principal.clone(), Box::from(slug));
+        let mut table = self.lock();
+        table.expire(now);
+        let before = table.marks.get(&id).cloned();
+        table.motion.entry(id).or_default().pending = Some(Pending {
             action,
             acted: now,
             until: now + settle,
             seen_transition: false,
-            before: known.marks.clone(),
+            before,
             answer: None,
         });
     }
@@ -263,15 +326,19 @@ impl AgentWatch {
         if view.slug.as_deref().is_some_and(|s| s != slug) {
             return;
         }
-        let now = Instant::now();
-        if let Some(known) = self.lock().get_mut(&(principal.clone(), Box::from(slug))) {
-            known.see(&view, None, true, now);
+        let id = (principal.clone(), Box::from(slug));
+        let mut table = self.lock();
+        if table.motion.contains_key(&id) {
+            table.see(id, &view, None, true, Instant::now());
         }
     }
 
     /// The agent is gone.
     pub fn forget(&self, principal: &Arc<str>, slug: &str) {
-        self.lock().remove(&(principal.clone(), Box::from(slug)));
+        let id = (principal.clone(), Box::from(slug));
+        let mut table = self.lock();
+        table.motion.remove(&id);
+        table.marks.remove(&id);
     }
 
     /// Records the statuses in a 200 body of `GET /agents` or of anything
@@ -286,23 +353,23 @@ impl AgentWatch {
         };
         let now = Instant::now();
         let mut landed = Vec::new();
-        let mut agents = self.lock();
+        let mut table = self.lock();
+        table.expire(now);
         for agent in &many {
             let Some(slug) = agent.slug.as_deref() else {
                 continue;
             };
-            let key = (principal.clone(), Box::from(slug));
-            if !agents.contains_key(&key) && agents.len() >= MAX_KNOWN {
-                Self::trim(&mut agents, now);
-                if agents.len() >= MAX_KNOWN {
-                    continue;
-                }
-            }
-            if agents.entry(key).or_default().see(agent, sent, false, now) {
+            if table.see(
+                (principal.clone(), Box::from(slug)),
+                agent,
+                sent,
+                false,
+                now,
+            ) {
                 landed.push(slug.to_string());
             }
         }
-        drop(agents);
+        drop(table);
         let one = one
             .then(|| many.into_iter().next())
             .flatten()
@@ -315,33 +382,22 @@ impl AgentWatch {
         Observed { one, landed }
     }
 
-    /// Forgets settled agents when the table is full.
-    fn trim(agents: &mut HashMap<AgentId, Known>, now: Instant) {
-        for known in agents.values_mut() {
-            if known.pending.as_ref().is_some_and(|p| now >= p.until) {
-                known.pending = None;
-            }
-        }
-        if agents.len() >= MAX_KNOWN {
-            agents.retain(|_, known| known.moving(now));
-        }
-    }
-
     /// Every agent in motion, for `/admin/cache`.
     pub fn snapshot(&self) -> Vec<MotionView> {
         let now = Instant::now();
         self.lock()
+            .motion
             .iter()
-            .filter(|(_, known)| known.moving(now))
-            .map(|((_, slug), known)| MotionView {
+            .filter(|(_, motion)| motion.moving(now))
+            .map(|((_, slug), motion)| MotionView {
                 slug: slug.to_string(),
-                transitional: known.transitional,
-                waiting_for: known.pending.as_ref().map(|p| match p.action {
+                transitional: motion.transitional,
+                waiting_for: motion.pending.as_ref().map(|p| match p.action {
                     Action::Deploy if !p.seen_transition => "deploying or a new version",
                     Action::Deploy => "a settled status",
                     Action::Plain => "a fresh read",
                 }),
-                settling_secs: known
+                settling_secs: motion
                     .pending
                     .as_ref()
                     .map_or(0, |p| p.until.saturating_duration_since(now).as_secs()),
