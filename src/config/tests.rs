@@ -197,6 +197,24 @@ fn a_bad_rate_names_its_field_on_one_line() {
 }
 
 #[test]
+fn a_motion_refresh_out_of_range_names_its_field() {
+    for bad in [0, 60_001] {
+        let config = Config {
+            upstream_key: Some(Secret::new("k".to_string())),
+            cache: crate::config::CacheConfig {
+                motion_refresh_ms: bad,
+                ..crate::config::CacheConfig::default()
+            },
+            ..Config::default()
+        };
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "cache.motion_refresh_ms"
+        );
+    }
+}
+
+#[test]
 fn open_mode_on_a_network_address_needs_an_explicit_yes() {
     let base = [
         ("CASTARI_API_KEY", "cast_k"),
