@@ -87,8 +87,10 @@ fn compact(headers: &HeaderMap) -> HeaderMap {
 }
 
 /// Headers never stored: they belong to one exchange.
-const PER_EXCHANGE: [HeaderName; 6] = [
+const PER_EXCHANGE: [HeaderName; 8] = [
     X_REQUEST_ID,
+    HeaderName::from_static("preference-applied"),
+    HeaderName::from_static("x-gateway-queue-wait-ms"),
     X_RATELIMIT_LIMIT,
     X_RATELIMIT_REMAINING,
     X_RATELIMIT_RESET,

@@ -139,6 +139,7 @@ impl CachedGet<'_> {
             key,
             stored,
             moving,
+            revalidate,
             sent_after,
             ttl,
         };
@@ -154,6 +155,7 @@ impl CachedGet<'_> {
             key,
             stored,
             moving,
+            revalidate,
             sent_after,
             ttl,
         } = miss;
@@ -194,7 +196,8 @@ impl CachedGet<'_> {
             };
             stored.clone().filter(|e| match why {
                 Stale::Error => e.age(now) <= e.ttl + window,
-                Stale::Limited => !window.is_zero() && e.age(now) <= window,
+                // A client that asked to revalidate gets the refusal.
+                Stale::Limited => !revalidate && !window.is_zero() && e.age(now) <= window,
             })
         };
         let respond = |fallback, failed| stale_or(cache, fallback, &parts.headers, now, failed);
@@ -288,6 +291,8 @@ struct Miss {
     key: CacheKey,
     stored: Option<Arc<Entry>>,
     moving: bool,
+    /// The client asked to revalidate (`no-cache`).
+    revalidate: bool,
     sent_after: Option<Instant>,
     ttl: Duration,
 }
@@ -390,6 +395,8 @@ fn without_validators(headers: &HeaderMap) -> HeaderMap {
         header::IF_MODIFIED_SINCE,
         header::CACHE_CONTROL,
         header::PRAGMA,
+        // One waiter's own wait must not set everyone's.
+        http::HeaderName::from_static("prefer"),
     ] {
         headers.remove(name);
     }

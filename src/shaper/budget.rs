@@ -150,10 +150,12 @@ impl Budget {
             return 0;
         }
         let counted = self.max.saturating_sub(upstream_remaining as usize);
+        let margin = self.span.saturating_sub(self.window);
         let ours = self
             .sends
             .iter()
-            .filter(|sent| **sent <= sent_at && **sent + self.window > sent_at)
+            // Sends up to a margin later may have arrived first.
+            .filter(|sent| **sent <= sent_at + margin && **sent + self.window > sent_at)
             .count();
         let missing = counted.saturating_sub(ours);
         let at = self.sends.partition_point(|sent| *sent <= sent_at);
