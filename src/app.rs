@@ -46,9 +46,9 @@ use tower_http::sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequ
 use crate::error::{error_response, GatewayError};
 use crate::routes::proxy::{self, Proxied};
 use crate::routes::{admin, health, keys};
-use crate::server::Peer;
 use crate::state::AppState;
 use crate::telemetry::{Access, RequestIds};
+use crate::types::Peer;
 use crate::upstream::headers::{X_API_KEY, X_REQUEST_ID};
 
 /// The gateway's service: the layers around the [`Frame`].

@@ -11,65 +11,94 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use axum::response::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tower::Service;
 
-use crate::app::App;
-use crate::reload::Live;
+pub use crate::types::Peer;
 
-/// The connection a request came on: held by the app's frame for each
-/// connection, and in a request's extensions once the request waits.
-#[derive(Clone, Copy, Debug)]
-pub struct Peer {
-    /// The local address it arrived on: whether an absolute-form target
-    /// names this gateway.
-    pub local: std::net::SocketAddr,
-    /// The client's address: the fairness identity of a client without a
-    /// key, and the loopback check of `/admin/*`.
-    pub remote: std::net::SocketAddr,
+/// What the server serves, as far as the accept loop needs to know: a
+/// service per request, its limits, and hooks for counting connections and
+/// for the drain. `reload::Live` is the one in production (the current
+/// version's app); the server knows neither the app's insides nor how a
+/// new version is made.
+pub trait Site: Send + Sync + 'static {
+    /// The service one request is handed to. It must be ready at once
+    /// (`poll_ready` never waits): the loop calls it without asking, and
+    /// debug builds, so every test over a socket, check it.
+    type Service: tower::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Send
+        + 'static;
+
+    /// The service for a request that arrived now on `peer`'s connection:
+    /// each request takes the version current when it arrives, so a reload
+    /// reaches keep-alive connections too.
+    fn service(&self, peer: Peer) -> Self::Service;
+
+    /// The accept loop's settings (restart-only: read once, at start).
+    fn settings(&self) -> Settings;
+
+    /// A connection was accepted (`true`) or ended (`false`).
+    fn connection(&self, open: bool);
+
+    /// A connection was refused: the cap was reached.
+    fn connection_rejected(&self);
+
+    /// Shutdown began: requests still waiting should be answered by
+    /// `deadline`.
+    fn drain(&self, deadline: Instant);
+
+    /// Every connection is closed (or the grace is over): flush what must
+    /// outlive the process.
+    fn stopped(&self) -> impl Future<Output = ()> + Send;
 }
 
-/// One connection's service for hyper: each request takes the app of the
-/// version current when it arrives, so a reload reaches keep-alive
-/// connections too.
-///
-/// It calls the app directly rather than through hyper-util's tower
-/// adapter and a `oneshot`: the app is always ready (`App` never waits in
-/// `poll_ready`; debug builds, and so every test over a socket, check it on
-/// each request), and the adapter's state machine moved the request three
-/// more times, about 5% of a cache hit (callgrind).
-struct Connection {
-    live: Arc<Live>,
+/// The accept loop's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Longest time to read a request's headers.
+    pub header_read_timeout: Duration,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Time in-flight requests get to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// One connection's service for hyper: the site's service for each
+/// request. It calls that service directly rather than through hyper-util's
+/// tower adapter and a `oneshot`: the app is always ready, and the adapter's
+/// state machine moved the request three more times, about 5% of a cache
+/// hit (callgrind).
+struct Connection<S> {
+    site: Arc<S>,
     peer: Peer,
 }
 
-impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Connection {
-    type Response = <App as Service<http::Request<hyper::body::Incoming>>>::Response;
+impl<S: Site> hyper::service::Service<http::Request<hyper::body::Incoming>> for Connection<S> {
+    type Response = Response;
     type Error = Infallible;
-    type Future = <App as Service<http::Request<hyper::body::Incoming>>>::Future;
+    type Future = <S::Service as tower::Service<http::Request<hyper::body::Incoming>>>::Future;
 
     fn call(&self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
-        let mut app = self.live.app();
-        app.get_mut().on_connection(self.peer);
-        debug_assert!(app_is_ready(&mut app));
-        app.call(request)
+        let mut service = self.site.service(self.peer);
+        debug_assert!(is_ready(&mut service));
+        tower::Service::call(&mut service, request)
     }
 }
 
-/// Whether `app` is ready at once, as [`Connection`] relies on.
-fn app_is_ready(app: &mut App) -> bool {
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    matches!(
-        Service::<http::Request<hyper::body::Incoming>>::poll_ready(app, &mut cx),
-        Poll::Ready(Ok(()))
-    )
+/// Whether `service` is ready at once, as [`Connection`] relies on.
+fn is_ready<T: tower::Service<http::Request<hyper::body::Incoming>>>(service: &mut T) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    matches!(service.poll_ready(&mut cx), std::task::Poll::Ready(Ok(())))
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains.
@@ -78,20 +107,19 @@ fn app_is_ready(app: &mut App) -> bool {
 /// None today: accept errors (such as running out of file descriptors) are
 /// logged and retried after a short pause. The `Result` leaves room for
 /// listener setup that can fail.
-pub async fn serve(
+pub async fn serve<S: Site>(
     listener: TcpListener,
-    live: Arc<Live>,
+    site: Arc<S>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     // The listener's settings are restart-only (`reload::pin`): the first
     // version's hold for the life of the process.
-    let state = live.state();
-    let server = &state.config.server;
+    let settings = site.settings();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(server.header_read_timeout_ms))
+        .header_read_timeout(settings.header_read_timeout)
         .keep_alive(true)
         // Headers and body as two iovecs of one writev: the body is not
         // copied into hyper's buffer first. 20 KiB cache hits: 8-20% more
@@ -100,7 +128,7 @@ pub async fn serve(
         .writev(true);
     builder.http2().timer(TokioTimer::new());
 
-    let permits = Arc::new(Semaphore::new(server.max_connections));
+    let permits = Arc::new(Semaphore::new(settings.max_connections));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 
@@ -117,7 +145,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            state.metrics.connection_rejected();
+            site.connection_rejected();
             tracing::warn!("connection refused: server.max_connections reached");
             continue;
         };
@@ -126,7 +154,7 @@ pub async fn serve(
             continue;
         };
         let service = Connection {
-            live: live.clone(),
+            site: site.clone(),
             peer: Peer {
                 local,
                 remote: peer,
@@ -136,31 +164,26 @@ pub async fn serve(
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
-        let metrics_state = state.clone();
-        metrics_state.metrics.connections_open().inc();
+        let counted = site.clone();
+        counted.connection(true);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");
             }
-            metrics_state.metrics.connections_open().dec();
+            counted.connection(false);
             drop(permit);
         });
     }
 
     drop(listener);
-    // The grace period and the shapers are the current version's.
-    let state = live.state();
-    let server = &state.config.server;
-    let grace = Duration::from_millis(server.shutdown_grace_ms);
+    let grace = settings.shutdown_grace;
     // Queued requests keep leaving as the budget allows; what is still
     // queued shortly before the grace ends gets a 503, with time left to
     // write it.
     let answer_time = (grace / 4).min(Duration::from_secs(1));
-    for shaper in state.credentials.iter().filter_map(|c| c.shaper()) {
-        shaper.drain(std::time::Instant::now() + grace - answer_time);
-    }
+    site.drain(Instant::now() + grace - answer_time);
     tracing::info!(
-        grace_ms = server.shutdown_grace_ms,
+        grace_ms = grace.as_millis() as u64,
         "shutting down: draining connections"
     );
     if tokio::time::timeout(grace, graceful.shutdown())
@@ -169,6 +192,6 @@ pub async fn serve(
     {
         tracing::warn!("shutdown grace period over; closing remaining connections");
     }
-    state.broker.ledger().flush().await;
+    site.stopped().await;
     Ok(())
 }

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use crate::cache::ResponseCache;
 use crate::config::Config;
+use crate::config_status::ConfigStatus;
 use crate::keys::broker::Broker;
 use crate::keys::store::StoreError;
 use crate::metrics::Metrics;
-use crate::reload::status::ConfigStatus;
 use crate::shaper::Shaper;
 use crate::upstream::breaker::Breaker;
 use crate::upstream::credential::Credentials;

@@ -1,5 +1,6 @@
 //! Small shared types: [`Secret`], the wrapper that keeps credentials out of
-//! logs, errors and debug output.
+//! logs, errors and debug output, and [`Peer`], the connection a request
+//! came on.
 
 use std::fmt;
 
@@ -39,6 +40,18 @@ impl<T> serde::Serialize for Secret<T> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str("*****")
     }
+}
+
+/// The connection a request came on: held by the app's frame for each
+/// connection, and in a request's extensions once the request waits.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    /// The local address it arrived on: whether an absolute-form target
+    /// names this gateway.
+    pub local: std::net::SocketAddr,
+    /// The client's address: the fairness identity of a client without a
+    /// key, and the loopback check of `/admin/*`.
+    pub remote: std::net::SocketAddr,
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use prometheus_client::registry::Registry;
 
 use super::entry::CacheStatus;
 use super::policy::CacheRoute;
-use crate::metrics::CounterSlots;
+use crate::counters::CounterSlots;
 
 /// Labels: the route class and the result.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, Rate};
-use crate::keys::model::{Budget, Role};
+use crate::grant::{Budget, Role};
 
 /// The database file used when keys mode names none.
 pub const DEFAULT_DB_PATH: &str = "castari-gateway.db";
@@ -151,19 +151,19 @@ impl AuthConfig {
         }
         for (i, key) in self.keys.iter().enumerate() {
             let field = |name: &str| format!("auth.keys[{i}].{name}");
-            if !crate::keys::token::valid_id(&key.id) {
+            if !crate::grant::valid_id(&key.id) {
                 return Err(ConfigError::new(
                     field("id"),
                     "must be 1 to 32 characters of [a-z0-9]",
                 ));
             }
-            if crate::keys::token::parse_hash_hex(&key.sha256).is_none() {
+            if crate::grant::parse_hash_hex(&key.sha256).is_none() {
                 return Err(ConfigError::new(
                     field("sha256"),
                     "must be 64 hex digits (the SHA-256 of the whole token)",
                 ));
             }
-            if let Err(e) = crate::keys::scope::AgentGlobs::parse(&key.agents) {
+            if let Err(e) = crate::grant::AgentGlobs::parse(&key.agents) {
                 return Err(ConfigError::new(field("agents"), e));
             }
             let upstream = key.upstream.as_deref().unwrap_or("default");

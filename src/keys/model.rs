@@ -4,130 +4,11 @@
 //! request path reads, the CLI and the admin API. Hashes never leave this
 //! module's types in a printable form: [`KeyInfo`] is the view that is shown.
 
-use std::fmt;
-use std::str::FromStr;
-
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::config::Rate;
-
-/// What a local key may do. Each role includes `read`; `admin` includes all.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// GETs (and HEADs) of every route but the security-sensitive ones.
-    Read,
-    /// `read`, plus invocations and sessions.
-    Invoke,
-    /// `read`, plus agents, deploys, secrets, files, mounts and buckets.
-    Deploy,
-    /// Everything, the security-sensitive routes included.
-    Admin,
-}
-
-impl Role {
-    /// The name used in the config, the CLI and the store.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Read => "read",
-            Self::Invoke => "invoke",
-            Self::Deploy => "deploy",
-            Self::Admin => "admin",
-        }
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text {
-            "read" => Ok(Self::Read),
-            "invoke" => Ok(Self::Invoke),
-            "deploy" => Ok(Self::Deploy),
-            "admin" => Ok(Self::Admin),
-            _ => Err(format!(
-                "{text:?} is not a role: use read, invoke, deploy or admin"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The period a budget covers, in UTC calendar terms.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Period {
-    /// The current UTC day.
-    Day,
-    /// The current UTC calendar month.
-    Month,
-}
-
-impl Period {
-    /// `day` or `month`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Day => "day",
-            Self::Month => "month",
-        }
-    }
-}
-
-/// A spending limit in USD per period, written `20/month` or `5/day`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Budget {
-    /// The most that may be spent in one period, exact.
-    pub usd: Decimal,
-    /// Which period.
-    pub period: Period,
-}
-
-impl FromStr for Budget {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        let invalid =
-            || format!("{text:?} is not a budget: write USD/PERIOD, e.g. 20/month, 2.50/day");
-        let (usd, period) = text.split_once('/').ok_or_else(invalid)?;
-        let usd = usd.trim().trim_start_matches('$');
-        let usd = Decimal::from_str_exact(usd).map_err(|_| invalid())?;
-        if usd <= Decimal::ZERO {
-            return Err(invalid());
-        }
-        let period = match period.trim() {
-            "day" | "d" => Period::Day,
-            "month" | "mo" => Period::Month,
-            _ => return Err(invalid()),
-        };
-        Ok(Self { usd, period })
-    }
-}
-
-impl fmt::Display for Budget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.usd.normalize(), self.period.as_str())
-    }
-}
-
-impl Serialize for Budget {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Budget {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
+pub use crate::grant::{Budget, KeyHash, Period, Role};
 
 /// Where a key was declared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -138,9 +19,6 @@ pub enum Origin {
     /// Declared by hash under `[[auth.keys]]` in the config file.
     Config,
 }
-
-/// SHA-256 of a whole local key token.
-pub type KeyHash = [u8; 32];
 
 /// One local key as stored. `hash` and `previous` are never shown.
 #[derive(Clone, Debug, PartialEq)]

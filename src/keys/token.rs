@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::model::KeyHash;
+pub use crate::grant::{parse_hash_hex, valid_id};
 use crate::types::Secret;
 
 /// Every local key starts with this.
@@ -59,14 +60,6 @@ pub fn id_of(token: &str) -> Option<&str> {
     (valid_id(id) && !secret.is_empty()).then_some(id)
 }
 
-/// Whether `id` can be a key id: 1 to 32 characters of `[a-z0-9]`.
-pub fn valid_id(id: &str) -> bool {
-    (1..=32).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-}
-
 /// SHA-256 of a whole token.
 pub fn hash(token: &str) -> KeyHash {
     Sha256::digest(token.as_bytes()).into()
@@ -86,21 +79,6 @@ pub fn hex(bytes: &[u8]) -> String {
         out.push(char::from(DIGITS[usize::from(b & 15)]));
     }
     out
-}
-
-/// Parses 64 hex digits (either case) into a hash.
-pub fn parse_hash_hex(text: &str) -> Option<KeyHash> {
-    let text = text.trim();
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in text.as_bytes().chunks(2).enumerate() {
-        let digit = |c: u8| char::from(c).to_digit(16);
-        let (hi, lo) = (digit(pair[0])?, digit(pair[1])?);
-        out[i] = u8::try_from(hi * 16 + lo).ok()?;
-    }
-    Some(out)
 }
 
 #[cfg(test)]

@@ -4,9 +4,7 @@
 //! |---|---|
 //! | `mod.rs` | [`Live`] (the version serving requests) and [`Reloader`] |
 //! | `pin.rs` | settings only a restart can change |
-//! | `status.rs` | what `GET /admin/config` shows; redaction |
 //! | `watch.rs` | the optional file watch |
-//! | `metrics.rs` | `config_version`, `config_reloads` |
 //!
 //! A reload (on `SIGHUP`, `POST /admin/config/reload`, or a change of the
 //! watched files) loads the configuration exactly as startup does: the
@@ -19,10 +17,11 @@
 //! wholly under the old version or wholly under the new one, and requests
 //! in flight finish under the version they started with. A refused reload
 //! changes nothing; its error is logged and shown at `GET /admin/config`.
+//!
+//! What `GET /admin/config` shows of reloads, and their metrics, live in
+//! `config_status/`: the state holds them, and this driver updates them.
 
-pub mod metrics;
 pub mod pin;
-pub mod status;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -34,9 +33,9 @@ use tokio::sync::mpsc;
 
 use crate::app::App;
 use crate::config::{Config, ConfigError};
+use crate::config_status::{Attempt, ReloadRequest, Trigger};
 use crate::keys::clock::now_unix;
 use crate::state::{AppState, RebuildError};
-use status::{Attempt, ReloadRequest, Trigger};
 
 /// The version serving new requests, and its router.
 pub struct Live {
@@ -78,6 +77,53 @@ impl Live {
     fn install(&self, state: AppState) {
         let app = crate::build_app(state.clone());
         self.current.store(Arc::new(Served { state, app }));
+    }
+}
+
+/// The server serves the current version: its app for each request, the
+/// first version's listener settings, the current one's shapers to drain.
+impl crate::server::Site for Live {
+    type Service = App;
+
+    fn service(&self, peer: crate::types::Peer) -> App {
+        let mut app = self.app();
+        app.get_mut().on_connection(peer);
+        app
+    }
+
+    fn settings(&self) -> crate::server::Settings {
+        let state = self.state();
+        let server = &state.config.server;
+        crate::server::Settings {
+            header_read_timeout: Duration::from_millis(server.header_read_timeout_ms),
+            max_connections: server.max_connections,
+            shutdown_grace: Duration::from_millis(server.shutdown_grace_ms),
+        }
+    }
+
+    fn connection(&self, open: bool) {
+        let state = self.state();
+        let gauge = state.metrics.connections_open();
+        if open {
+            gauge.inc();
+        } else {
+            gauge.dec();
+        }
+    }
+
+    fn connection_rejected(&self) {
+        self.state().metrics.connection_rejected();
+    }
+
+    fn drain(&self, deadline: std::time::Instant) {
+        let state = self.state();
+        for shaper in state.credentials.iter().filter_map(|c| c.shaper()) {
+            shaper.drain(deadline);
+        }
+    }
+
+    async fn stopped(&self) {
+        self.state().broker.ledger().flush().await;
     }
 }
 

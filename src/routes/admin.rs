@@ -9,8 +9,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::error_response;
-use crate::server::Peer;
 use crate::state::AppState;
+use crate::types::Peer;
 
 /// `GET /admin/queue[?upstream=NAME]`: each lane's budget and its waiters
 /// in dispatch order, for one upstream credential (`default` unless named).

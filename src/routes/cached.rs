@@ -40,8 +40,8 @@ use crate::cache::{
 };
 use crate::error::{GatewayError, Origin};
 use crate::route::RouteClass;
-use crate::server::Peer;
 use crate::state::AppState;
+use crate::types::Peer;
 use crate::upstream::credential::Credential;
 use crate::upstream::path::ApiPath;
 use crate::upstream::{BodyLimits, UpstreamLatency};

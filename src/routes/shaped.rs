@@ -31,10 +31,10 @@ use crate::body::{BodyError, Guarded, Verdict};
 use crate::cache::flight::SendMark;
 use crate::error::GatewayError;
 use crate::route::RouteClass;
-use crate::server::Peer;
 use crate::shaper::sessions::Turn;
 use crate::shaper::{Lane, RateView, Shaper, Ticket};
 use crate::state::AppState;
+use crate::types::Peer;
 use crate::upstream::headers::{
     reuse_rendered, X_API_KEY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
 };

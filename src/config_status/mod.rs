@@ -1,6 +1,10 @@
 //! What `GET /admin/config` shows: the active configuration with secrets
 //! redacted, its version, what waits for a restart, and the last reload
-//! attempt (with its error when it was refused).
+//! attempt (with its error when it was refused); and the reload metrics
+//! (`metrics.rs`). The state holds these and `reload/` updates them: here,
+//! apart from both, so neither imports the other.
+
+pub mod metrics;
 
 use std::sync::{Mutex, OnceLock, PoisonError};
 
@@ -8,9 +12,9 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use super::metrics::ReloadMetrics;
 use crate::config::Config;
 use crate::keys::clock::now_unix;
+use metrics::ReloadMetrics;
 
 /// What started a reload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
