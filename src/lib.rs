@@ -1,19 +1,30 @@
 //! castari-gateway: a local gateway in front of the Castari API.
 //!
+//! A request goes one way through six stages; each is a module that
+//! imports none above it (`tests/imports.rs` checks that `src/` has no
+//! import circles):
+//!
+//! | # | stage | module | decides |
+//! |---|---|---|---|
+//! | 1 | frame | `server.rs`, `app.rs` | request id, peer, limits, access record, caught panics |
+//! | 2 | admission | `routes/proxy.rs` | target and path checks, the one reading of the route (`route.rs`), local key, scope |
+//! | 3 | cache | `routes/cached.rs` | fresh hit, coalesced miss, stale; writes drop what they change |
+//! | 4 | shaper | `routes/forward.rs`, `routes/shaped.rs` | budget, fair queue, deadlines, session turn |
+//! | 5 | upstream | `routes/forward.rs`, `upstream/` | breaker, send, 429 absorbed, safe retries |
+//! | 6 | response | `routes/proxy.rs`, `app.rs` | `X-RateLimit-*` view, accounting, access record |
+//!
+//! Why this order: nothing is spent on a request that will be refused, so
+//! the cheap local checks come first and a refused caller never sees a
+//! cached answer (2 before 3); a hit costs no budget (3 before 4); what
+//! waits for the budget is the request itself, so a retry or a 429 sent
+//! again keeps its place in line (4 and 5 are one loop); and the answer
+//! is stamped and counted once, whichever stage made it (6). After
+//! admission the request travels as one typed value (`routes/call.rs`).
+//!
 //! ```text
-//! client ──► server (accept loop: header deadline, connection cap, drain)
-//!              └► app (sensitive headers ► frame: request id, access record,
-//!                   in-flight gauge, caught panics, dispatch; a fresh cache
-//!                   hit is answered inside the call, with no future)
-//!                   ├► /healthz /readyz /metrics /admin/*
-//!                   └► /api/v1/*  proxy: check target and path ► class
-//!                                   ├► broker (local key ► role, agent globs,
-//!                                   │          key rate ► budget for invocations)
-//!                                   ├► cache (GETs: hit, coalesced miss, stale;
-//!                                   │         writes: invalidate after)
-//!                                   └► shaper (budget, fair queue, sessions)
-//!                                      └► upstream: strip credentials, inject the
-//!                                         caller's upstream key, stream both ways
+//! client ──► server ──► app frame ──► proxy: check, route, broker ──► hit? answer now
+//!                                       └► cache (GET) / write guard
+//!                                            └► forward: breaker ► shaper ► upstream ► retry
 //! ```
 //!
 //! The binary (`src/main.rs`) only parses arguments and calls into this

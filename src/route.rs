@@ -1,9 +1,34 @@
-//! Route classes: which kind of work a request is, for timeouts and metrics.
+//! What a request is: its route class (timeouts, lanes, metrics, billing)
+//! and its retry safety, read once from the method and the *decoded* path
+//! segments after `/api/v1/` (`upstream/path.rs` decodes them once).
 //!
-//! The class comes from the method and the checked path segments (after
-//! `/api/v1/`). Unknown routes are `crud`: forwarded with the ordinary timeout.
+//! The other tables of a route read the same decoded segments: the cache
+//! policy and write effects (`cache/policy.rs`) and the scopes
+//! (`keys/scope.rs`). So `POST /agents/x/%69nvoke` is an invocation to all
+//! of them, as it is to an upstream that decodes it (`tests/integration/
+//! encoded.rs`). Unknown routes are `crud`: forwarded with the ordinary
+//! timeout, and never retried once sent.
 
 use http::Method;
+
+/// What the gateway reads from a request's route, once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The kind of upstream work.
+    pub class: RouteClass,
+    /// Whether it may be sent again after it may have reached the upstream.
+    pub safety: Safety,
+}
+
+impl Route {
+    /// Reads `method` on the decoded `segments` after `/api/v1/`.
+    pub fn read<S: AsRef<str>>(method: &Method, segments: &[S]) -> Self {
+        Self {
+            class: RouteClass::of(method, segments),
+            safety: Safety::of(method, segments),
+        }
+    }
+}
 
 /// The kind of upstream work a request asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -21,8 +46,9 @@ pub enum RouteClass {
 }
 
 impl RouteClass {
-    /// Classifies a request by method and the segments after `/api/v1/`.
-    pub fn of(method: &Method, segments: &[String]) -> Self {
+    /// Classifies a request by method and the decoded segments after
+    /// `/api/v1/`.
+    pub fn of<S: AsRef<str>>(method: &Method, segments: &[S]) -> Self {
         with_segments(segments, |s| match (method, s) {
             (&Method::POST, ["agents", _, "invoke" | "stream"]) => Self::Invoke,
             (&Method::POST, ["agents", _, "deploy" | "redeploy" | "upload-code"] | ["files"]) => {
@@ -41,6 +67,60 @@ impl RouteClass {
             Self::Invoke => "invoke",
             Self::Download => "download",
             Self::Local => "local",
+        }
+    }
+}
+
+/// Whether a route may be sent again after it may have reached the upstream
+/// (gateway-notes §5; `upstream/retry.rs` decides when).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Safety {
+    /// Idempotent: may be retried on 502/503/504 and broken connections.
+    Safe,
+    /// Only when nothing was sent (connection refused) or on a 429.
+    Unsafe,
+}
+
+impl Safety {
+    /// The route table of gateway-notes §2, on the decoded segments after
+    /// `/api/v1/`. Unknown writes are unsafe.
+    pub fn of<S: AsRef<str>>(method: &Method, segments: &[S]) -> Self {
+        let safe = with_segments(segments, |s| {
+            matches!(
+                (method.as_str(), s),
+                ("GET" | "HEAD" | "OPTIONS", _)
+                    | (
+                        "DELETE",
+                        ["api-keys", _]
+                            | ["auth", "api-key"]
+                            | ["agents", _]
+                            | ["agents", _, "sandbox"]
+                            | ["agents", _, "secrets" | "sessions" | "mounts" | "files", _]
+                            | ["buckets", _]
+                            | ["buckets", _, "credentials"]
+                            | ["files", _]
+                    )
+                    | (
+                        "PATCH",
+                        ["agents", _] | ["agents", _, "mounts", _] | ["buckets", _] | ["files", _]
+                    )
+                    | (
+                        "POST",
+                        ["agents", _, "secrets" | "stop"]
+                            | ["agents", _, "files", "sync"]
+                            | [
+                                "buckets",
+                                _,
+                                "credentials" | "test" | "upload-url" | "download-url"
+                            ]
+                            | ["files", "confirm-upload"]
+                    )
+            )
+        });
+        if safe {
+            Self::Safe
+        } else {
+            Self::Unsafe
         }
     }
 }

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use http::{header, HeaderMap, Method};
-use percent_encoding::percent_decode_str;
 
 /// Identifies one cached response.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -73,19 +72,7 @@ impl CacheKey {
     }
 }
 
-/// Decodes checked path segments (valid UTF-8 by then; lossy otherwise).
-pub fn decode_path(segments: &[String]) -> Arc<[Box<str>]> {
-    segments
-        .iter()
-        .map(|s| {
-            if s.contains('%') {
-                Box::from(percent_decode_str(s).decode_utf8_lossy().as_ref())
-            } else {
-                Box::from(s.as_str())
-            }
-        })
-        .collect()
-}
+pub use crate::upstream::path::decode_path;
 
 /// `b=2&a=1&a=0` → `a=0&a=1&b=2`; `%41` and `A` are the same; empty pairs
 /// go.

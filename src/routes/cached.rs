@@ -31,6 +31,8 @@ use futures_util::StreamExt;
 use http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode};
 use tokio::sync::oneshot;
 
+use super::call::Call;
+use super::forward::forward;
 use crate::body::DropAtEnd;
 use crate::cache::agents::AgentStatus;
 use crate::cache::flight::SendMark;
@@ -39,12 +41,9 @@ use crate::cache::{
     Need, Passed, Pattern, ResponseCache, Role, X_CACHE,
 };
 use crate::error::{GatewayError, Origin};
-use crate::route::RouteClass;
 use crate::state::AppState;
-use crate::types::Peer;
 use crate::upstream::credential::Credential;
-use crate::upstream::path::ApiPath;
-use crate::upstream::{BodyLimits, UpstreamLatency};
+use crate::upstream::UpstreamLatency;
 
 /// A fresh entry for a plain GET of `route`, answered at once: no future,
 /// no fetch. The same answer [`CachedGet::serve`] gives a hit; `None` when
@@ -80,14 +79,11 @@ pub(super) fn fresh_hit(
 /// A GET of a cacheable route.
 pub(super) struct CachedGet<'a> {
     pub state: &'a AppState,
-    /// The upstream credential: its name is the cache partition.
-    pub credential: &'a Arc<Credential>,
     pub cache: &'a ResponseCache,
+    /// Which cacheable route: its TTL and metric label.
     pub route: CacheRoute,
-    pub decoded: Arc<[Box<str>]>,
-    pub path: &'a ApiPath,
-    pub class: RouteClass,
-    pub limits: BodyLimits,
+    /// The request; its credential's name is the cache partition.
+    pub call: &'a Call,
 }
 
 impl CachedGet<'_> {
@@ -104,16 +100,17 @@ impl CachedGet<'_> {
             }
             return Ok(response);
         }
-        let principal = self.credential.name().clone();
+        let principal = self.call.credential.name().clone();
+        let decoded = self.call.path.decoded();
         let key = CacheKey::new(
             &principal,
-            self.decoded.clone(),
+            decoded.clone(),
             parts.uri.query(),
             &parts.headers,
         );
         let arrived = Instant::now();
         let stored = cache.lookup(&key).await;
-        let moving = in_motion(cache, self.route, &self.decoded, &principal);
+        let moving = in_motion(cache, self.route, decoded, &principal);
         let revalidate = directive == Directive::Revalidate;
         if let Some(entry) = stored
             .as_ref()
@@ -168,11 +165,8 @@ impl CachedGet<'_> {
         };
         let fetch = Fetch {
             state: self.state.clone(),
-            credential: self.credential.clone(),
+            call: self.call.clone(),
             head: Head::of(&parts),
-            path: self.path.clone(),
-            class: self.class,
-            limits: self.limits,
             key: key.clone(),
             route: self.route,
             ttl,
@@ -240,17 +234,7 @@ impl CachedGet<'_> {
 
     /// Sends this request alone, past the cache.
     async fn send_own(&self, parts: Parts) -> Result<Response, GatewayError> {
-        let state = self.state;
-        super::proxy::send(
-            state,
-            self.credential,
-            parts,
-            Body::empty(),
-            self.path,
-            self.class,
-            self.limits,
-        )
-        .await
+        forward(self.state, self.call, parts, Body::empty()).await
     }
 }
 
@@ -347,15 +331,13 @@ fn mark(response: &mut Response, status: CacheStatus) {
         .insert(X_CACHE, HeaderValue::from_static(status.as_str()));
 }
 
-/// What a fetch needs of the request that started it: the caller's key id
-/// and peer go with it, so the fetch waits in the fair queue as the same
-/// client as that caller's own sends.
+/// What a fetch needs of the request head that started it. The caller's
+/// key id and peer travel in the fetch's [`Call`], so the fetch waits in
+/// the fair queue as the same client as that caller's own sends.
 struct Head {
     uri: http::Uri,
     version: http::Version,
     headers: HeaderMap,
-    peer: Option<Peer>,
-    caller: Option<super::proxy::CallerId>,
 }
 
 impl Head {
@@ -364,24 +346,15 @@ impl Head {
             uri: parts.uri.clone(),
             version: parts.version,
             headers: without_validators(&parts.headers),
-            peer: parts.extensions.get::<Peer>().copied(),
-            caller: parts.extensions.get::<super::proxy::CallerId>().cloned(),
         }
     }
 
-    fn into_parts(self, mark: SendMark) -> Parts {
+    fn into_parts(self) -> Parts {
         let (mut parts, ()) = http::Request::new(()).into_parts();
         parts.method = Method::GET;
         parts.uri = self.uri;
         parts.version = self.version;
         parts.headers = self.headers;
-        if let Some(peer) = self.peer {
-            parts.extensions.insert(peer);
-        }
-        if let Some(caller) = self.caller {
-            parts.extensions.insert(caller);
-        }
-        parts.extensions.insert(mark);
         parts
     }
 }
@@ -406,11 +379,9 @@ fn without_validators(headers: &HeaderMap) -> HeaderMap {
 /// One upstream fetch on behalf of every waiter on a key.
 struct Fetch {
     state: AppState,
-    credential: Arc<Credential>,
+    /// The request that started it; the fetch's send mark goes in.
+    call: Call,
     head: Head,
-    path: ApiPath,
-    class: RouteClass,
-    limits: BodyLimits,
     key: CacheKey,
     route: CacheRoute,
     ttl: Duration,
@@ -419,20 +390,13 @@ struct Fetch {
 }
 
 impl Fetch {
-    async fn run(self, seq: u64, mark: SendMark) -> Fetched {
+    async fn run(mut self, seq: u64, mark: SendMark) -> Fetched {
         let Some(cache) = self.state.cache.as_ref() else {
             return Fetched::Failed(GatewayError::Internal);
         };
-        let sent = super::proxy::send(
-            &self.state,
-            &self.credential,
-            self.head.into_parts(mark.clone()),
-            Body::empty(),
-            &self.path,
-            self.class,
-            self.limits,
-        )
-        .await;
+        self.call.mark = Some(mark.clone());
+        let parts = self.head.into_parts();
+        let sent = forward(&self.state, &self.call, parts, Body::empty()).await;
         let response = match sent {
             Ok(response) => response,
             Err(error) => return Fetched::Failed(error),
@@ -444,7 +408,7 @@ impl Fetch {
             self.state.readiness.mark_ok();
             self.state
                 .metrics
-                .upstream_latency(self.class.as_str(), latency);
+                .upstream_latency(self.call.route.class.as_str(), latency);
         }
         let body = match read_up_to(body, max).await {
             Read::All(body) => body,

@@ -15,9 +15,12 @@
 pub mod admin;
 mod brokered;
 mod cached;
+mod call;
+mod forward;
 pub mod health;
 pub mod keys;
 pub mod proxy;
 mod shaped;
 
+pub use forward::QueueWait;
 pub use shaped::QUEUE_WAIT_HEADER;

@@ -33,20 +33,18 @@ use http::{header, request::Parts, Method, Version};
 
 use super::brokered;
 use super::cached::{self, CachedGet, Write};
+use super::call::Call;
+use super::forward::forward;
 use super::shaped;
-use crate::cache::flight::SendMark;
-use crate::cache::key::decode_path;
 use crate::cache::CacheRoute;
 use crate::error::GatewayError;
 use crate::keys::broker::Caller;
-use crate::route::RouteClass;
+use crate::route::{Route, RouteClass};
 use crate::shaper::Lane;
 use crate::state::AppState;
 use crate::types::Peer;
-use crate::upstream::credential::Credential;
 use crate::upstream::path::ApiPath;
-use crate::upstream::retry::{Attempts, Safety};
-use crate::upstream::{BodyLimits, Outbound};
+use crate::upstream::BodyLimits;
 
 /// How [`proxy`] answers.
 pub enum Proxied {
@@ -65,7 +63,7 @@ pub enum Proxied {
 /// without building, boxing and moving the forwarding future (3.5 KB),
 /// about a tenth of a hit's work (callgrind).
 pub fn proxy(state: &AppState, request: Request, peer: Option<Peer>) -> (RouteClass, Proxied) {
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     let path = match check(&parts, peer) {
         Ok(path) => path,
         Err(error) => {
@@ -73,38 +71,41 @@ pub fn proxy(state: &AppState, request: Request, peer: Option<Peer>) -> (RouteCl
             return (class, Proxied::Now(finish(state, class, None, Err(error))));
         }
     };
-    let class = RouteClass::of(&parts.method, path.segments());
-    let decoded = decode_path(path.segments());
-    let caller = match admit(state, &parts, &decoded) {
+    let route = Route::read(&parts.method, path.decoded());
+    let class = route.class;
+    let caller = match admit(state, &parts, path.decoded()) {
         Ok(caller) => caller,
         Err(error) => return (class, Proxied::Now(finish(state, class, None, Err(error)))),
     };
-    if let Some(response) = hit(state, &caller, &parts, &body, &decoded) {
-        state
-            .broker
-            .count(&caller, agent_of(&decoded), class.as_str());
+    if let Some(response) = hit(state, &caller, &parts, &body, path.decoded()) {
+        state.broker.count(&caller, path.agent(), class.as_str());
         return (
             class,
             Proxied::Now(finish(state, class, Some(&caller), Ok(response))),
         );
     }
-    // What waits reads the caller and the peer from the request (the
-    // shaper's fairness, the cache's fetches).
-    if let Some(key) = &caller.key {
-        parts
-            .extensions
-            .insert(CallerId(Arc::from(key.record.id.as_str())));
-    }
-    if let Some(peer) = peer {
-        parts.extensions.insert(peer);
-    }
+    let server = &state.config.server;
+    let call = Call {
+        credential: caller.credential.clone(),
+        path,
+        route,
+        limits: BodyLimits {
+            max_bytes: server.max_body_bytes,
+            idle: Duration::from_millis(server.body_idle_timeout_ms),
+        },
+        key_id: caller
+            .key
+            .as_ref()
+            .map(|key| Arc::from(key.record.id.as_str())),
+        peer,
+        mark: None,
+    };
     let state = state.clone();
     let answer = Box::pin(async move {
-        let sent = forward(&state, &caller, parts, body, &path, decoded.clone(), class);
-        let result = sent.await;
+        let result = pass(&state, &caller, &call, parts, body).await;
         state
             .broker
-            .count(&caller, agent_of(&decoded), class.as_str());
+            .count(&caller, call.path.agent(), class.as_str());
         finish(&state, class, Some(&caller), result)
     });
     (class, Proxied::Later(answer))
@@ -158,10 +159,6 @@ fn hit(
     cached::fresh_hit(cache, &caller.credential, route, decoded, parts)
 }
 
-/// The local key id of an identified caller, for the shaper's fairness.
-#[derive(Clone, Debug)]
-pub struct CallerId(pub Arc<str>);
-
 fn check(parts: &Parts, peer: Option<Peer>) -> Result<ApiPath, GatewayError> {
     check_target(parts, peer)?;
     let mut path = ApiPath::parse(parts.uri.path())?;
@@ -177,51 +174,38 @@ fn admit(state: &AppState, parts: &Parts, decoded: &[Box<str>]) -> Result<Caller
     Ok(caller)
 }
 
-/// The agent a route names (`/agents/{slug}/...`), for the ledger.
-fn agent_of(decoded: &[Box<str>]) -> Option<&str> {
-    match decoded {
-        [first, slug, ..] if &**first == "agents" => Some(slug),
-        _ => None,
-    }
-}
-
-async fn forward(
+/// Past the checks and the broker: an agent-scoped key's create and list
+/// rules, then the cache or the send.
+async fn pass(
     state: &AppState,
     caller: &Caller,
+    call: &Call,
     mut parts: Parts,
     body: axum::body::Body,
-    path: &ApiPath,
-    decoded: Arc<[Box<str>]>,
-    class: RouteClass,
 ) -> Result<Response, GatewayError> {
-    let server = &state.config.server;
-    let limits = BodyLimits {
-        max_bytes: server.max_body_bytes,
-        idle: Duration::from_millis(server.body_idle_timeout_ms),
-    };
-    if declared_length(&parts)? > limits.max_bytes {
+    if declared_length(&parts)? > call.limits.max_bytes {
         return Err(GatewayError::PayloadTooLarge {
-            limit: limits.max_bytes,
+            limit: call.limits.max_bytes,
         });
     }
     let Some(globs) = caller.globs() else {
-        return route(state, caller, parts, body, path, decoded, class, limits).await;
+        return route(state, caller, call, parts, body).await;
     };
     // Boxed: this path reads bodies, and its future is several times the
     // size of a cache hit's, which every request would otherwise carry.
     Box::pin(async move {
         // An agent-scoped key: creates must name an allowed slug, and lists
         // show only allowed agents.
-        let is_agents = matches!(&*decoded, [only] if &**only == "agents");
+        let is_agents = matches!(&**call.path.decoded(), [only] if &**only == "agents");
         let body = match (is_agents, &parts.method) {
             (true, &Method::POST) => brokered::check_create(globs, body).await?,
             _ => body,
         };
         if !(is_agents && parts.method == Method::GET) {
-            return route(state, caller, parts, body, path, decoded, class, limits).await;
+            return route(state, caller, call, parts, body).await;
         }
         parts.headers.remove(header::IF_NONE_MATCH);
-        let response = route(state, caller, parts, body, path, decoded, class, limits).await?;
+        let response = route(state, caller, call, parts, body).await?;
         brokered::filter_list(globs, response).await
     })
     .await
@@ -229,48 +213,40 @@ async fn forward(
 
 /// The cached path for cacheable GETs, invalidation around writes, or a
 /// plain send.
-#[allow(clippy::too_many_arguments)]
 async fn route(
     state: &AppState,
     caller: &Caller,
+    call: &Call,
     parts: Parts,
     body: axum::body::Body,
-    path: &ApiPath,
-    decoded: Arc<[Box<str>]>,
-    class: RouteClass,
-    limits: BodyLimits,
 ) -> Result<Response, GatewayError> {
-    let credential = &caller.credential;
     let Some(cache) = &state.cache else {
-        return Box::pin(accounted(state, caller, parts, body, path, class, limits)).await;
+        return Box::pin(accounted(state, caller, call, parts, body)).await;
     };
     if parts.method == Method::GET {
         // A GET with a body is unusual; it is forwarded whole, never cached.
         let bodiless = axum::body::HttpBody::size_hint(&body).upper() == Some(0);
-        return match CacheRoute::of(&decoded).filter(|_| bodiless) {
+        return match CacheRoute::of(call.path.decoded()).filter(|_| bodiless) {
             Some(route) => {
                 let get = CachedGet {
                     state,
-                    credential,
                     cache,
                     route,
-                    decoded,
-                    path,
-                    class,
-                    limits,
+                    call,
                 };
                 get.serve(parts).await
             }
-            None => Box::pin(send(state, credential, parts, body, path, class, limits)).await,
+            None => Box::pin(forward(state, call, parts, body)).await,
         };
     }
     if parts.method == Method::HEAD {
-        return Box::pin(send(state, credential, parts, body, path, class, limits)).await;
+        return Box::pin(forward(state, call, parts, body)).await;
     }
     // Boxed: the write path's future is large and the hit path's is not.
     Box::pin(async move {
-        let write = Write::of(state, credential.name(), &parts, decoded);
-        let result = accounted(state, caller, parts, body, path, class, limits).await;
+        let decoded = call.path.decoded().clone();
+        let write = Write::of(state, call.credential.name(), &parts, decoded);
+        let result = accounted(state, caller, call, parts, body).await;
         write.settle(cache, result).await
     })
     .await
@@ -281,74 +257,18 @@ async fn route(
 async fn accounted(
     state: &AppState,
     caller: &Caller,
+    call: &Call,
     parts: Parts,
     body: axum::body::Body,
-    path: &ApiPath,
-    class: RouteClass,
-    limits: BodyLimits,
 ) -> Result<Response, GatewayError> {
-    let agent = match (class, path.agent()) {
+    let agent = match (call.route.class, call.path.agent()) {
         (RouteClass::Invoke, Some(agent)) => agent.to_string(),
-        _ => return send(state, &caller.credential, parts, body, path, class, limits).await,
+        _ => return forward(state, call, parts, body).await,
     };
-    let streamed = path.segments().last().is_some_and(|s| s == "stream");
-    let (owned, credential, path) = (state.clone(), caller.credential.clone(), path.clone());
-    let sending = async move { send(&owned, &credential, parts, body, &path, class, limits).await };
+    let streamed = call.path.decoded().last().is_some_and(|s| &**s == "stream");
+    let (owned, call) = (state.clone(), call.clone());
+    let sending = async move { forward(&owned, &call, parts, body).await };
     brokered::invoke(state, caller, &agent, streamed, sending).await
-}
-
-/// Sends one request upstream: through the shaper when it is on.
-pub(super) async fn send(
-    state: &AppState,
-    credential: &Arc<Credential>,
-    parts: Parts,
-    body: axum::body::Body,
-    path: &ApiPath,
-    class: RouteClass,
-    limits: BodyLimits,
-) -> Result<Response, GatewayError> {
-    if let Some(shaper) = credential.shaper() {
-        let to = shaped::Target {
-            path,
-            class,
-            limits,
-            authorization: credential.authorization(),
-        };
-        return shaped::forward(state, shaper, parts, body, to).await;
-    }
-    // Without the shaper, bodies are not held: only bodiless requests are
-    // retried.
-    let url = path.to_upstream_url(state.upstream.base(), parts.uri.query());
-    let replayable = axum::body::HttpBody::is_end_stream(&body);
-    let safety = Safety::of(&parts.method, path.segments());
-    state.retrier.deposit();
-    let mut attempts = Attempts::default();
-    let mut body = Some(body);
-    if let Some(mark) = parts.extensions.get::<SendMark>() {
-        mark.mark();
-    }
-    loop {
-        state.breaker.admit()?;
-        let outbound = Outbound {
-            method: parts.method.clone(),
-            url: url.clone(),
-            headers: parts.headers.clone(),
-            body: body.take().unwrap_or_else(axum::body::Body::empty),
-            class,
-            authorization: credential.authorization().clone(),
-        };
-        let result = state.upstream.forward(outbound, limits).await;
-        state.breaker.record(&result);
-        if let Some(delay) = state
-            .retrier
-            .again(safety, &mut attempts, &result, replayable)
-        {
-            drop(result);
-            tokio::time::sleep(delay).await;
-            continue;
-        }
-        return Ok(attempts.finish(&parts.method, result?));
-    }
 }
 
 /// HTTP/1 absolute-form targets (`GET http://host/path`) are accepted only

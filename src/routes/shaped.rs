@@ -1,5 +1,6 @@
-//! The shaped path: hold a replayable body, keep the turns of a session in
-//! order, wait for the upstream budget, send, and absorb an upstream 429.
+//! What shaping adds to a request's way upstream (the loop itself is
+//! `forward.rs`): a replayable body held, the session turn, the fair-queue
+//! identity, `Prefer: wait`, and the gateway's `X-RateLimit-*` view.
 //!
 //! Bodies up to `shaper.replay_max_bytes` (and every invocation body) are
 //! read before queueing, so a request the upstream refuses with 429, which
@@ -25,22 +26,17 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{header, request::Parts, HeaderValue};
+use http::{header, HeaderValue};
 
+use super::call::Call;
 use crate::body::{BodyError, Guarded, Verdict};
-use crate::cache::flight::SendMark;
 use crate::error::GatewayError;
-use crate::route::RouteClass;
 use crate::shaper::sessions::Turn;
-use crate::shaper::{Lane, RateView, Shaper, Ticket};
-use crate::state::AppState;
-use crate::types::Peer;
+use crate::shaper::{Lane, RateView, Shaper};
 use crate::upstream::headers::{
     reuse_rendered, X_API_KEY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
 };
-use crate::upstream::path::ApiPath;
-use crate::upstream::retry::{Attempts, Safety};
-use crate::upstream::{BodyLimits, Outbound};
+use crate::upstream::BodyLimits;
 
 /// Header on responses that waited for the budget: milliseconds waited.
 pub const QUEUE_WAIT_HEADER: &str = "x-gateway-queue-wait-ms";
@@ -48,132 +44,66 @@ pub const QUEUE_WAIT_HEADER: &str = "x-gateway-queue-wait-ms";
 /// RFC 7240's answer to a `Prefer` that was honoured.
 const PREFERENCE_APPLIED: http::HeaderName = http::HeaderName::from_static("preference-applied");
 
-/// Where a shaped request goes and with what.
-pub(super) struct Target<'a> {
-    pub path: &'a ApiPath,
-    pub class: RouteClass,
-    pub limits: BodyLimits,
-    /// The upstream credential's `Authorization` value.
-    pub authorization: &'a HeaderValue,
+/// The session turn an invocation waits for, when its body names a
+/// `session_id`: the turns of one session go in order.
+pub(super) async fn turn(
+    shaper: &Shaper,
+    agent: &Arc<str>,
+    session: Option<String>,
+) -> Option<Turn> {
+    Some(shaper.sessions().turn(agent, &session?).await)
 }
 
-/// Sends one request through `shaper` (its upstream credential's).
-pub(super) async fn forward(
-    state: &AppState,
+/// The wait a request's `Prefer: wait=N` gets in `lane`, if it asked.
+pub(super) fn applied_wait(
     shaper: &Shaper,
-    parts: Parts,
-    body: Body,
-    to: Target<'_>,
-) -> Result<Response, GatewayError> {
-    let Target {
-        path,
-        class,
-        limits,
-        authorization,
-    } = to;
-    let lane = Lane::of(class);
-    let replay_max = state.config.shaper.replay_max_bytes;
-    let mut body = read_replayable(body, lane, replay_max, limits).await?;
-    let agent: Option<Arc<str>> = path.agent().map(Arc::from);
-    let mut turn = match (&body, &agent) {
-        (Prepared::Bytes(bytes), Some(agent)) if lane == Lane::Invoke => match session_id(bytes) {
-            Some(session) => Some(shaper.sessions().turn(agent, &session).await),
-            None => None,
-        },
-        _ => None,
-    };
-    let url = path.to_upstream_url(state.upstream.base(), parts.uri.query());
-    let applied = prefer_wait(&parts.headers).map(|asked| shaper.preferred_wait(lane, asked));
-    let mut ticket = Ticket {
-        lane,
-        client: client_id(shaper, &parts),
-        agent,
-        retry: false,
-        arrived: std::time::Instant::now(),
-        max_wait: applied,
-    };
-    let mark = parts.extensions.get::<SendMark>().cloned();
-    let mut waited = Duration::ZERO;
-    let mut queued = false;
-    let safety = Safety::of(&parts.method, path.segments());
-    state.retrier.deposit();
-    let mut attempts = Attempts::default();
-    loop {
-        // Fail fast while the upstream is down, before spending budget.
-        state.breaker.admit()?;
-        let admitted = shaper.admit(ticket.clone()).await?;
-        waited += admitted.waited;
-        queued |= admitted.queued;
-        if let Some(mark) = &mark {
-            mark.mark();
-        }
-        let outbound = Outbound {
-            method: parts.method.clone(),
-            url: url.clone(),
-            headers: parts.headers.clone(),
-            body: body.take(),
-            class,
-            authorization: authorization.clone(),
-        };
-        let (result, returned) = send(state, outbound, limits, lane, turn.take()).await;
-        turn = returned;
-        state.breaker.record(&result);
-        if let Ok(response) = &result {
-            let limited = shaper.observe(
-                lane,
-                response.status(),
-                response.headers(),
-                admitted.sent_at,
-            );
-            if limited && body.replayable() {
-                ticket.retry = true;
-                continue;
-            }
-        }
-        let replayable = body.replayable();
-        if let Some(delay) = state
-            .retrier
-            .again(safety, &mut attempts, &result, replayable)
-        {
-            drop(result);
-            tokio::time::sleep(delay).await;
-            ticket.retry = true;
-            continue;
-        }
-        let response = attempts.finish(&parts.method, result?);
-        let mut response = match turn {
-            Some(turn) => hold_until_done(response, turn),
-            None => response,
-        };
-        if queued {
-            response.headers_mut().insert(
-                QUEUE_WAIT_HEADER,
-                HeaderValue::from(waited.as_millis() as u64),
-            );
-        }
-        if let Some(applied) = applied {
-            let value = format!("wait={}", applied.as_secs());
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                response.headers_mut().insert(PREFERENCE_APPLIED, value);
-            }
-        }
-        return Ok(response);
+    lane: Lane,
+    headers: &http::HeaderMap,
+) -> Option<Duration> {
+    prefer_wait(headers).map(|asked| shaper.preferred_wait(lane, asked))
+}
+
+/// Says which wait a `Prefer: wait` got (RFC 7240).
+pub(super) fn preference_applied(response: &mut Response, applied: Duration) {
+    let value = format!("wait={}", applied.as_secs());
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        response.headers_mut().insert(PREFERENCE_APPLIED, value);
     }
 }
 
 /// A request body: in memory (replayable) or still streaming.
-enum Prepared {
+pub(super) enum Prepared {
+    /// Held whole: it can be sent again.
     Bytes(Bytes),
+    /// Streaming through, once.
     Stream(Option<Body>),
 }
 
 impl Prepared {
-    fn replayable(&self) -> bool {
+    /// A body as it comes, unread: replayable only when it is empty.
+    pub(super) fn unread(body: Body) -> Self {
+        if axum::body::HttpBody::is_end_stream(&body) {
+            Self::Bytes(Bytes::new())
+        } else {
+            Self::Stream(Some(body))
+        }
+    }
+
+    /// The `session_id` a held invocation body names.
+    pub(super) fn session(&self) -> Option<String> {
+        match self {
+            Self::Bytes(bytes) => session_id(bytes),
+            Self::Stream(_) => None,
+        }
+    }
+
+    /// Whether the body can be sent again.
+    pub(super) fn replayable(&self) -> bool {
         matches!(self, Self::Bytes(_))
     }
 
     /// The body for one attempt.
-    fn take(&mut self) -> Body {
+    pub(super) fn take(&mut self) -> Body {
         match self {
             Self::Bytes(bytes) => Body::from(bytes.clone()),
             Self::Stream(body) => body.take().unwrap_or_else(Body::empty),
@@ -184,7 +114,7 @@ impl Prepared {
 /// Reads the body into memory when it is small enough to replay. An
 /// invocation is always read (its `session_id` decides its place in line),
 /// up to `replay_max` bytes.
-async fn read_replayable(
+pub(super) async fn read_replayable(
     body: Body,
     lane: Lane,
     replay_max: u64,
@@ -252,52 +182,25 @@ fn session_id(body: &[u8]) -> Option<String> {
 
 /// Who a request is for fairness: its local key's id (keys mode), else a
 /// fingerprint of the credential it sent, else its peer address.
-fn client_id(shaper: &Shaper, parts: &Parts) -> Arc<str> {
-    if let Some(super::proxy::CallerId(id)) = parts.extensions.get() {
+pub(super) fn client_id(shaper: &Shaper, call: &Call, headers: &http::HeaderMap) -> Arc<str> {
+    if let Some(id) = &call.key_id {
         return Arc::from(format!("key:{id}"));
     }
-    let credential = parts
-        .headers
+    let credential = headers
         .get(header::AUTHORIZATION)
-        .or_else(|| parts.headers.get(X_API_KEY));
+        .or_else(|| headers.get(X_API_KEY));
     if let Some(credential) = credential {
         return Arc::from(shaper.fingerprint(credential.as_bytes()));
     }
-    match parts.extensions.get::<Peer>() {
+    match call.peer {
         Some(peer) => Arc::from(format!("ip:{}", peer.remote.ip())),
         None => Arc::from("anonymous"),
     }
 }
 
-/// Sends one attempt. Invocations go from a task of their own, which owns
-/// the session turn until the upstream answers.
-async fn send(
-    state: &AppState,
-    outbound: Outbound,
-    limits: BodyLimits,
-    lane: Lane,
-    turn: Option<Turn>,
-) -> (Result<Response, GatewayError>, Option<Turn>) {
-    if lane != Lane::Invoke {
-        return (state.upstream.forward(outbound, limits).await, turn);
-    }
-    let task_state = state.clone();
-    let task = tokio::spawn(async move {
-        let result = task_state.upstream.forward(outbound, limits).await;
-        (result, turn)
-    });
-    match task.await {
-        Ok(done) => done,
-        Err(join_error) => {
-            tracing::error!(%join_error, "invocation task failed");
-            (Err(GatewayError::Internal), None)
-        }
-    }
-}
-
 /// Keeps `turn` until the response body is finished or dropped, so the
 /// session's next turn (a streamed one included) waits for this one.
-fn hold_until_done(response: Response, turn: Turn) -> Response {
+pub(super) fn hold_until_done(response: Response, turn: Turn) -> Response {
     let (parts, body) = response.into_parts();
     let stream = body.into_data_stream().map(move |chunk| {
         let _held = &turn;

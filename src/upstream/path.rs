@@ -4,6 +4,13 @@
 //! form, and the upstream URL is built from those segments on top of the
 //! configured base. Segments keep the client's original percent-encoding
 //! (the upstream decodes `MY%20KEY` itself); nothing is decoded twice.
+//!
+//! Every decision about a request (its route class, retry safety, cache
+//! policy, write effect, scope and billing: `route.rs`) reads the *decoded*
+//! segments, made once here: `agents/x/%69nvoke` is an invocation wherever
+//! it is looked at, as it is to an upstream that decodes it.
+
+use std::sync::Arc;
 
 use percent_encoding::percent_decode_str;
 
@@ -22,10 +29,12 @@ pub const KNOWN_TOP_LEVEL: [&str; 8] = [
     "usage",
 ];
 
-/// A checked `/api/v1/...` path, as segments after `api/v1`, still encoded.
+/// A checked `/api/v1/...` path: the segments after `api/v1`, as sent
+/// (still encoded, for the upstream URL) and decoded (for every decision).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiPath {
     segments: Vec<String>,
+    decoded: Arc<[Box<str>]>,
 }
 
 impl ApiPath {
@@ -41,18 +50,24 @@ impl ApiPath {
             .split('/')
             .map(|segment| check_segment(segment).map(|()| segment.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { segments })
+        let decoded = decode_path(&segments);
+        Ok(Self { segments, decoded })
     }
 
-    /// The encoded segments after `/api/v1/`.
+    /// The encoded segments after `/api/v1/`, as sent.
     pub fn segments(&self) -> &[String] {
         &self.segments
     }
 
-    /// The agent slug of an `/agents/{slug}/...` route (still encoded).
+    /// The decoded segments after `/api/v1/`: what every route table reads.
+    pub fn decoded(&self) -> &Arc<[Box<str>]> {
+        &self.decoded
+    }
+
+    /// The agent slug of an `/agents/{slug}/...` route, decoded.
     pub fn agent(&self) -> Option<&str> {
-        match self.segments.as_slice() {
-            [first, slug, ..] if first == "agents" && !slug.is_empty() => Some(slug),
+        match &*self.decoded {
+            [first, slug, ..] if &**first == "agents" && !slug.is_empty() => Some(slug),
             _ => None,
         }
     }
@@ -62,12 +77,13 @@ impl ApiPath {
     /// known top-level resource stays as sent (it is ambiguous).
     pub fn rewrite_sdk_stop(&mut self, method: &http::Method) {
         let is_sdk_stop = method == http::Method::DELETE
-            && self.segments.len() == 2
-            && self.segments[1] == "sandbox"
-            && !self.segments[0].is_empty()
-            && !KNOWN_TOP_LEVEL.contains(&self.segments[0].as_str());
+            && matches!(&*self.decoded, [slug, sandbox]
+                if &**sandbox == "sandbox"
+                    && !slug.is_empty()
+                    && !KNOWN_TOP_LEVEL.contains(&&**slug));
         if is_sdk_stop {
             self.segments.insert(0, "agents".to_string());
+            self.decoded = decode_path(&self.segments);
         }
     }
 
@@ -85,6 +101,20 @@ impl ApiPath {
         url.set_query(query);
         url
     }
+}
+
+/// Decodes checked path segments (valid UTF-8 by then; lossy otherwise).
+pub fn decode_path(segments: &[String]) -> Arc<[Box<str>]> {
+    segments
+        .iter()
+        .map(|s| {
+            if s.contains('%') {
+                Box::from(percent_decode_str(s).decode_utf8_lossy().as_ref())
+            } else {
+                Box::from(s.as_str())
+            }
+        })
+        .collect()
 }
 
 fn check_segment(segment: &str) -> Result<(), GatewayError> {
@@ -183,6 +213,14 @@ mod tests {
         let mut ambiguous = ApiPath::parse("/api/v1/files/sandbox").unwrap();
         ambiguous.rewrite_sdk_stop(&http::Method::DELETE);
         assert_eq!(ambiguous.segments(), ["files", "sandbox"]);
+
+        let mut encoded = ApiPath::parse("/api/v1/demo/%73andbox").unwrap();
+        encoded.rewrite_sdk_stop(&http::Method::DELETE);
+        assert_eq!(encoded.segments(), ["agents", "demo", "%73andbox"]);
+        assert_eq!(
+            &encoded.decoded()[..],
+            ["agents", "demo", "sandbox"].map(Box::from)
+        );
 
         let mut docs = ApiPath::parse("/api/v1/agents/demo/sandbox").unwrap();
         docs.rewrite_sdk_stop(&http::Method::DELETE);

@@ -26,65 +26,12 @@ use prometheus_client::registry::Registry;
 
 use crate::config::RetryConfig;
 use crate::error::GatewayError;
-use crate::route::with_segments;
+pub use crate::route::Safety;
 
 /// Retries always allowed before the ratio builds up a balance.
 const BUDGET_RESERVE: f64 = 10.0;
 /// The most retries the budget can hold.
 const BUDGET_CAP: f64 = 100.0;
-
-/// Whether a route may be sent again after it may have reached the upstream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Safety {
-    /// Idempotent: may be retried on 502/503/504 and broken connections.
-    Safe,
-    /// Only when nothing was sent (connection refused) or on a 429.
-    Unsafe,
-}
-
-impl Safety {
-    /// The route table of gateway-notes §2, on the raw segments after
-    /// `/api/v1/`. Unknown writes are unsafe.
-    pub fn of<S: AsRef<str>>(method: &Method, segments: &[S]) -> Self {
-        let safe = with_segments(segments, |s| {
-            matches!(
-                (method.as_str(), s),
-                ("GET" | "HEAD" | "OPTIONS", _)
-                    | (
-                        "DELETE",
-                        ["api-keys", _]
-                            | ["auth", "api-key"]
-                            | ["agents", _]
-                            | ["agents", _, "sandbox"]
-                            | ["agents", _, "secrets" | "sessions" | "mounts" | "files", _]
-                            | ["buckets", _]
-                            | ["buckets", _, "credentials"]
-                            | ["files", _]
-                    )
-                    | (
-                        "PATCH",
-                        ["agents", _] | ["agents", _, "mounts", _] | ["buckets", _] | ["files", _]
-                    )
-                    | (
-                        "POST",
-                        ["agents", _, "secrets" | "stop"]
-                            | ["agents", _, "files", "sync"]
-                            | [
-                                "buckets",
-                                _,
-                                "credentials" | "test" | "upload-url" | "download-url"
-                            ]
-                            | ["files", "confirm-upload"]
-                    )
-            )
-        });
-        if safe {
-            Self::Safe
-        } else {
-            Self::Unsafe
-        }
-    }
-}
 
 /// What one attempt came to.
 #[derive(Clone, Copy, Debug)]

@@ -13,6 +13,7 @@ mod binary;
 mod breaker;
 mod cache;
 mod deadlines;
+mod encoded;
 mod errors;
 mod faults;
 mod goodput;
