@@ -122,7 +122,7 @@ pub enum StartupError {
     NoUpstreamKey,
     /// The upstream HTTP client could not be built.
     #[error("cannot build the upstream client: {0}")]
-    Client(reqwest::Error),
+    Client(upstream::BuildError),
     /// The key store could not be opened.
     #[error("cannot open the key store: {0}")]
     Store(keys::broker::OpenError),

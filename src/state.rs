@@ -59,7 +59,7 @@ pub struct Inner {
 pub enum RebuildError {
     /// The upstream HTTP client could not be built.
     #[error("cannot build the upstream client: {0}")]
-    Client(reqwest::Error),
+    Client(crate::upstream::BuildError),
     /// The key store could not be read to load the declared keys.
     #[error("cannot read the key store: {0}")]
     Store(StoreError),

@@ -1,13 +1,15 @@
-//! The upstream client: one pooled reqwest client and the forwarding step.
+//! The upstream client: the pooled hop (`hop.rs`: hyper-util's client over
+//! hyper-rustls) and the forwarding step.
 //!
 //! `forward` sends a checked request with the real key and streams both
 //! bodies: the client's body through a [`Guarded`] size/idle guard, the
 //! upstream's body back through an idle guard. Redirects are never followed
-//! and system proxy variables are ignored unless `upstream.proxy` is set.
+//! and system proxy variables are ignored; `upstream.proxy` is honoured.
 
 pub mod breaker;
 pub mod credential;
 pub mod headers;
+pub mod hop;
 pub mod path;
 pub mod retry;
 
@@ -21,6 +23,7 @@ use crate::body::{BodyError, Guarded, Verdict};
 use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
 use crate::route::RouteClass;
+pub use hop::{BuildError, Hop, HopError, HopResponse};
 
 /// Time from sending the request to the upstream's response headers,
 /// attached to responses for the access log and metrics.
@@ -56,7 +59,7 @@ pub struct BodyLimits {
 /// ([`Outbound::authorization`]).
 #[derive(Debug)]
 pub struct UpstreamClient {
-    client: reqwest::Client,
+    hop: Hop,
     base: url::Url,
     config: UpstreamConfig,
 }
@@ -66,23 +69,17 @@ impl UpstreamClient {
     ///
     /// # Errors
     /// The TLS backend or proxy setting cannot be initialised.
-    pub fn new(config: &UpstreamConfig) -> Result<Self, reqwest::Error> {
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .pool_idle_timeout(Duration::from_millis(config.pool_idle_timeout_ms))
-            .pool_max_idle_per_host(config.pool_max_idle)
-            .tcp_nodelay(true)
-            .no_proxy();
-        if let Some(proxy) = &config.proxy {
-            builder = builder.proxy(reqwest::Proxy::all(proxy.as_str())?);
-        }
-        Ok(Self {
-            client: builder.build()?,
+    pub fn new(config: &UpstreamConfig) -> Result<Self, BuildError> {
+        Ok(Self::with_hop(config, Hop::new(config)?))
+    }
+
+    /// A client that sends through `hop` (a test's stand-in upstream).
+    pub fn with_hop(config: &UpstreamConfig, hop: Hop) -> Self {
+        Self {
+            hop,
             base: config.url.clone(),
             config: config.clone(),
-        })
+        }
     }
 
     /// The configured upstream base URL.
@@ -112,22 +109,24 @@ impl UpstreamClient {
         headers.insert(http::header::AUTHORIZATION, authorization);
 
         let verdict = Verdict::default();
-        // A `Request` rather than the builder: `RequestBuilder::headers`
-        // inserts the map's headers one by one into an empty one.
-        let mut request = reqwest::Request::new(method, url);
-        *request.headers_mut() = headers;
-        if !axum::body::HttpBody::is_end_stream(&body) {
-            let stream = Guarded::new(
+        let body = if axum::body::HttpBody::is_end_stream(&body) {
+            Body::empty()
+        } else {
+            Body::from_stream(Guarded::new(
                 body.into_data_stream(),
                 limits.idle,
                 limits.max_bytes,
                 verdict.clone(),
-            );
-            *request.body_mut() = Some(reqwest::Body::wrap_stream(stream));
-        }
+            ))
+        };
+        let mut request = http::Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() =
+            http::Uri::try_from(url.as_str()).map_err(|_| GatewayError::Internal)?;
+        *request.headers_mut() = headers;
 
         let started = Instant::now();
-        let sent = tokio::time::timeout(self.timeout(class), self.client.execute(request)).await;
+        let sent = tokio::time::timeout(self.timeout(class), self.hop.send(request)).await;
         let latency = started.elapsed();
         let upstream = match sent {
             Err(_) => return Err(GatewayError::UpstreamTimeout),
@@ -137,16 +136,11 @@ impl UpstreamClient {
         Ok(self.relay(upstream, latency))
     }
 
-    fn relay(&self, upstream: reqwest::Response, latency: Duration) -> Response {
-        let (mut parts, body) = http::Response::from(upstream).into_parts();
+    fn relay(&self, upstream: HopResponse, latency: Duration) -> Response {
+        let (mut parts, body) = upstream.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
         let idle = Duration::from_millis(self.config.download_idle_timeout_ms);
-        let body = Guarded::new(
-            http_body_util::BodyExt::into_data_stream(body),
-            idle,
-            u64::MAX,
-            Verdict::default(),
-        );
+        let body = Guarded::new(body.into_data_stream(), idle, u64::MAX, Verdict::default());
         parts.extensions.insert(UpstreamLatency(latency));
         Response::from_parts(parts, Body::from_stream(body))
     }
@@ -162,7 +156,7 @@ impl UpstreamClient {
 }
 
 fn classify_send_error(
-    error: &reqwest::Error,
+    error: &HopError,
     body: Option<BodyError>,
     limits: BodyLimits,
 ) -> GatewayError {
@@ -176,16 +170,34 @@ fn classify_send_error(
         Some(BodyError::Aborted) | None => {}
     }
     // The cause chain, never the URL: a query string may carry a capability.
-    let cause = std::error::Error::source(error).map(ToString::to_string);
-    tracing::debug!(
-        cause = cause.as_deref().unwrap_or("unknown"),
-        "upstream request failed"
-    );
-    if error.is_timeout() {
-        GatewayError::UpstreamTimeout
-    } else if error.is_connect() {
-        GatewayError::UpstreamUnreachable
-    } else {
-        GatewayError::UpstreamFailed
+    let causes = causes(error);
+    tracing::debug!(cause = %causes, "upstream request failed");
+    let timed_out = chain(error).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    });
+    match error {
+        _ if timed_out => GatewayError::UpstreamTimeout,
+        HopError::Connect(_) => GatewayError::UpstreamUnreachable,
+        HopError::Exchange(_) => GatewayError::UpstreamFailed,
     }
+}
+
+/// `error` and its sources.
+fn chain<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| e.source())
+}
+
+/// The sources of `error`, for the debug log.
+fn causes(error: &HopError) -> String {
+    let mut out = String::new();
+    for (i, cause) in chain(error).skip(1).enumerate() {
+        if i > 0 {
+            out.push_str(": ");
+        }
+        out.push_str(&cause.to_string());
+    }
+    out
 }

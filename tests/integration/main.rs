@@ -29,3 +29,4 @@ mod routes;
 mod shaping;
 mod streaming;
 mod support;
+mod upstream_proxy;
