@@ -89,6 +89,30 @@ impl std::fmt::Debug for Broker {
     }
 }
 
+/// Which key table a verification may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keys {
+    /// The table, if a look at the store shows it current without waiting.
+    Current,
+    /// The table as loaded (just refreshed).
+    Loaded,
+}
+
+/// Why a caller was not identified.
+#[derive(Debug)]
+pub enum Unidentified {
+    /// Refused: answer with this.
+    Refused(GatewayError),
+    /// The key table must be reloaded first (off the runtime).
+    Stale,
+}
+
+impl From<GatewayError> for Unidentified {
+    fn from(error: GatewayError) -> Self {
+        Self::Refused(error)
+    }
+}
+
 /// Failure to open the broker.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -104,12 +128,15 @@ impl Broker {
     pub fn open(config: &Config) -> Result<Self, OpenError> {
         let auth = &config.auth;
         let mode = auth.effective_mode(config.server.listen);
-        let (reader, writer) = match auth.effective_db(mode) {
-            Some(path) => (Some(Store::open(&path)?), Some(Store::open(&path)?)),
+        let (readers, writer) = match auth.effective_db(mode) {
+            Some(path) => {
+                let readers = (Store::open(&path)?, Store::open(&path)?);
+                (Some(readers), Some(Store::open(&path)?))
+            }
             None => (None, None),
         };
         let writer = writer.map(|w| Arc::new(Mutex::new(w)));
-        let ring = KeyRing::new(auth, reader)?;
+        let ring = KeyRing::new(auth, readers)?;
         let ledger = Ledger::start(writer.clone(), Duration::from_millis(auth.ledger_flush_ms));
         let shared = Arc::new(Shared {
             mode,
@@ -179,7 +206,11 @@ impl Broker {
     }
 
     /// Identifies the caller: in keys mode the local key in
-    /// `Authorization: Bearer` or `X-API-Key`, in open mode nobody.
+    /// `Authorization: Bearer` or `X-API-Key`, in open mode nobody. With
+    /// `keys` [`Keys::Current`], only if the key table is known current
+    /// without waiting; else [`Unidentified::Stale`]: call
+    /// [`refresh_keys`](Self::refresh_keys), then again with
+    /// [`Keys::Loaded`].
     ///
     /// # Errors
     /// 401 for a missing or refused key; 503 when the store is unreadable;
@@ -188,33 +219,39 @@ impl Broker {
         &self,
         parts: &Parts,
         credentials: &Credentials,
-    ) -> Result<Caller, GatewayError> {
+        keys: Keys,
+    ) -> Result<Caller, Unidentified> {
         if self.shared.mode == AuthMode::Open {
             return Ok(Caller {
                 key: None,
                 credential: credentials.default_credential().clone(),
             });
         }
-        let key = match self
-            .shared
-            .ring
-            .verify(presented(&parts.headers), clock::now_unix())
-        {
+        let presented = presented(&parts.headers);
+        let now = clock::now_unix();
+        let verified = match keys {
+            Keys::Current => self.shared.ring.verify(presented, now),
+            Keys::Loaded => self.shared.ring.verify_loaded(presented, now),
+        };
+        let key = match verified {
             Ok(key) => key,
-            Err(VerifyError::Refused(refused)) => return Err(refused.into()),
+            Err(VerifyError::Refused(refused)) => {
+                return Err(Unidentified::Refused(refused.into()))
+            }
+            Err(VerifyError::Stale) => return Err(Unidentified::Stale),
             Err(VerifyError::Store(error)) => {
                 tracing::error!(%error, "key store unreadable; refusing the request");
-                return Err(GatewayError::StoreUnavailable);
+                return Err(GatewayError::StoreUnavailable.into());
             }
         };
         let Some(credential) = credentials.get(&key.record.upstream) else {
-            return Err(GatewayError::Forbidden {
+            return Err(Unidentified::Refused(GatewayError::Forbidden {
                 code: "unknown_upstream",
                 detail: format!(
                     "This key is bound to the upstream credential {:?}, which this gateway does not hold",
                     key.record.upstream
                 ),
-            });
+            }));
         };
         Ok(Caller {
             credential: credential.clone(),
@@ -256,7 +293,8 @@ impl Broker {
     }
 
     /// Whether `parts` carries the admin key, or a local key with the
-    /// `admin` role.
+    /// `admin` role, by the key table as loaded: call
+    /// [`refresh_keys`](Self::refresh_keys) first.
     pub fn is_admin(&self, headers: &HeaderMap) -> bool {
         let Some(presented) = presented(headers) else {
             return false;
@@ -267,9 +305,24 @@ impl Broker {
             }
         }
         matches!(
-            self.shared.ring.verify(Some(presented), clock::now_unix()),
+            self.shared.ring.verify_loaded(Some(presented), clock::now_unix()),
             Ok(key) if key.record.role == Role::Admin
         )
+    }
+
+    /// Reloads the key table if the store moved, on the blocking pool
+    /// (SQLite may wait for locks there).
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub async fn refresh_keys(&self) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
+        match tokio::task::spawn_blocking(move || shared.ring.refresh()).await {
+            Ok(result) => result,
+            // The task panicked: refresh in place rather than let a stale
+            // table through.
+            Err(_) => self.shared.ring.refresh(),
+        }
     }
 
     /// Counts one answered request in the ledger (flushed in batches).

@@ -2,19 +2,28 @@
 //!
 //! Each verification first asks SQLite whether another connection (the
 //! CLI, the admin API, another replica on the same file) committed
-//! anything (`PRAGMA data_version`, read from shared memory, no disk I/O);
-//! only when the key generation moved is the table reloaded. So a revoked
-//! key stops working on the very next request, on every process that
-//! shares the file, without a restart.
+//! anything (`PRAGMA data_version`, read from shared memory, no disk I/O).
+//! So a revoked key stops working on the very next request, on every
+//! process that shares the file, without a restart.
+//!
+//! That look never waits, so it can run on a runtime worker: it has its own
+//! connection (the *prober*) that never waits for a lock (`busy_timeout`
+//! 0), taken with `try_lock`, and the table is read without a lock
+//! (`ArcSwap`). When the look cannot be made at once (the prober is busy,
+//! SQLite is busy) or shows a commit, the verification answers
+//! [`VerifyError::Stale`]: the caller reloads with [`KeyRing::refresh`]
+//! off the runtime (`spawn_blocking`), on a second connection that may
+//! wait, and verifies again with [`KeyRing::verify_loaded`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use arc_swap::ArcSwap;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::model::{KeyRecord, Origin};
 use super::scope::AgentGlobs;
-use super::store::{Store, StoreError};
+use super::store::{Store, StoreError, BUSY_TIMEOUT};
 use super::token;
 use crate::config::{AuthConfig, Rate, DEFAULT_CREDENTIAL};
 use crate::error::GatewayError;
@@ -68,10 +77,14 @@ type Table = HashMap<String, Arc<LocalKey>>;
 
 /// Every local key, from the config file and the store.
 pub struct KeyRing {
+    /// Reads the keys (a refresh, off the runtime; may wait for locks).
     reader: Option<Mutex<Store>>,
+    /// Looks for commits (per request, on the runtime; never waits).
+    prober: Option<Mutex<Store>>,
     /// `[[auth.keys]]`; replaced by a config reload.
     declared: RwLock<Vec<KeyRecord>>,
-    table: RwLock<Arc<Table>>,
+    table: ArcSwap<Table>,
+    /// What the last refresh saw; `data_version` is the prober's.
     seen: Mutex<Seen>,
     limiters: Mutex<HashMap<String, (Rate, Arc<DefaultDirectRateLimiter>)>>,
 }
@@ -89,12 +102,20 @@ impl KeyRing {
     ///
     /// # Errors
     /// The store cannot be read.
-    pub fn new(config: &AuthConfig, reader: Option<Store>) -> Result<Self, StoreError> {
+    pub fn new(config: &AuthConfig, store: Option<(Store, Store)>) -> Result<Self, StoreError> {
         let declared = config.keys.iter().filter_map(declared_record).collect();
+        let (reader, prober) = match store {
+            Some((reader, prober)) => {
+                prober.never_wait()?;
+                (Some(Mutex::new(reader)), Some(Mutex::new(prober)))
+            }
+            None => (None, None),
+        };
         let ring = Self {
-            reader: reader.map(Mutex::new),
+            reader,
+            prober,
             declared: RwLock::new(declared),
-            table: RwLock::new(Arc::new(Table::new())),
+            table: ArcSwap::from_pointee(Table::new()),
             seen: Mutex::new(Seen::default()),
             limiters: Mutex::new(HashMap::new()),
         };
@@ -102,14 +123,49 @@ impl KeyRing {
         Ok(ring)
     }
 
-    /// Checks a presented token and returns its key.
+    /// Checks a presented token and returns its key, when the table is
+    /// known to be current without waiting (module docs).
     ///
     /// # Errors
-    /// [`Refused`] for a bad token; `Err(Err(StoreError))` when the store
-    /// cannot be read (the request must then be refused, not let through).
+    /// [`Refused`] for a bad token; [`VerifyError::Stale`] when the table
+    /// must be reloaded first ([`refresh`](Self::refresh), then
+    /// [`verify_loaded`](Self::verify_loaded)).
     pub fn verify(&self, token: Option<&str>, now: i64) -> Result<Arc<LocalKey>, VerifyError> {
         let token = token.ok_or(VerifyError::Refused(Refused::Missing))?;
-        self.refresh().map_err(VerifyError::Store)?;
+        if !self.is_current() {
+            return Err(VerifyError::Stale);
+        }
+        self.verify_loaded(Some(token), now)
+    }
+
+    /// Whether the table holds the store's keys as of now, found without
+    /// waiting: `false` also when that cannot be told at once.
+    fn is_current(&self) -> bool {
+        let Some(prober) = &self.prober else {
+            return true;
+        };
+        let Ok(prober) = prober.try_lock() else {
+            return false;
+        };
+        let Ok(seen) = self.seen.try_lock() else {
+            return false;
+        };
+        matches!(
+            (prober.data_version(), seen.data_version),
+            (Ok(now), Some(then)) if now == then
+        )
+    }
+
+    /// Checks a presented token against the table as loaded.
+    ///
+    /// # Errors
+    /// [`Refused`] for a bad token.
+    pub fn verify_loaded(
+        &self,
+        token: Option<&str>,
+        now: i64,
+    ) -> Result<Arc<LocalKey>, VerifyError> {
+        let token = token.ok_or(VerifyError::Refused(Refused::Missing))?;
         let id = token::id_of(token).ok_or(VerifyError::Refused(Refused::Unknown))?;
         let key = self
             .current()
@@ -181,30 +237,44 @@ impl KeyRing {
     }
 
     fn current(&self) -> Arc<Table> {
-        self.table
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.table.load_full()
     }
 
-    /// Reloads the table if the store's key generation moved.
+    /// Reloads the table if the store's key generation moved. It may wait
+    /// for SQLite's locks: call it off the runtime (`spawn_blocking`).
     ///
     /// # Errors
     /// The store cannot be read.
     pub fn refresh(&self) -> Result<(), StoreError> {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(reader) = &self.reader else {
+        let (Some(reader), Some(prober)) = (&self.reader, &self.prober) else {
             if seen.generation.is_none() {
                 seen.generation = Some(0);
                 self.install(Vec::new());
             }
             return Ok(());
         };
-        let reader = reader.lock().unwrap_or_else(PoisonError::into_inner);
-        let version = reader.data_version()?;
+        // The prober's count, read before the keys: a commit after it makes
+        // the next look go for another refresh.
+        let version = {
+            let prober = prober.lock().unwrap_or_else(PoisonError::into_inner);
+            // The prober never waits on its own; here, off the runtime, it
+            // may, as long as any connection would.
+            let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+            loop {
+                match prober.data_version() {
+                    Ok(version) => break version,
+                    Err(error) if error.is_busy() && std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        };
         if seen.data_version == Some(version) {
             return Ok(());
         }
+        let reader = reader.lock().unwrap_or_else(PoisonError::into_inner);
         let generation = reader.generation()?;
         seen.data_version = Some(version);
         if seen.generation == Some(generation) {
@@ -252,7 +322,7 @@ impl KeyRing {
             );
         }
         limiters.retain(|id, _| table.contains_key(id));
-        *self.table.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
+        self.table.store(Arc::new(table));
     }
 }
 
@@ -263,6 +333,9 @@ pub enum VerifyError {
     Refused(Refused),
     /// The store could not be read.
     Store(StoreError),
+    /// The table may be behind the store: reload it off the runtime, then
+    /// verify again.
+    Stale,
 }
 
 /// `rate.max` requests per `rate.window`, as a burst of `max` refilled
@@ -295,4 +368,61 @@ fn declared_record(key: &crate::config::DeclaredKey) -> Option<KeyRecord> {
         previous: None,
         origin: Origin::Config,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::model::Role;
+
+    fn minted(id: &str) -> (String, KeyRecord) {
+        let minted = token::mint_for(id).unwrap();
+        let record = KeyRecord {
+            id: id.to_string(),
+            name: id.to_string(),
+            role: Role::Read,
+            agents: Vec::new(),
+            rate: None,
+            budget: None,
+            upstream: DEFAULT_CREDENTIAL.to_string(),
+            created_at: 0,
+            expires_at: None,
+            revoked_at: None,
+            hash: minted.hash,
+            previous: None,
+            origin: Origin::Store,
+        };
+        (minted.token.expose().clone(), record)
+    }
+
+    #[test]
+    fn another_connections_commit_makes_the_look_stale_until_a_refresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.db");
+        let writer = Store::open(&path).unwrap();
+        let (token, record) = minted("k1");
+        writer.insert_key(&record).unwrap();
+        let readers = (Store::open(&path).unwrap(), Store::open(&path).unwrap());
+        let ring = KeyRing::new(&AuthConfig::default(), Some(readers)).unwrap();
+        assert!(ring.verify(Some(&token), 1).is_ok(), "current: verified");
+
+        // Another connection revokes: the look sees a commit, and the
+        // table as loaded still has the key until a refresh.
+        writer.revoke("k1", 1).unwrap();
+        let looked = ring.verify(Some(&token), 1);
+        assert!(matches!(looked, Err(VerifyError::Stale)), "{looked:?}");
+        assert!(ring.verify_loaded(Some(&token), 1).is_ok());
+
+        ring.refresh().unwrap();
+        let loaded = ring.verify_loaded(Some(&token), 1);
+        assert!(
+            matches!(loaded, Err(VerifyError::Refused(Refused::Revoked))),
+            "{loaded:?}"
+        );
+        let again = ring.verify(Some(&token), 1);
+        assert!(
+            matches!(again, Err(VerifyError::Refused(Refused::Revoked))),
+            "current again after the refresh: {again:?}"
+        );
+    }
 }

@@ -45,7 +45,7 @@ use crate::config::Rate;
 
 /// How long a connection waits for a lock held by another connection
 /// before a statement fails with `SQLITE_BUSY`.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The schema version this build creates and understands.
 const SCHEMA_VERSION: i64 = 1;
@@ -132,6 +132,27 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether SQLite refused because another connection held a lock (a
+    /// connection that [never waits](Store::never_wait) gets this at once).
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            Self::Sqlite {
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error {
+                        code: rusqlite::ErrorCode::DatabaseBusy
+                            | rusqlite::ErrorCode::DatabaseLocked,
+                        ..
+                    },
+                    _,
+                ),
+                ..
+            }
+        )
+    }
+}
+
 /// The outcome of [`Store::reserve`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reserve {
@@ -213,6 +234,16 @@ impl Store {
                 path: path.to_path_buf(),
             })
             .map_err(|fault| into_store_error(path, fault))
+    }
+
+    /// Makes this connection never wait for another's lock: a statement
+    /// that would wait fails with `SQLITE_BUSY` at once. For the key ring's
+    /// per-request look at the store, made on a runtime worker.
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn never_wait(&self) -> Result<(), StoreError> {
+        self.read(|conn| Ok(conn.busy_timeout(Duration::ZERO)?))
     }
 
     /// The database file.

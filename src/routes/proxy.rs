@@ -38,7 +38,7 @@ use super::forward::forward;
 use super::shaped;
 use crate::cache::CacheRoute;
 use crate::error::GatewayError;
-use crate::keys::broker::Caller;
+use crate::keys::broker::{Caller, Keys, Unidentified};
 use crate::route::{Route, RouteClass};
 use crate::shaper::Lane;
 use crate::state::AppState;
@@ -73,16 +73,56 @@ pub fn proxy(state: &AppState, request: Request, peer: Option<Peer>) -> (RouteCl
     };
     let route = Route::read(&parts.method, path.decoded());
     let class = route.class;
-    let caller = match admit(state, &parts, path.decoded()) {
+    let caller = match admit(state, &parts, path.decoded(), Keys::Current) {
         Ok(caller) => caller,
-        Err(error) => return (class, Proxied::Now(finish(state, class, None, Err(error)))),
+        Err(Unidentified::Refused(error)) => {
+            return (class, Proxied::Now(finish(state, class, None, Err(error))))
+        }
+        Err(Unidentified::Stale) => {
+            // The key table may be behind the store: reload it off the
+            // runtime, then admit against it.
+            let state = state.clone();
+            let answer = Box::pin(async move {
+                if let Err(error) = state.broker.refresh_keys().await {
+                    tracing::error!(%error, "key store unreadable; refusing the request");
+                    let error = Err(GatewayError::StoreUnavailable);
+                    return finish(&state, class, None, error);
+                }
+                match admit(&state, &parts, path.decoded(), Keys::Loaded) {
+                    Ok(caller) => match admitted(&state, parts, body, path, route, caller, peer) {
+                        Proxied::Now(response) => response,
+                        Proxied::Later(answer) => answer.await,
+                    },
+                    Err(Unidentified::Refused(error)) => finish(&state, class, None, Err(error)),
+                    Err(Unidentified::Stale) => {
+                        finish(&state, class, None, Err(GatewayError::StoreUnavailable))
+                    }
+                }
+            });
+            return (class, Proxied::Later(answer));
+        }
     };
+    (
+        class,
+        admitted(state, parts, body, path, route, caller, peer),
+    )
+}
+
+/// An admitted request: a fresh hit at once, else the future that passes
+/// it on.
+fn admitted(
+    state: &AppState,
+    parts: Parts,
+    body: axum::body::Body,
+    path: ApiPath,
+    route: Route,
+    caller: Caller,
+    peer: Option<Peer>,
+) -> Proxied {
+    let class = route.class;
     if let Some(response) = hit(state, &caller, &parts, &body, path.decoded()) {
         state.broker.count(&caller, path.agent(), class.as_str());
-        return (
-            class,
-            Proxied::Now(finish(state, class, Some(&caller), Ok(response))),
-        );
+        return Proxied::Now(finish(state, class, Some(&caller), Ok(response)));
     }
     let server = &state.config.server;
     let call = Call {
@@ -101,14 +141,13 @@ pub fn proxy(state: &AppState, request: Request, peer: Option<Peer>) -> (RouteCl
         mark: None,
     };
     let state = state.clone();
-    let answer = Box::pin(async move {
+    Proxied::Later(Box::pin(async move {
         let result = pass(&state, &caller, &call, parts, body).await;
         state
             .broker
             .count(&caller, call.path.agent(), class.as_str());
         finish(&state, class, Some(&caller), result)
-    });
-    (class, Proxied::Later(answer))
+    }))
 }
 
 /// The answer to a request of `class`: an error in Castari's shape, and
@@ -168,8 +207,13 @@ fn check(parts: &Parts, peer: Option<Peer>) -> Result<ApiPath, GatewayError> {
 
 /// Identifies the caller and checks what it may do: before the cache, so
 /// a refused request never gets a cached answer.
-fn admit(state: &AppState, parts: &Parts, decoded: &[Box<str>]) -> Result<Caller, GatewayError> {
-    let caller = state.broker.identify(parts, &state.credentials)?;
+fn admit(
+    state: &AppState,
+    parts: &Parts,
+    decoded: &[Box<str>],
+    keys: Keys,
+) -> Result<Caller, Unidentified> {
+    let caller = state.broker.identify(parts, &state.credentials, keys)?;
     state.broker.authorize(&caller, &parts.method, decoded)?;
     Ok(caller)
 }
