@@ -62,6 +62,13 @@ const LATENCY_BUCKETS: [f64; 16] = [
     660.0,
 ];
 
+/// Upper bounds (seconds) of the overhead buckets: the gateway's own time
+/// per request, from a cache hit's tens of microseconds up.
+const OVERHEAD_BUCKETS: [f64; 14] = [
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 1.0,
+];
+
 /// The gateway's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -70,6 +77,9 @@ pub struct Metrics {
     /// `requests` answered 200 by the upstream, by class and method.
     answered_ok: CounterSlots,
     upstream_latency: Family<ClassLabels, Histogram>,
+    overhead: Family<ClassLabels, Histogram>,
+    /// `overhead` by class index: no label hashing per request.
+    overhead_slots: [std::sync::OnceLock<Histogram>; CLASSES.len()],
     in_flight: Gauge,
     connections_open: Gauge,
     connections_rejected: Counter,
@@ -93,6 +103,16 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let upstream_latency = Family::<ClassLabels, Histogram>::new_with_constructor(
             (|| Histogram::new(LATENCY_BUCKETS)) as fn() -> Histogram,
+        );
+        let overhead = Family::<ClassLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(OVERHEAD_BUCKETS)) as fn() -> Histogram,
+        );
+        registry.register(
+            "overhead_seconds",
+            "The gateway's own time per request: from arrival to response headers, less the time \
+             waiting for the upstream (every attempt, retry backoff, a shared fetch) and queued \
+             for the budget",
+            overhead.clone(),
         );
         let in_flight = Gauge::default();
         let connections_open = Gauge::default();
@@ -137,6 +157,8 @@ impl Metrics {
             requests,
             answered_ok: CounterSlots::new(CLASSES.len() * METHODS.len()),
             upstream_latency,
+            overhead,
+            overhead_slots: Default::default(),
             in_flight,
             connections_open,
             connections_rejected,
@@ -157,6 +179,21 @@ impl Metrics {
         self.upstream_latency
             .get_or_create(&ClassLabels { class })
             .observe(latency.as_secs_f64());
+    }
+
+    /// Records one request's overhead (`castari_gateway_overhead_seconds`).
+    pub fn overhead(&self, class: &'static str, overhead: Duration) {
+        let seconds = overhead.as_secs_f64();
+        let slot = CLASSES.iter().position(|c| *c == class);
+        match slot.and_then(|i| self.overhead_slots.get(i)) {
+            Some(slot) => slot
+                .get_or_init(|| self.overhead.get_or_create(&ClassLabels { class }).clone())
+                .observe(seconds),
+            None => self
+                .overhead
+                .get_or_create(&ClassLabels { class })
+                .observe(seconds),
+        }
     }
 
     /// The in-flight request gauge.

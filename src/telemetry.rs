@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::response::Response;
 use tracing_subscriber::layer::SubscriberExt;
@@ -20,7 +20,7 @@ use crate::error::ErrorCode;
 use crate::metrics::{method_label, RequestLabels};
 use crate::route::RouteClass;
 use crate::state::AppState;
-use crate::upstream::UpstreamLatency;
+use crate::upstream::{UpstreamLatency, Waited};
 
 /// Keeps the non-blocking log writer alive; drop it last to flush.
 pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
@@ -181,10 +181,18 @@ impl Access {
         let class = self.class;
         let code = response.extensions().get::<ErrorCode>().map_or("", |c| c.0);
         let upstream = response.extensions().get::<UpstreamLatency>().map(|l| l.0);
+        let waited = response
+            .extensions()
+            .get::<Waited>()
+            .map_or(Duration::ZERO, |w| w.0);
+        let overhead = self.started.elapsed().saturating_sub(waited);
         let status = response.status().as_u16();
         if let Some(latency) = upstream {
             state.readiness.mark_ok();
             state.metrics.upstream_latency(class.as_str(), latency);
+        }
+        if class != RouteClass::Local {
+            state.metrics.overhead(class.as_str(), overhead);
         }
         let method = self.method;
         state.metrics.request(RequestLabels {
@@ -216,6 +224,7 @@ impl Access {
             cache,
             latency_ms = self.started.elapsed().as_secs_f64() * 1000.0,
             upstream_ms = upstream.map(|l| l.as_secs_f64() * 1000.0),
+            overhead_ms = overhead.as_secs_f64() * 1000.0,
         );
     }
 }

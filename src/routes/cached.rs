@@ -43,7 +43,7 @@ use crate::cache::{
 use crate::error::{GatewayError, Origin};
 use crate::state::AppState;
 use crate::upstream::credential::Credential;
-use crate::upstream::UpstreamLatency;
+use crate::upstream::{UpstreamLatency, Waited};
 
 /// A fresh entry for a plain GET of `route`, answered at once: no future,
 /// no fetch. The same answer [`CachedGet::serve`] gives a hit; `None` when
@@ -173,10 +173,13 @@ impl CachedGet<'_> {
             leader: leader_tx,
         };
         let stamp = || cache.invalidations().stamp();
+        let asked = Instant::now();
         let (fetched, role) = cache
             .flights()
             .run(&key, need, stamp, move |seq, mark| fetch.run(seq, mark))
             .await;
+        // Led or joined, the fetch is time waited on the upstream.
+        let mut waited = asked.elapsed();
         if role == Role::Joined {
             cache.metrics().coalesced();
         }
@@ -214,13 +217,23 @@ impl CachedGet<'_> {
             Fetched::Oversize => {
                 let response = match (role, leader_rx.await) {
                     (Role::Leader, Ok(response)) => Ok(response),
-                    _ => self.send_own(parts).await,
+                    _ => {
+                        let own = self.send_own(parts).await;
+                        if let Ok(response) = &own {
+                            waited += response
+                                .extensions()
+                                .get::<Waited>()
+                                .map_or(Duration::ZERO, |w| w.0);
+                        }
+                        own
+                    }
                 };
                 (CacheStatus::Miss, response)
             }
         };
         cache.metrics().lookup(self.route, status);
         result.map(|mut response| {
+            response.extensions_mut().insert(Waited(waited));
             if status == CacheStatus::Miss {
                 mark(&mut response, CacheStatus::Miss);
                 response

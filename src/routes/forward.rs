@@ -24,12 +24,7 @@ use crate::shaper::sessions::Turn;
 use crate::shaper::{Lane, Ticket};
 use crate::state::AppState;
 use crate::upstream::retry::Attempts;
-use crate::upstream::{BodyLimits, Outbound};
-
-/// Time a request waited in the shaper's queue, on its response for the
-/// access record (the overhead metric leaves it out).
-#[derive(Clone, Copy, Debug)]
-pub struct QueueWait(pub Duration);
+use crate::upstream::{BodyLimits, Outbound, Waited};
 
 /// Sends `call` upstream: through its credential's shaper when shaping is
 /// on, with the breaker and safe retries either way.
@@ -50,10 +45,15 @@ pub(super) async fn forward(
         // are retried.
         None => Prepared::unread(body),
     };
+    // Time spent waiting on others: the overhead metric leaves it out.
+    let mut elsewhere = Duration::ZERO;
     let agent = call.path.agent().map(std::sync::Arc::<str>::from);
     let mut turn = match (shaper, &agent) {
         (Some(shaper), Some(agent)) if lane == Lane::Invoke => {
-            shaped::turn(shaper, agent, body.session()).await
+            let asked = Instant::now();
+            let turn = shaped::turn(shaper, agent, body.session()).await;
+            elsewhere += asked.elapsed();
+            turn
         }
         _ => None,
     };
@@ -76,6 +76,7 @@ pub(super) async fn forward(
     loop {
         // Fail fast while the upstream is down, before spending budget.
         state.breaker.admit()?;
+        let asked = Instant::now();
         let admitted = match (shaper, &ticket) {
             (Some(shaper), Some(ticket)) => Some(shaper.admit(ticket.clone()).await?),
             _ => None,
@@ -96,6 +97,7 @@ pub(super) async fn forward(
             authorization: call.credential.authorization().clone(),
         };
         let (result, returned) = send(state, outbound, call.limits, lane, turn.take()).await;
+        elsewhere += asked.elapsed();
         turn = returned;
         state.breaker.record(&result);
         if let (Some(shaper), Some(admitted), Ok(response)) = (shaper, &admitted, &result) {
@@ -120,6 +122,7 @@ pub(super) async fn forward(
         {
             drop(result);
             tokio::time::sleep(delay).await;
+            elsewhere += delay;
             if let Some(ticket) = &mut ticket {
                 ticket.retry = true;
             }
@@ -136,9 +139,7 @@ pub(super) async fn forward(
                 HeaderValue::from(waited.as_millis() as u64),
             );
         }
-        if !waited.is_zero() {
-            response.extensions_mut().insert(QueueWait(waited));
-        }
+        response.extensions_mut().insert(Waited(elsewhere));
         if let Some(applied) = applied {
             shaped::preference_applied(&mut response, applied);
         }

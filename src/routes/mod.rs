@@ -22,5 +22,4 @@ pub mod keys;
 pub mod proxy;
 mod shaped;
 
-pub use forward::QueueWait;
 pub use shaped::QUEUE_WAIT_HEADER;

@@ -30,6 +30,14 @@ pub use hop::{BuildError, Hop, HopError, HopResponse};
 #[derive(Clone, Copy, Debug)]
 pub struct UpstreamLatency(pub Duration);
 
+/// Time a request spent waiting on others rather than in the gateway's own
+/// work: for the upstream (every attempt, until its response headers), in
+/// the shaper's queue and for its session turn, in retry backoff, or on a
+/// fetch another request made. Put on the response by the stage that
+/// waited; the access record subtracts it to get the overhead.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Waited(pub Duration);
+
 /// A request ready to go upstream.
 pub struct Outbound {
     /// HTTP method, as received.

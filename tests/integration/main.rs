@@ -22,6 +22,7 @@ mod keys;
 mod keys_cli;
 mod leaks;
 mod ops;
+mod overhead;
 mod proxy;
 mod reload;
 mod retries;
