@@ -23,3 +23,6 @@ pub mod proxy;
 mod shaped;
 
 pub use shaped::QUEUE_WAIT_HEADER;
+
+#[cfg(test)]
+mod tests;
