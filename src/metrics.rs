@@ -62,6 +62,29 @@ const LATENCY_BUCKETS: [f64; 16] = [
     660.0,
 ];
 
+/// A histogram of a family per route class, made in the family on first
+/// use (so classes never seen stay out of `/metrics`).
+type ClassSlots = [std::sync::OnceLock<Histogram>; CLASSES.len()];
+
+/// Observes `value` in `family`'s histogram for `class`, through its slot.
+fn observe(
+    family: &Family<ClassLabels, Histogram>,
+    slots: &ClassSlots,
+    class: &'static str,
+    value: Duration,
+) {
+    let seconds = value.as_secs_f64();
+    let slot = CLASSES.iter().position(|c| *c == class);
+    match slot.and_then(|i| slots.get(i)) {
+        Some(slot) => slot
+            .get_or_init(|| family.get_or_create(&ClassLabels { class }).clone())
+            .observe(seconds),
+        None => family
+            .get_or_create(&ClassLabels { class })
+            .observe(seconds),
+    }
+}
+
 /// Upper bounds (seconds) of the overhead buckets: the gateway's own time
 /// per request, from a cache hit's tens of microseconds up.
 const OVERHEAD_BUCKETS: [f64; 14] = [
@@ -77,9 +100,11 @@ pub struct Metrics {
     /// `requests` answered 200 by the upstream, by class and method.
     answered_ok: CounterSlots,
     upstream_latency: Family<ClassLabels, Histogram>,
+    /// `upstream_latency` by class index: no label hashing per request.
+    upstream_latency_slots: ClassSlots,
     overhead: Family<ClassLabels, Histogram>,
-    /// `overhead` by class index: no label hashing per request.
-    overhead_slots: [std::sync::OnceLock<Histogram>; CLASSES.len()],
+    /// `overhead` by class index.
+    overhead_slots: ClassSlots,
     in_flight: Gauge,
     connections_open: Gauge,
     connections_rejected: Counter,
@@ -157,6 +182,7 @@ impl Metrics {
             requests,
             answered_ok: CounterSlots::new(CLASSES.len() * METHODS.len()),
             upstream_latency,
+            upstream_latency_slots: Default::default(),
             overhead,
             overhead_slots: Default::default(),
             in_flight,
@@ -176,24 +202,17 @@ impl Metrics {
 
     /// Records one upstream exchange's time to headers.
     pub fn upstream_latency(&self, class: &'static str, latency: Duration) {
-        self.upstream_latency
-            .get_or_create(&ClassLabels { class })
-            .observe(latency.as_secs_f64());
+        observe(
+            &self.upstream_latency,
+            &self.upstream_latency_slots,
+            class,
+            latency,
+        );
     }
 
     /// Records one request's overhead (`castari_gateway_overhead_seconds`).
     pub fn overhead(&self, class: &'static str, overhead: Duration) {
-        let seconds = overhead.as_secs_f64();
-        let slot = CLASSES.iter().position(|c| *c == class);
-        match slot.and_then(|i| self.overhead_slots.get(i)) {
-            Some(slot) => slot
-                .get_or_init(|| self.overhead.get_or_create(&ClassLabels { class }).clone())
-                .observe(seconds),
-            None => self
-                .overhead
-                .get_or_create(&ClassLabels { class })
-                .observe(seconds),
-        }
+        observe(&self.overhead, &self.overhead_slots, class, overhead);
     }
 
     /// The in-flight request gauge.

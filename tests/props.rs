@@ -23,7 +23,7 @@ use castari_gateway::keys::scope::{authorize, AgentGlobs};
 use castari_gateway::keys::token;
 use castari_gateway::types::Secret;
 use castari_gateway::upstream::headers::{sanitize_request, strip_hop_by_hop};
-use castari_gateway::upstream::path::ApiPath;
+use castari_gateway::upstream::path::{ApiPath, UpstreamBase};
 use castari_gateway::upstream::retry::Safety;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use percent_encoding::percent_decode_str;
@@ -174,6 +174,10 @@ fn check_upstream(
     }
     let reparsed = url::Url::parse(url.as_str()).unwrap();
     prop_assert_eq!(&reparsed, &url);
+    // The request path builds the URI in one string: the same one.
+    let fast = path.to_upstream_uri(&UpstreamBase::new(base), query);
+    prop_assert!(fast.is_ok(), "{:?} for {}", fast, url);
+    prop_assert_eq!(fast.unwrap().to_string(), url.as_str());
     Ok(())
 }
 

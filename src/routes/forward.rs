@@ -57,9 +57,10 @@ pub(super) async fn forward(
         }
         _ => None,
     };
-    let url = call
+    let uri = call
         .path
-        .to_upstream_url(state.upstream.base(), parts.uri.query());
+        .to_upstream_uri(state.upstream.prepared_base(), parts.uri.query())
+        .map_err(|_| GatewayError::Internal)?;
     let applied = shaper.and_then(|shaper| shaped::applied_wait(shaper, lane, &parts.headers));
     let mut ticket = shaper.map(|shaper| Ticket {
         lane,
@@ -90,7 +91,7 @@ pub(super) async fn forward(
         }
         let outbound = Outbound {
             method: parts.method.clone(),
-            url: url.clone(),
+            uri: uri.clone(),
             headers: parts.headers.clone(),
             body: body.take(),
             class: call.route.class,

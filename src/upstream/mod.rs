@@ -24,6 +24,7 @@ use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
 use crate::route::RouteClass;
 pub use hop::{BuildError, Hop, HopError, HopResponse};
+use path::UpstreamBase;
 
 /// Time from sending the request to the upstream's response headers,
 /// attached to responses for the access log and metrics.
@@ -42,8 +43,8 @@ pub struct Waited(pub Duration);
 pub struct Outbound {
     /// HTTP method, as received.
     pub method: Method,
-    /// Full upstream URL, built from checked segments.
-    pub url: url::Url,
+    /// Full upstream URI, built from checked segments.
+    pub uri: http::Uri,
     /// Client headers (the client's credentials are removed here).
     pub headers: HeaderMap,
     /// The client's body, streamed.
@@ -68,7 +69,7 @@ pub struct BodyLimits {
 #[derive(Debug)]
 pub struct UpstreamClient {
     hop: Hop,
-    base: url::Url,
+    base: UpstreamBase,
     config: UpstreamConfig,
 }
 
@@ -85,13 +86,18 @@ impl UpstreamClient {
     pub fn with_hop(config: &UpstreamConfig, hop: Hop) -> Self {
         Self {
             hop,
-            base: config.url.clone(),
+            base: UpstreamBase::new(&config.url),
             config: config.clone(),
         }
     }
 
     /// The configured upstream base URL.
     pub fn base(&self) -> &url::Url {
+        self.base.url()
+    }
+
+    /// The base URL, prepared for building request URIs.
+    pub fn prepared_base(&self) -> &UpstreamBase {
         &self.base
     }
 
@@ -107,7 +113,7 @@ impl UpstreamClient {
     ) -> Result<Response, GatewayError> {
         let Outbound {
             method,
-            url,
+            uri,
             mut headers,
             body,
             class,
@@ -129,8 +135,7 @@ impl UpstreamClient {
         };
         let mut request = http::Request::new(body);
         *request.method_mut() = method;
-        *request.uri_mut() =
-            http::Uri::try_from(url.as_str()).map_err(|_| GatewayError::Internal)?;
+        *request.uri_mut() = uri;
         *request.headers_mut() = headers;
 
         let started = Instant::now();
