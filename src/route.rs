@@ -1,10 +1,12 @@
-//! What a request is: its route class (timeouts, lanes, metrics, billing)
-//! and its retry safety, read once from the method and the *decoded* path
-//! segments after `/api/v1/` (`upstream/path.rs` decodes them once).
+//! What a request is: its route class (timeouts, lanes, metrics, billing),
+//! its retry safety and, for a GET, its cacheable route, read once from the
+//! method and the *decoded* path segments after `/api/v1/`
+//! (`upstream/path.rs` decodes them once) into a [`Route`].
 //!
-//! The other tables of a route read the same decoded segments: the cache
-//! policy and write effects (`cache/policy.rs`) and the scopes
-//! (`keys/scope.rs`). So `POST /agents/x/%69nvoke` is an invocation to all
+//! Two tables stay beside their rules, reading the same decoded segments:
+//! write effects (`cache/policy.rs`: which cached reads a write makes
+//! stale, with the slug in the patterns) and scopes (`keys/scope.rs`: the
+//! writes each role may make, with the agent-glob checks). So `POST /agents/x/%69nvoke` is an invocation to all
 //! of them, as it is to an upstream that decodes it (`tests/integration/
 //! encoded.rs`). Unknown routes are `crud`: forwarded with the ordinary
 //! timeout, and never retried once sent.
@@ -14,10 +16,13 @@ use http::Method;
 /// What the gateway reads from a request's route, once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Route {
-    /// The kind of upstream work.
+    /// The kind of upstream work: its lane in the shaper, its timeout, its
+    /// metrics label, and (`Invoke`) its billing against a key's budget.
     pub class: RouteClass,
     /// Whether it may be sent again after it may have reached the upstream.
     pub safety: Safety,
+    /// For a GET, the cacheable route it names.
+    pub cache: Option<CacheRoute>,
 }
 
 impl Route {
@@ -26,6 +31,9 @@ impl Route {
         Self {
             class: RouteClass::of(method, segments),
             safety: Safety::of(method, segments),
+            cache: (method == Method::GET)
+                .then(|| CacheRoute::of(segments))
+                .flatten(),
         }
     }
 }
@@ -67,6 +75,81 @@ impl RouteClass {
             Self::Invoke => "invoke",
             Self::Download => "download",
             Self::Local => "local",
+        }
+    }
+}
+
+/// A cacheable route: which GETs the cache keeps, each with its own TTL
+/// (`cache/policy.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CacheRoute {
+    /// `GET /auth/me`.
+    AuthMe,
+    /// `GET /agents`.
+    Agents,
+    /// `GET /agents/{slug}`.
+    Agent,
+    /// `GET /agents/{slug}/secrets`.
+    Secrets,
+    /// `GET /agents/{slug}/sessions`.
+    Sessions,
+    /// `GET /agents/{slug}/invocations`.
+    Invocations,
+    /// `GET /usage`, `/usage/daily`.
+    Usage,
+    /// `GET /buckets`, `/buckets/{slug}`.
+    Buckets,
+    /// `GET /buckets/{slug}/files`.
+    BucketFiles,
+    /// `GET /agents/{slug}/mounts`, `/mounts/{id}`.
+    Mounts,
+    /// `GET /files`, `/files/usage`, `/files/{id}`.
+    Files,
+    /// `GET /agents/{slug}/files`.
+    AgentFiles,
+}
+
+impl CacheRoute {
+    /// The cacheable route a GET names, if any. API keys, downloads,
+    /// capability URLs and unknown routes are never cached.
+    pub fn of<S: AsRef<str>>(segments: &[S]) -> Option<Self> {
+        if segments.iter().any(|s| s.as_ref().is_empty()) {
+            return None;
+        }
+        with_segments(segments, |s| {
+            Some(match s {
+                ["auth", "me"] => Self::AuthMe,
+                ["agents"] => Self::Agents,
+                ["agents", _] => Self::Agent,
+                ["agents", _, "secrets"] => Self::Secrets,
+                ["agents", _, "sessions"] => Self::Sessions,
+                ["agents", _, "invocations"] => Self::Invocations,
+                ["agents", _, "mounts"] | ["agents", _, "mounts", _] => Self::Mounts,
+                ["agents", _, "files"] => Self::AgentFiles,
+                ["usage"] | ["usage", "daily"] => Self::Usage,
+                ["buckets"] | ["buckets", _] => Self::Buckets,
+                ["buckets", _, "files"] => Self::BucketFiles,
+                ["files"] | ["files", _] => Self::Files,
+                _ => return None,
+            })
+        })
+    }
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AuthMe => "auth_me",
+            Self::Agents => "agents",
+            Self::Agent => "agent",
+            Self::Secrets => "secrets",
+            Self::Sessions => "sessions",
+            Self::Invocations => "invocations",
+            Self::Usage => "usage",
+            Self::Buckets => "buckets",
+            Self::BucketFiles => "bucket_files",
+            Self::Mounts => "mounts",
+            Self::Files => "files",
+            Self::AgentFiles => "agent_files",
         }
     }
 }

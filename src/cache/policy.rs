@@ -9,81 +9,12 @@ use http::Method;
 use super::agents::Action;
 use super::invalidate::Pattern;
 use crate::config::TtlConfig;
-use crate::route::with_segments;
 
-/// A cacheable route class; each has its own TTL.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CacheRoute {
-    /// `GET /auth/me`.
-    AuthMe,
-    /// `GET /agents`.
-    Agents,
-    /// `GET /agents/{slug}`.
-    Agent,
-    /// `GET /agents/{slug}/secrets`.
-    Secrets,
-    /// `GET /agents/{slug}/sessions`.
-    Sessions,
-    /// `GET /agents/{slug}/invocations`.
-    Invocations,
-    /// `GET /usage`, `/usage/daily`.
-    Usage,
-    /// `GET /buckets`, `/buckets/{slug}`.
-    Buckets,
-    /// `GET /buckets/{slug}/files`.
-    BucketFiles,
-    /// `GET /agents/{slug}/mounts`, `/mounts/{id}`.
-    Mounts,
-    /// `GET /files`, `/files/usage`, `/files/{id}`.
-    Files,
-    /// `GET /agents/{slug}/files`.
-    AgentFiles,
-}
+pub use crate::route::CacheRoute;
 
+/// The TTLs of the cacheable routes (`route.rs` reads which route a GET
+/// names; the cache decides how long it lives).
 impl CacheRoute {
-    /// The cacheable route a GET names, if any. API keys, downloads,
-    /// capability URLs and unknown routes are never cached.
-    pub fn of(segments: &[Box<str>]) -> Option<Self> {
-        if segments.iter().any(|s| s.is_empty()) {
-            return None;
-        }
-        with_segments(segments, |s| {
-            Some(match s {
-                ["auth", "me"] => Self::AuthMe,
-                ["agents"] => Self::Agents,
-                ["agents", _] => Self::Agent,
-                ["agents", _, "secrets"] => Self::Secrets,
-                ["agents", _, "sessions"] => Self::Sessions,
-                ["agents", _, "invocations"] => Self::Invocations,
-                ["agents", _, "mounts"] | ["agents", _, "mounts", _] => Self::Mounts,
-                ["agents", _, "files"] => Self::AgentFiles,
-                ["usage"] | ["usage", "daily"] => Self::Usage,
-                ["buckets"] | ["buckets", _] => Self::Buckets,
-                ["buckets", _, "files"] => Self::BucketFiles,
-                ["files"] | ["files", _] => Self::Files,
-                _ => return None,
-            })
-        })
-    }
-
-    /// The metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::AuthMe => "auth_me",
-            Self::Agents => "agents",
-            Self::Agent => "agent",
-            Self::Secrets => "secrets",
-            Self::Sessions => "sessions",
-            Self::Invocations => "invocations",
-            Self::Usage => "usage",
-            Self::Buckets => "buckets",
-            Self::BucketFiles => "bucket_files",
-            Self::Mounts => "mounts",
-            Self::Files => "files",
-            Self::AgentFiles => "agent_files",
-        }
-    }
-
     /// The configured time to live, in seconds (0: not cached).
     pub fn ttl_secs(self, ttl: &TtlConfig) -> u64 {
         match self {

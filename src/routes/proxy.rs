@@ -36,7 +36,6 @@ use super::cached::{self, CachedGet, Write};
 use super::call::Call;
 use super::forward::forward;
 use super::shaped;
-use crate::cache::CacheRoute;
 use crate::error::GatewayError;
 use crate::keys::broker::{Caller, Keys, Unidentified};
 use crate::route::{Route, RouteClass};
@@ -120,7 +119,7 @@ fn admitted(
     peer: Option<Peer>,
 ) -> Proxied {
     let class = route.class;
-    if let Some(response) = hit(state, &caller, &parts, &body, path.decoded()) {
+    if let Some(response) = hit(state, &caller, &parts, &body, &path, route) {
         state.broker.count(&caller, path.agent(), class.as_str());
         return Proxied::Now(finish(state, class, Some(&caller), Ok(response)));
     }
@@ -184,9 +183,11 @@ fn hit(
     caller: &Caller,
     parts: &Parts,
     body: &axum::body::Body,
-    decoded: &Arc<[Box<str>]>,
+    path: &ApiPath,
+    route: Route,
 ) -> Option<Response> {
     let cache = state.cache.as_ref()?;
+    let cached = route.cache?;
     let plain_get = parts.method == Method::GET
         && caller.globs().is_none()
         && matches!(declared_length(parts), Ok(0))
@@ -194,8 +195,7 @@ fn hit(
     if !plain_get {
         return None;
     }
-    let route = CacheRoute::of(decoded)?;
-    cached::fresh_hit(cache, &caller.credential, route, decoded, parts)
+    cached::fresh_hit(cache, &caller.credential, cached, path.decoded(), parts)
 }
 
 fn check(parts: &Parts, peer: Option<Peer>) -> Result<ApiPath, GatewayError> {
@@ -270,7 +270,7 @@ async fn route(
     if parts.method == Method::GET {
         // A GET with a body is unusual; it is forwarded whole, never cached.
         let bodiless = axum::body::HttpBody::size_hint(&body).upper() == Some(0);
-        return match CacheRoute::of(call.path.decoded()).filter(|_| bodiless) {
+        return match call.route.cache.filter(|_| bodiless) {
             Some(route) => {
                 let get = CachedGet {
                     state,
