@@ -409,7 +409,12 @@ impl Store {
     /// # Errors
     /// SQLite failures.
     pub fn data_version(&self) -> Result<i64, StoreError> {
-        self.read(|conn| Ok(conn.pragma_query_value(None, "data_version", |row| row.get(0))?))
+        // A cached statement: preparing the pragma again was most of the
+        // cost of a keys-mode cache hit's look at the store.
+        self.read(|conn| {
+            let mut statement = conn.prepare_cached("PRAGMA data_version")?;
+            Ok(statement.query_row([], |row| row.get(0))?)
+        })
     }
 
     /// Adds the deltas in ONE transaction: upsert on (key_id, day, agent,
