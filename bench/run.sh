@@ -372,7 +372,12 @@ pf() {
 
 # Columns of the table, in order; a target that did not run prints dashes.
 COLUMNS=(upstream nginx floor_hyper floor_reqwest gateway gateway_log)
-declare -A FR_ADD FR_ADD99 C1_ADD99
+declare -A FR_ADD FR_ADD99 C1_ADD99 TP_NORM
+for t in nginx floor_hyper floor_reqwest gateway gateway_log; do
+    if [[ -n ${TP_CPU[$t]:-} && -n ${TP_UPCPU[$t]:-} ]]; then
+        TP_NORM[$t]=$(awk -v c="${TP_CPU[$t]}" -v u="${TP_UPCPU[$t]}" 'BEGIN { if (u > 0) printf "%.2f", c / u }')
+    fi
+done
 for t in nginx floor_hyper floor_reqwest gateway; do
     FR_ADD[$t]=$(sub_ms "${FR_P50[$t]:-}" "${FR_P50[upstream]:-}")
     FR_ADD99[$t]=$(sub_ms "${FR_P99[$t]:-}" "${FR_P99[upstream]:-}")
@@ -429,6 +434,8 @@ table() {
         "$(ratio "${TP_RPS[gateway]:-}" "${TP_RPS[nginx]:-}")" "" ""
     metric "server CPU per request, µs (user+sys)" %.1f TP_CPU \
         "$(ratio "${TP_CPU[gateway]:-}" "${TP_CPU[nginx]:-}")" "≤ 1.2x hyper floor ($(ratio "${TP_CPU[gateway]:-}" "${TP_CPU[floor_hyper]:-}"))" "$PASS_CPU"
+    metric "CPU per request ÷ the upstream nginx's in the same run" %.2f TP_NORM \
+        "$(ratio "${TP_NORM[gateway]:-}" "${TP_NORM[nginx]:-}")" "≤ 1.2x hyper floor ($(ratio "${TP_NORM[gateway]:-}" "${TP_NORM[floor_hyper]:-}"))" ""
     metric "implied req/s per full core (1e6 / CPU per request)" core TP_CPU "" "" ""
     metric "server context switches per request" %.2f TP_CSW "" "" ""
     metric "upstream nginx CPU per request in the same run, µs" %.1f TP_UPCPU "" "" ""

@@ -7,11 +7,12 @@
 //! Two upstream clients, chosen by the first argument:
 //! - `hyper`: hyper-util's pooled client with its plain HTTP connector,
 //!   the least any hyper-based proxy spends on the upstream hop;
-//! - `reqwest`: reqwest built as `src/upstream/mod.rs` builds it (rustls,
-//!   redirects off, no system proxy, `TCP_NODELAY`), which issue 3 requires.
+//! - `reqwest`: reqwest built as the gateway built it until issue 21
+//!   (rustls, redirects off, no system proxy, `TCP_NODELAY`).
 //!
-//! What the gateway spends above the `reqwest` floor is its own work; what
-//! the `reqwest` floor spends above the `hyper` one is reqwest's.
+//! The gateway's hop is hyper-util's client (`src/upstream/hop.rs`): what it
+//! spends above the `hyper` floor is its own work; what the `reqwest` floor
+//! spends above the `hyper` one is reqwest's.
 //!
 //! ```text
 //! cargo run --release --example proxy_floor -- hyper 127.0.0.1:PORT http://127.0.0.1:UPSTREAM
