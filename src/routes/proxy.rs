@@ -1,4 +1,7 @@
-//! The `/api/v1/*` handler: check the request, then forward it.
+//! The `/api/v1/*` handler, stage 2 of `lib.rs`'s list (admission): check
+//! the request, read its route once, admit the caller, answer a fresh hit,
+//! and pass the rest on as one `Call` (`call.rs`) to the cache (`cached.rs`) or
+//! straight to the last stage (`forward.rs`); stamp and count the answer.
 //!
 //! Checks, in order: the request target (absolute-form naming another host
 //! is refused), the path (`/api/v1/` prefix, no dot segments, no encoded
@@ -18,9 +21,11 @@
 //! drops the cached reads it changes once it went through. A fresh hit is
 //! answered before any future is made ([`Proxied::Now`]).
 //!
-//! With shaping on (the default), the request then goes through
-//! the shaped path (`routes/shaped.rs`): it waits for the upstream budget, and every answer
-//! carries the gateway's `X-RateLimit-*` view instead of the upstream's.
+//! The last stage (`routes/forward.rs`) is the one attempt loop: with
+//! shaping on (the default) the request waits for the upstream budget
+//! there, and every answer carries the gateway's `X-RateLimit-*` view
+//! instead of the upstream's. If the key table may be behind the store,
+//! admission waits for a reload off the runtime first (`keys/ring.rs`).
 
 use std::future::Future;
 use std::pin::Pin;
