@@ -9,8 +9,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::*;
 
-/// A CONNECT-only proxy on 127.0.0.1: records each `CONNECT` target and
-/// tunnels it. Ends with the test's runtime.
+/// A CONNECT-only proxy on 127.0.0.1: records each `CONNECT` target (and
+/// its `Proxy-Authorization`, if any, after a space) and tunnels it. Ends
+/// with the test's runtime.
 async fn connect_proxy() -> (String, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -23,11 +24,17 @@ async fn connect_proxy() -> (String, Arc<Mutex<Vec<String>>>) {
                 let mut client = BufReader::new(client);
                 let mut first = String::new();
                 client.read_line(&mut first).await.ok()?;
+                let mut auth = None;
                 loop {
                     let mut line = String::new();
                     client.read_line(&mut line).await.ok()?;
                     if line == "\r\n" || line.is_empty() {
                         break;
+                    }
+                    if let Some((name, value)) = line.split_once(':') {
+                        if name.eq_ignore_ascii_case("proxy-authorization") {
+                            auth = Some(value.trim().to_string());
+                        }
                     }
                 }
                 let target = first
@@ -35,7 +42,11 @@ async fn connect_proxy() -> (String, Arc<Mutex<Vec<String>>>) {
                     .split(' ')
                     .next()?
                     .to_string();
-                log.lock().unwrap().push(target.clone());
+                let entry = match auth {
+                    Some(auth) => format!("{target} {auth}"),
+                    None => target.clone(),
+                };
+                log.lock().unwrap().push(entry);
                 let mut upstream = TcpStream::connect(&target).await.ok()?;
                 let mut client = client.into_inner();
                 client
@@ -71,5 +82,28 @@ async fn the_upstream_hop_goes_through_the_configured_proxy() {
     );
     assert_eq!(tunnels.lock().unwrap().as_slice(), [target], "one tunnel");
     assert_eq!(last_seen(&sim).await.path, "/api/v1/auth/me");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn proxy_credentials_in_the_url_go_as_proxy_authorization() {
+    let sim = sim().await;
+    let (proxy, tunnels) = connect_proxy().await;
+    let with_user = proxy.replace("http://", "http://team%40corp:s3cr%3At@");
+    let proxy_url = url::Url::parse(&with_user).unwrap();
+    let gw = TestGateway::start_with(&sim.url(), move |c| c.upstream.proxy = Some(proxy_url)).await;
+    let response = client()
+        .get(gw.url("/api/v1/auth/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = tunnels.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    // base64("team@corp:s3cr:t")
+    assert!(
+        seen[0].ends_with(" Basic dGVhbUBjb3JwOnMzY3I6dA=="),
+        "{seen:?}"
+    );
     gw.stop().await;
 }
