@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use castari_sim::Simulator;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -62,10 +63,13 @@ async fn connect_proxy() -> (String, Arc<Mutex<Vec<String>>>) {
     (url, seen)
 }
 
-#[tokio::test]
-async fn the_upstream_hop_goes_through_the_configured_proxy() {
+/// Sends `GET /api/v1/auth/me` through a gateway whose upstream proxy is
+/// a fresh CONNECT proxy, its URL given `userinfo` (`user:pass@` or "");
+/// returns the simulator and the tunnels the proxy saw.
+async fn through_proxy(userinfo: &str) -> (Simulator, Vec<String>) {
     let sim = sim().await;
     let (proxy, tunnels) = connect_proxy().await;
+    let proxy = proxy.replace("http://", &format!("http://{userinfo}"));
     let proxy_url = url::Url::parse(&proxy).unwrap();
     let gw = TestGateway::start_with(&sim.url(), move |c| c.upstream.proxy = Some(proxy_url)).await;
     let response = client()
@@ -74,36 +78,31 @@ async fn the_upstream_hop_goes_through_the_configured_proxy() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    gw.stop().await;
+    let seen = tunnels.lock().unwrap().clone();
+    (sim, seen)
+}
+
+#[tokio::test]
+async fn the_upstream_hop_goes_through_the_configured_proxy() {
+    let (sim, tunnels) = through_proxy("").await;
     let sim_authority = url::Url::parse(&sim.url()).unwrap();
     let target = format!(
         "{}:{}",
         sim_authority.host_str().unwrap(),
         sim_authority.port().unwrap()
     );
-    assert_eq!(tunnels.lock().unwrap().as_slice(), [target], "one tunnel");
+    assert_eq!(tunnels, [target], "one tunnel");
     assert_eq!(last_seen(&sim).await.path, "/api/v1/auth/me");
-    gw.stop().await;
 }
 
 #[tokio::test]
 async fn proxy_credentials_in_the_url_go_as_proxy_authorization() {
-    let sim = sim().await;
-    let (proxy, tunnels) = connect_proxy().await;
-    let with_user = proxy.replace("http://", "http://team%40corp:s3cr%3At@");
-    let proxy_url = url::Url::parse(&with_user).unwrap();
-    let gw = TestGateway::start_with(&sim.url(), move |c| c.upstream.proxy = Some(proxy_url)).await;
-    let response = client()
-        .get(gw.url("/api/v1/auth/me"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let seen = tunnels.lock().unwrap().clone();
+    let (_sim, seen) = through_proxy("team%40corp:s3cr%3At@").await;
     assert_eq!(seen.len(), 1, "{seen:?}");
     // base64("team@corp:s3cr:t")
     assert!(
         seen[0].ends_with(" Basic dGVhbUBjb3JwOnMzY3I6dA=="),
         "{seen:?}"
     );
-    gw.stop().await;
 }
