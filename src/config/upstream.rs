@@ -31,8 +31,10 @@ pub struct UpstreamConfig {
     /// A file holding the upstream API key (Docker or Kubernetes secret).
     /// `CASTARI_API_KEY` in the environment wins over it.
     pub api_key_file: Option<PathBuf>,
-    /// An explicit HTTP(S) proxy for upstream traffic. System proxy
-    /// variables (`HTTPS_PROXY`, ...) are ignored unless this is set.
+    /// An explicit proxy for upstream traffic: `http://` or `https://` (a
+    /// `CONNECT` tunnel) or `socks5://`; a `user:password` in the URL is
+    /// sent to the proxy. System proxy variables (`HTTPS_PROXY`, ...) are
+    /// never read.
     pub proxy: Option<url::Url>,
     /// TCP + TLS connect deadline.
     pub connect_timeout_ms: u64,
