@@ -43,7 +43,7 @@ use crate::cache::{
 use crate::error::{GatewayError, Origin};
 use crate::state::AppState;
 use crate::upstream::credential::Credential;
-use crate::upstream::{UpstreamLatency, Waited};
+use crate::upstream::UpstreamLatency;
 
 /// A fresh entry for a plain GET of `route`, answered at once: no future,
 /// no fetch. The same answer [`CachedGet::serve`] gives a hit; `None` when
@@ -179,7 +179,7 @@ impl CachedGet<'_> {
             .run(&key, need, stamp, move |seq, mark| fetch.run(seq, mark))
             .await;
         // Led or joined, the fetch is time waited on the upstream.
-        let mut waited = asked.elapsed();
+        self.call.elsewhere.add(asked.elapsed());
         if role == Role::Joined {
             cache.metrics().coalesced();
         }
@@ -217,23 +217,13 @@ impl CachedGet<'_> {
             Fetched::Oversize => {
                 let response = match (role, leader_rx.await) {
                     (Role::Leader, Ok(response)) => Ok(response),
-                    _ => {
-                        let own = self.send_own(parts).await;
-                        if let Ok(response) = &own {
-                            waited += response
-                                .extensions()
-                                .get::<Waited>()
-                                .map_or(Duration::ZERO, |w| w.0);
-                        }
-                        own
-                    }
+                    _ => self.send_own(parts).await,
                 };
                 (CacheStatus::Miss, response)
             }
         };
         cache.metrics().lookup(self.route, status);
         result.map(|mut response| {
-            response.extensions_mut().insert(Waited(waited));
             if status == CacheStatus::Miss {
                 mark(&mut response, CacheStatus::Miss);
                 response
@@ -403,13 +393,13 @@ struct Fetch {
 }
 
 impl Fetch {
-    async fn run(mut self, seq: u64, mark: SendMark) -> Fetched {
+    async fn run(self, seq: u64, mark: SendMark) -> Fetched {
         let Some(cache) = self.state.cache.as_ref() else {
             return Fetched::Failed(GatewayError::Internal);
         };
-        self.call.mark = Some(mark.clone());
+        let call = self.call.for_fetch(mark.clone());
         let parts = self.head.into_parts();
-        let sent = forward(&self.state, &self.call, parts, Body::empty()).await;
+        let sent = forward(&self.state, &call, parts, Body::empty()).await;
         let response = match sent {
             Ok(response) => response,
             Err(error) => return Fetched::Failed(error),

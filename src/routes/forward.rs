@@ -24,7 +24,7 @@ use crate::shaper::sessions::Turn;
 use crate::shaper::{Lane, Ticket};
 use crate::state::AppState;
 use crate::upstream::retry::Attempts;
-use crate::upstream::{BodyLimits, Outbound, Waited};
+use crate::upstream::{BodyLimits, Outbound};
 
 /// Sends `call` upstream: through its credential's shaper when shaping is
 /// on, with the breaker and safe retries either way.
@@ -45,14 +45,14 @@ pub(super) async fn forward(
         // are retried.
         None => Prepared::unread(body),
     };
-    // Time spent waiting on others: the overhead metric leaves it out.
-    let mut elsewhere = Duration::ZERO;
+    // Time spent waiting on others goes to `call.elsewhere`: the overhead
+    // metric leaves it out, whether the request ends well or not.
     let agent = call.path.agent().map(std::sync::Arc::<str>::from);
     let mut turn = match (shaper, &agent) {
         (Some(shaper), Some(agent)) if lane == Lane::Invoke => {
             let asked = Instant::now();
             let turn = shaped::turn(shaper, agent, body.session()).await;
-            elsewhere += asked.elapsed();
+            call.elsewhere.add(asked.elapsed());
             turn
         }
         _ => None,
@@ -98,7 +98,7 @@ pub(super) async fn forward(
             authorization: call.credential.authorization().clone(),
         };
         let (result, returned) = send(state, outbound, call.limits, lane, turn.take()).await;
-        elsewhere += asked.elapsed();
+        call.elsewhere.add(asked.elapsed());
         turn = returned;
         state.breaker.record(&result);
         if let (Some(shaper), Some(admitted), Ok(response)) = (shaper, &admitted, &result) {
@@ -123,7 +123,7 @@ pub(super) async fn forward(
         {
             drop(result);
             tokio::time::sleep(delay).await;
-            elsewhere += delay;
+            call.elsewhere.add(delay);
             if let Some(ticket) = &mut ticket {
                 ticket.retry = true;
             }
@@ -140,7 +140,6 @@ pub(super) async fn forward(
                 HeaderValue::from(waited.as_millis() as u64),
             );
         }
-        response.extensions_mut().insert(Waited(elsewhere));
         if let Some(applied) = applied {
             shaped::preference_applied(&mut response, applied);
         }

@@ -38,7 +38,7 @@ use http::{header, request::Parts, Method, Version};
 
 use super::brokered;
 use super::cached::{self, CachedGet, Write};
-use super::call::Call;
+use super::call::{Call, Elsewhere};
 use super::forward::forward;
 use super::shaped;
 use crate::error::GatewayError;
@@ -48,7 +48,7 @@ use crate::shaper::Lane;
 use crate::state::AppState;
 use crate::types::Peer;
 use crate::upstream::path::ApiPath;
-use crate::upstream::BodyLimits;
+use crate::upstream::{BodyLimits, Waited};
 
 /// How [`proxy`] answers.
 pub enum Proxied {
@@ -143,6 +143,7 @@ fn admitted(
             .map(|key| Arc::from(key.record.id.as_str())),
         peer,
         mark: None,
+        elsewhere: Elsewhere::default(),
     };
     let state = state.clone();
     Proxied::Later(Box::pin(async move {
@@ -150,7 +151,12 @@ fn admitted(
         state
             .broker
             .count(&caller, call.path.agent(), class.as_str());
-        finish(&state, class, Some(&caller), result)
+        let mut response = finish(&state, class, Some(&caller), result);
+        // Also on a refusal or an error: time spent waiting is not overhead.
+        response
+            .extensions_mut()
+            .insert(Waited(call.elsewhere.total()));
+        response
     }))
 }
 

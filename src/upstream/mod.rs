@@ -34,8 +34,9 @@ pub struct UpstreamLatency(pub Duration);
 /// Time a request spent waiting on others rather than in the gateway's own
 /// work: for the upstream (every attempt, until its response headers), in
 /// the shaper's queue and for its session turn, in retry backoff, or on a
-/// fetch another request made. Put on the response by the stage that
-/// waited; the access record subtracts it to get the overhead.
+/// fetch another request made. Counted by the stages that wait and put on
+/// the response (an error's too) by admission (`routes/proxy.rs`); the
+/// access record subtracts it to get the overhead.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Waited(pub Duration);
 

@@ -70,3 +70,34 @@ async fn overhead_leaves_out_upstream_and_queue_time() {
     assert!(upstream >= 0.75, "upstream time {upstream}");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_that_times_out_upstream_is_not_counted_as_overhead() {
+    let sim = sim().await;
+    sim.set_faults(Faults {
+        latency_ms: 600,
+        ..Faults::default()
+    });
+    let gw = TestGateway::start_with(&sim.url(), |c| c.upstream.crud_timeout_ms = 300).await;
+    let response = client()
+        .post(gw.url("/api/v1/agents/nope/stop"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    let metrics = get_text(&gw.url("/metrics")).await;
+    let count = metric(
+        &metrics,
+        "castari_gateway_overhead_seconds_count{class=\"crud\"}",
+    );
+    assert_eq!(count, 1.0, "{metrics}");
+    let under = metric(
+        &metrics,
+        "castari_gateway_overhead_seconds_bucket{le=\"0.05\",class=\"crud\"}",
+    );
+    assert_eq!(
+        under, 1.0,
+        "300 ms waited for the upstream is not overhead: {metrics}"
+    );
+    gw.stop().await;
+}
