@@ -6,10 +6,11 @@
 //! Two tables stay beside their rules, reading the same decoded segments:
 //! write effects (`cache/policy.rs`: which cached reads a write makes
 //! stale, with the slug in the patterns) and scopes (`keys/scope.rs`: the
-//! writes each role may make, with the agent-glob checks). So `POST /agents/x/%69nvoke` is an invocation to all
-//! of them, as it is to an upstream that decodes it (`tests/integration/
-//! encoded.rs`). Unknown routes are `crud`: forwarded with the ordinary
-//! timeout, and never retried once sent.
+//! writes each role may make, with the agent-glob checks). So
+//! `POST /agents/x/%69nvoke` is an invocation to every table, as it is to
+//! an upstream that decodes it (`tests/encoded_routes.rs`,
+//! `tests/integration/encoded.rs`). Unknown routes are `crud`: forwarded
+//! with the ordinary timeout, and never retried once sent.
 
 use http::Method;
 

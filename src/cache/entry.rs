@@ -12,7 +12,8 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use super::policy::CacheRoute;
 use crate::upstream::headers::{
-    reuse_rendered, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET, X_REQUEST_ID,
+    reuse_rendered, PREFERENCE_APPLIED, QUEUE_WAIT, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING,
+    X_RATELIMIT_RESET, X_REQUEST_ID,
 };
 
 /// The `X-Cache` header.
@@ -89,8 +90,8 @@ fn compact(headers: &HeaderMap) -> HeaderMap {
 /// Headers never stored: they belong to one exchange.
 const PER_EXCHANGE: [HeaderName; 8] = [
     X_REQUEST_ID,
-    HeaderName::from_static("preference-applied"),
-    HeaderName::from_static("x-gateway-queue-wait-ms"),
+    PREFERENCE_APPLIED,
+    QUEUE_WAIT,
     X_RATELIMIT_LIMIT,
     X_RATELIMIT_REMAINING,
     X_RATELIMIT_RESET,

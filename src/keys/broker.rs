@@ -314,14 +314,22 @@ impl Broker {
     /// (SQLite may wait for locks there).
     ///
     /// # Errors
-    /// The store cannot be read.
-    pub async fn refresh_keys(&self) -> Result<(), StoreError> {
+    /// 503 `key_store_unavailable` when the store cannot be read or the
+    /// reload failed (logged): a request is then refused, never let
+    /// through on a table that may be stale.
+    pub async fn refresh_keys(&self) -> Result<(), GatewayError> {
         let shared = self.shared.clone();
-        match tokio::task::spawn_blocking(move || shared.ring.refresh()).await {
-            Ok(result) => result,
-            // The task panicked: refresh in place rather than let a stale
-            // table through.
-            Err(_) => self.shared.ring.refresh(),
+        let refreshed = tokio::task::spawn_blocking(move || shared.ring.refresh()).await;
+        match refreshed {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "key store unreadable; refusing the request");
+                Err(GatewayError::StoreUnavailable)
+            }
+            Err(error) => {
+                tracing::error!(%error, "key table reload failed; refusing the request");
+                Err(GatewayError::StoreUnavailable)
+            }
         }
     }
 

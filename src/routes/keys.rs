@@ -193,8 +193,9 @@ pub async fn usage(State(state): State<AppState>, request: Request) -> Response 
 /// 401 unless the request carries the admin key or an admin-role key.
 async fn deny(state: &AppState, headers: &http::HeaderMap) -> Option<Response> {
     // By the store as of now: a key revoked a moment ago is refused here too.
-    if let Err(error) = state.broker.refresh_keys().await {
-        return Some(failure(&OpsError::Store(error)));
+    if state.broker.refresh_keys().await.is_err() {
+        // Logged by the broker.
+        return Some(store_unavailable());
     }
     if state.broker.is_admin(headers) {
         return None;
@@ -280,14 +281,19 @@ fn failure(error: &OpsError) -> Response {
         OpsError::Declared(_) => (StatusCode::CONFLICT, "key_declared_in_config"),
         OpsError::Store(_) | OpsError::Random(_) | OpsError::Task(_) => {
             tracing::error!(%error, "key store operation failed");
-            return error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "key_store_unavailable",
-                "The key store is unavailable",
-            );
+            return store_unavailable();
         }
     };
     error_response(status, code, &error.to_string())
+}
+
+/// 503 `key_store_unavailable`, with no detail of the cause.
+fn store_unavailable() -> Response {
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "key_store_unavailable",
+        "The key store is unavailable",
+    )
 }
 
 fn no_store(mut response: Response) -> Response {

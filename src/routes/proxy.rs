@@ -88,9 +88,7 @@ pub fn proxy(state: &AppState, request: Request, peer: Option<Peer>) -> (RouteCl
             let state = state.clone();
             let answer = Box::pin(async move {
                 if let Err(error) = state.broker.refresh_keys().await {
-                    tracing::error!(%error, "key store unreadable; refusing the request");
-                    let error = Err(GatewayError::StoreUnavailable);
-                    return finish(&state, class, None, error);
+                    return finish(&state, class, None, Err(error));
                 }
                 match admit(&state, &parts, path.decoded(), Keys::Loaded) {
                     Ok(caller) => match admitted(&state, parts, body, path, route, caller, peer) {

@@ -34,15 +34,13 @@ use crate::error::GatewayError;
 use crate::shaper::sessions::Turn;
 use crate::shaper::{Lane, RateView, Shaper};
 use crate::upstream::headers::{
-    reuse_rendered, X_API_KEY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
+    reuse_rendered, PREFERENCE_APPLIED, X_API_KEY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING,
+    X_RATELIMIT_RESET,
 };
 use crate::upstream::BodyLimits;
 
 /// Header on responses that waited for the budget: milliseconds waited.
-pub const QUEUE_WAIT_HEADER: &str = "x-gateway-queue-wait-ms";
-
-/// RFC 7240's answer to a `Prefer` that was honoured.
-const PREFERENCE_APPLIED: http::HeaderName = http::HeaderName::from_static("preference-applied");
+pub use crate::upstream::headers::QUEUE_WAIT as QUEUE_WAIT_HEADER;
 
 /// The session turn an invocation waits for, when its body names a
 /// `session_id`: the turns of one session go in order.

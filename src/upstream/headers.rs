@@ -18,6 +18,11 @@ pub const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelim
 /// See [`X_RATELIMIT_LIMIT`].
 pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
+/// On an answer that waited for the budget: the milliseconds it waited.
+pub const QUEUE_WAIT: HeaderName = HeaderName::from_static("x-gateway-queue-wait-ms");
+/// RFC 7240's answer to a `Prefer` that was honoured.
+pub const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1), plus `Proxy-*` and `Keep-Alive`.
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
