@@ -33,6 +33,7 @@
 pub mod app;
 pub mod body;
 pub mod cache;
+pub mod cluster;
 pub mod config;
 pub mod config_status;
 pub mod counters;
@@ -90,7 +91,10 @@ async fn serve_with(
     shutdown: impl std::future::Future<Output = ()> + Send,
     reload: Option<(reload::Loader, Option<std::path::PathBuf>)>,
 ) -> Result<(), StartupError> {
-    let live = reload::Live::new(build_state(config)?);
+    let cluster = cluster::Cluster::connect(&config.cluster)
+        .await
+        .map_err(StartupError::Cluster)?;
+    let live = reload::Live::new(build_state_with(config, cluster)?);
     let reloader =
         reload.map(|(load, source)| reload::Reloader::new(live.clone(), load, source).spawn());
     let served = server::serve(listener, live, shutdown).await;
@@ -106,12 +110,24 @@ async fn serve_with(
 /// # Errors
 /// The config carries no upstream key, or the client cannot be built.
 pub fn build_state(config: Config) -> Result<AppState, StartupError> {
+    build_state_with(config, None)
+}
+
+/// Like [`build_state`], in cluster mode when `cluster` is given (connected
+/// by [`cluster::Cluster::connect`]).
+///
+/// # Errors
+/// As [`build_state`].
+pub fn build_state_with(
+    config: Config,
+    cluster: Option<cluster::Cluster>,
+) -> Result<AppState, StartupError> {
     if config.upstream_key.is_none() {
         return Err(StartupError::NoUpstreamKey);
     }
     let upstream = upstream::UpstreamClient::new(&config.upstream).map_err(StartupError::Client)?;
     let broker = keys::broker::Broker::open(&config).map_err(StartupError::Store)?;
-    Ok(AppState::new(config, upstream, broker))
+    Ok(AppState::new(config, upstream, broker, cluster))
 }
 
 /// Failures while starting, after the config was accepted.
@@ -126,6 +142,10 @@ pub enum StartupError {
     /// The key store could not be opened.
     #[error("cannot open the key store: {0}")]
     Store(keys::broker::OpenError),
+    /// Cluster mode could not start (Redis unreachable, bad URL or
+    /// password file): a configuration error.
+    #[error("{0}")]
+    Cluster(cluster::ClusterError),
     /// Binding or serving failed.
     #[error("server error: {0}")]
     Serve(std::io::Error),

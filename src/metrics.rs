@@ -117,14 +117,17 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(None)
     }
 }
 
 impl Metrics {
-    /// Creates and registers every metric.
-    pub fn new() -> Self {
+    /// Creates and registers every metric (with `cluster`, the cluster's too).
+    pub fn new(cluster: Option<&crate::cluster::ClusterMetrics>) -> Self {
         let mut registry = Registry::with_prefix("castari_gateway");
+        if let Some(cluster) = cluster {
+            cluster.register(&mut registry);
+        }
         let requests = Family::<RequestLabels, Counter>::default();
         let upstream_latency = Family::<ClassLabels, Histogram>::new_with_constructor(
             (|| Histogram::new(LATENCY_BUCKETS)) as fn() -> Histogram,
@@ -315,7 +318,7 @@ mod tests {
 
     #[test]
     fn renders_requests_latency_and_gauges() {
-        let m = Metrics::new();
+        let m = Metrics::new(None);
         m.request(RequestLabels {
             class: "crud",
             method: "GET",

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cache::ResponseCache;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::config_status::ConfigStatus;
 use crate::keys::broker::Broker;
@@ -52,6 +53,8 @@ pub struct Inner {
     pub retrier: Retrier,
     /// Fails fast while the upstream is down.
     pub breaker: Breaker,
+    /// Cluster mode: Redis, shared by every config version.
+    pub cluster: Option<Cluster>,
 }
 
 /// Why a new configuration could not be put in place.
@@ -68,10 +71,15 @@ pub enum RebuildError {
 impl AppState {
     /// Wraps the parts. With shaping on, this must run inside a Tokio
     /// runtime (the shaper's dispatchers are spawned on it).
-    pub fn new(config: Config, upstream: UpstreamClient, broker: Broker) -> Self {
-        let metrics = Arc::new(Metrics::new());
+    pub fn new(
+        config: Config,
+        upstream: UpstreamClient,
+        broker: Broker,
+        cluster: Option<Cluster>,
+    ) -> Self {
+        let metrics = Arc::new(Metrics::new(cluster.as_ref().map(Cluster::metrics)));
         let status = Arc::new(ConfigStatus::new(metrics.reload().clone()));
-        let credentials = Credentials::new(&config, metrics.shaper());
+        let credentials = Credentials::new(&config, metrics.shaper(), cluster.as_ref());
         let retrier = Retrier::new(&config.retry, metrics.retry().clone());
         let breaker = Breaker::new(&config.breaker, metrics.breaker().clone());
         let cache = config.cache.enabled.then(|| {
@@ -79,6 +87,7 @@ impl AppState {
                 &config.cache,
                 metrics.cache().clone(),
                 longest_fetch(&config),
+                cluster.clone(),
             )
         });
         status.applied(1, Vec::new());
@@ -94,6 +103,7 @@ impl AppState {
             broker,
             retrier,
             breaker,
+            cluster,
         }))
     }
 
@@ -118,9 +128,9 @@ impl AppState {
             .broker
             .reconfigured(&config)
             .map_err(RebuildError::Store)?;
-        let credentials = self
-            .credentials
-            .reconfigured(&config, self.metrics.shaper());
+        let credentials =
+            self.credentials
+                .reconfigured(&config, self.metrics.shaper(), self.cluster.as_ref());
         let cache = self.cache.as_ref().map(|cache| {
             forget_other_accounts(cache, &self.config, &config);
             cache.reconfigured(&config.cache, longest_fetch(&config))
@@ -134,6 +144,7 @@ impl AppState {
             retrier: self.retrier.reconfigured(&config.retry),
             breaker: self.breaker.reconfigured(&config.breaker),
             metrics: self.metrics.clone(),
+            cluster: self.cluster.clone(),
             readiness: self.readiness.clone(),
             status: self.status.clone(),
             config,

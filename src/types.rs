@@ -42,6 +42,12 @@ impl<T> serde::Serialize for Secret<T> {
     }
 }
 
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Secret<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        T::deserialize(deserializer).map(Self)
+    }
+}
+
 /// The connection a request came on: held by the app's frame for each
 /// connection, and in a request's extensions once the request waits.
 #[derive(Clone, Copy, Debug)]

@@ -10,6 +10,7 @@
 //! | `flight.rs` | coalescing concurrent misses onto one upstream fetch |
 //! | `agents.rs` | agents in motion (deploying, an action not yet seen to land): coalesced fresh reads |
 //! | `metrics.rs` | hits, misses, stale serves, evictions, bytes, entries |
+//! | `shared.rs` | cluster mode: a write's invalidation on every replica |
 //!
 //! The request flow lives in `routes/cached.rs`; this module holds the
 //! state. The cache sits in front of the rate shaper: a hit never spends
@@ -22,6 +23,7 @@ pub mod invalidate;
 pub mod key;
 pub mod metrics;
 pub mod policy;
+mod shared;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -150,6 +152,10 @@ struct Core {
     flights: Flights<CacheKey, Fetched>,
     agents: AgentWatch,
     metrics: CacheMetrics,
+    /// Cluster mode: where writes are published.
+    cluster: Option<crate::cluster::Cluster>,
+    /// Cluster mode: applies others' writes (kept alive here).
+    sink: std::sync::OnceLock<Arc<dyn crate::cluster::events::Sink>>,
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -164,7 +170,13 @@ impl ResponseCache {
     /// Builds the cache. `longest_fetch` bounds how long a fetch can run
     /// (the CRUD upstream timeout plus the longest queue wait), so that
     /// invalidations are kept long enough to catch it.
-    pub fn new(config: &CacheConfig, metrics: CacheMetrics, longest_fetch: Duration) -> Self {
+    /// In cluster mode (`cluster`), writes travel to every replica.
+    pub fn new(
+        config: &CacheConfig,
+        metrics: CacheMetrics,
+        longest_fetch: Duration,
+        cluster: Option<crate::cluster::Cluster>,
+    ) -> Self {
         let stale = StaleWindow::new(config);
         let listener_metrics = metrics.clone();
         let store = moka::future::Cache::builder()
@@ -179,16 +191,20 @@ impl ResponseCache {
                 RemovalCause::Explicit | RemovalCause::Replaced => {}
             })
             .build_with_hasher(ahash::RandomState::new());
+        let core = Arc::new(Core {
+            store,
+            stale,
+            invalidations: Invalidations::new(retention(config, longest_fetch)),
+            flights: Flights::new(|| Fetched::Failed(GatewayError::Internal)),
+            agents: AgentWatch::new(Duration::from_secs(config.agent_settle_secs)),
+            metrics,
+            cluster,
+            sink: std::sync::OnceLock::new(),
+        });
+        Self::join_cluster(&core);
         Self {
             config: config.clone(),
-            core: Arc::new(Core {
-                store,
-                stale,
-                invalidations: Invalidations::new(retention(config, longest_fetch)),
-                flights: Flights::new(|| Fetched::Failed(GatewayError::Internal)),
-                agents: AgentWatch::new(Duration::from_secs(config.agent_settle_secs)),
-                metrics,
-            }),
+            core,
         }
     }
 
@@ -275,22 +291,30 @@ impl ResponseCache {
         }
     }
 
-    /// Drops what a write changed, before its response is released.
+    /// Drops what a write changed, here only (see
+    /// [`written`](Self::written) for every replica).
     pub fn invalidate(&self, principal: &Arc<str>, effect: &WriteEffect) {
+        Self::apply(&self.core, principal, effect);
+    }
+
+    fn apply(core: &Core, principal: &Arc<str>, effect: &WriteEffect) {
         match &effect.agent {
             Some(AgentWrite::Settling(slug, action)) => {
-                self.core.agents.acted(principal, slug, *action);
+                core.agents.acted(principal, slug, *action);
             }
-            Some(AgentWrite::Deleted(slug)) => self.core.agents.forget(principal, slug),
+            Some(AgentWrite::Deleted(slug)) => core.agents.forget(principal, slug),
             Some(AgentWrite::Created) | None => {}
         }
         if effect.drops.is_empty() {
             return;
         }
-        self.core
-            .invalidations
-            .record(Some(principal), &effect.drops);
-        self.core.metrics.invalidated();
+        core.invalidations.record(Some(principal), &effect.drops);
+        core.metrics.invalidated();
+    }
+
+    fn forget_all(core: &Core) {
+        core.invalidations
+            .record(None, std::slice::from_ref(&Pattern::all()));
     }
 
     /// Makes every entry of `principal` (one upstream credential), or of

@@ -149,6 +149,10 @@ async fn serve(args: ConfigArgs) -> i32 {
     let load = Box::new(move || args.load());
     match castari_gateway::run_reloadable(config, listener, shutdown_signal(), load, source).await {
         Ok(()) => 0,
+        Err(error @ castari_gateway::StartupError::Cluster(_)) => {
+            eprintln!("castari-gateway: {error}");
+            EXIT_CONFIG
+        }
         Err(error) => {
             eprintln!("castari-gateway: {error}");
             EXIT_FAILURE

@@ -4,7 +4,8 @@
 //!    every key has a default);
 //! 2. environment overrides (`CASTARI_GATEWAY_LISTEN`, `CASTARI_UPSTREAM_URL`,
 //!    `CASTARI_API_KEY`, `CASTARI_GATEWAY_AUTH_MODE`,
-//!    `CASTARI_GATEWAY_ALLOW_OPEN_ON_NETWORK`, `CASTARI_GATEWAY_ADMIN_KEY`),
+//!    `CASTARI_GATEWAY_ALLOW_OPEN_ON_NETWORK`, `CASTARI_GATEWAY_ADMIN_KEY`,
+//!    `CASTARI_GATEWAY_REDIS_URL`),
 //!    read through [`Source`] so tests never touch the process environment;
 //! 3. flags (`--listen`, `--upstream`), then [`Config::validate`].
 //!
@@ -14,6 +15,7 @@
 pub mod auth;
 pub mod breaker;
 pub mod cache;
+pub mod cluster;
 pub mod rate;
 pub mod reload;
 pub mod retry;
@@ -31,6 +33,7 @@ use serde::{Deserialize, Serialize};
 pub use auth::{AuthConfig, AuthMode, DeclaredKey};
 pub use breaker::BreakerConfig;
 pub use cache::{CacheConfig, TtlConfig};
+pub use cluster::ClusterConfig;
 pub use rate::Rate;
 pub use reload::ReloadConfig;
 pub use retry::RetryConfig;
@@ -55,6 +58,8 @@ pub const ENV_ADMIN_KEY: &str = "CASTARI_GATEWAY_ADMIN_KEY";
 pub const ENV_AUTH_MODE: &str = "CASTARI_GATEWAY_AUTH_MODE";
 /// Environment variable overriding `auth.allow_open_on_network` (`true`).
 pub const ENV_ALLOW_OPEN_ON_NETWORK: &str = "CASTARI_GATEWAY_ALLOW_OPEN_ON_NETWORK";
+/// Environment variable overriding `cluster.redis_url` (cluster mode).
+pub const ENV_REDIS_URL: &str = "CASTARI_GATEWAY_REDIS_URL";
 /// The name of the credential from `CASTARI_API_KEY` / `upstream.api_key_file`.
 pub const DEFAULT_CREDENTIAL: &str = "default";
 
@@ -80,6 +85,8 @@ pub struct Config {
     pub breaker: BreakerConfig,
     /// `[reload]`: re-reading this configuration while running.
     pub reload: ReloadConfig,
+    /// `[cluster]`: replicas sharing budgets and cache truth through Redis.
+    pub cluster: ClusterConfig,
     /// The upstream API key, resolved from `CASTARI_API_KEY` or
     /// `upstream.api_key_file`. Never read from the TOML text itself.
     #[serde(skip)]
@@ -187,6 +194,9 @@ pub fn load(flags: &Flags, env: &dyn Source) -> Result<Config, ConfigError> {
             }
         };
     }
+    if let Some(url) = env.get(ENV_REDIS_URL) {
+        config.cluster.redis_url = Some(Secret::new(url));
+    }
     if let Some(listen) = flags.listen {
         config.server.listen = listen;
     }
@@ -279,6 +289,7 @@ impl Config {
         self.retry.validate()?;
         self.breaker.validate()?;
         self.reload.validate()?;
+        self.cluster.validate()?;
         if self.upstream_key.is_none() {
             return Err(ConfigError::new(
                 "upstream.api_key_file",

@@ -9,6 +9,7 @@
 //! | `server.max_connections`, `server.header_read_timeout_ms` | the accept loop's cap and hyper's timer are set up once |
 //! | `telemetry.log_format` | the log writer is installed once (`log_level` does reload) |
 //! | `auth.mode`, `auth.db_path`, `auth.ledger_flush_ms` | the key store and the ledger's writer are opened once |
+//! | `cluster` (all of it) | the Redis connection, its subscriptions and every shaper's shared budget are set up once |
 //! | `cache.enabled`, `cache.max_bytes` | the store's byte limit is fixed when it is built, and a new store would let a write in flight under the old version miss a read cached under the new one |
 
 use crate::config::Config;
@@ -37,6 +38,7 @@ pub fn pin(running: &Config, next: &mut Config) -> Vec<&'static str> {
     keep!("auth.ledger_flush_ms", auth.ledger_flush_ms);
     keep!("cache.enabled", cache.enabled);
     keep!("cache.max_bytes", cache.max_bytes);
+    keep!("cluster", cluster);
     pending
 }
 
@@ -57,6 +59,7 @@ pub fn changed(running: &Config, next: &Config) -> Vec<&'static str> {
     section!("shaper", shaper);
     section!("cache", cache);
     section!("auth", auth);
+    section!("cluster", cluster);
     section!("retry", retry);
     section!("breaker", breaker);
     section!("reload", reload);

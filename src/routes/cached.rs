@@ -37,8 +37,8 @@ use crate::body::DropAtEnd;
 use crate::cache::agents::AgentStatus;
 use crate::cache::flight::SendMark;
 use crate::cache::{
-    entry, write_effect, AgentWrite, CacheKey, CacheRoute, CacheStatus, Directive, Entry, Fetched,
-    Need, Passed, Pattern, ResponseCache, Role, X_CACHE,
+    entry, AgentWrite, CacheKey, CacheRoute, CacheStatus, Directive, Entry, Fetched, Need, Passed,
+    Pattern, ResponseCache, Role, X_CACHE,
 };
 use crate::error::{GatewayError, Origin};
 use crate::state::AppState;
@@ -516,8 +516,7 @@ impl Drop for Write {
             return;
         }
         if let Some(cache) = &self.state.cache {
-            let effect = write_effect(&self.method, &self.decoded);
-            cache.invalidate(&self.principal, &effect);
+            cache.written_now(&self.principal, &self.method, &self.decoded);
         }
     }
 }
@@ -562,9 +561,8 @@ impl Write {
         if !happened {
             return result;
         }
-        let effect = write_effect(&self.method, &self.decoded);
         let principal = self.principal.clone();
-        cache.invalidate(&principal, &effect);
+        let effect = cache.written(&principal, &self.method, &self.decoded).await;
         let status = result.as_ref().map(Response::status).ok();
         match (effect.agent, result) {
             (Some(AgentWrite::Settling(slug, _)), Ok(response))

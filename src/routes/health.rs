@@ -21,7 +21,9 @@ pub async fn healthz() -> Response {
 
 /// `GET /readyz`: 200 when the upstream answered in the last 30 s, or a TCP
 /// connection to it opens now; 503 otherwise, and while the circuit breaker
-/// is open. The body names the circuit's state.
+/// is open. The body names the circuit's state and, in cluster mode,
+/// Redis's: while it is lost the status is `degraded` (still 200: the
+/// replica serves on its local share of the budgets).
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let circuit = state.breaker.circuit();
     if circuit == crate::upstream::breaker::Circuit::Open {
@@ -32,7 +34,21 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         );
     }
     if state.readiness.recently_ok(READY_WINDOW) || probe(state.upstream.base()).await {
-        let body = format!(r#"{{"status":"ready","circuit":"{}"}}"#, circuit.as_str());
+        let body = match &state.cluster {
+            None => format!(r#"{{"status":"ready","circuit":"{}"}}"#, circuit.as_str()),
+            // Still 200: a replica without Redis serves on its local share.
+            Some(cluster) => {
+                let (status, redis) = if cluster.is_up() {
+                    ("ready", "up")
+                } else {
+                    ("degraded", "lost")
+                };
+                format!(
+                    r#"{{"status":"{status}","circuit":"{}","redis":"{redis}"}}"#,
+                    circuit.as_str()
+                )
+            }
+        };
         return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     }
     error_response(

@@ -68,7 +68,7 @@ fn state_with(
     });
     let upstream = UpstreamClient::with_hop(&config.upstream, hop);
     let broker = Broker::open(&config).unwrap();
-    (AppState::new(config, upstream, broker), seen)
+    (AppState::new(config, upstream, broker, None), seen)
 }
 
 fn call(state: &AppState, method: &Method, raw: &str) -> Call {

@@ -66,16 +66,10 @@ impl Shaper {
     /// deadline ([`Deadlines::admits`](super::deadline::Deadlines::admits)).
     fn admits(&self, core: &mut Core, lane: Lane, deadline: Instant, now: Instant) -> bool {
         let spends = self.spends(lane);
-        let Core {
-            budgets, deadlines, ..
-        } = core;
-        deadlines[lane.index()].admits(deadline, |k| {
-            spends
-                .iter()
-                .map(|&b| budgets[b].nth_free_at(k, now))
-                .max()
-                .unwrap_or(now)
-        })
+        let deadlines = std::mem::take(&mut core.deadlines[lane.index()]);
+        let admits = deadlines.admits(deadline, |k| core.free_at(spends, lane, k, now));
+        core.deadlines[lane.index()] = deadlines;
+        admits
     }
 
     /// Whether every waiter of `lane` (less `skip`, plus a newcomer due at
@@ -91,16 +85,12 @@ impl Shaper {
         now: Instant,
     ) -> bool {
         let spends = self.spends(lane);
-        let Core {
-            budgets, deadlines, ..
-        } = core;
-        deadlines[lane.index()].feasible(extra, skip, first_slot, |k| {
-            spends
-                .iter()
-                .map(|&b| budgets[b].nth_free_at(k, now))
-                .max()
-                .unwrap_or(now)
-        })
+        let deadlines = std::mem::take(&mut core.deadlines[lane.index()]);
+        let feasible = deadlines.feasible(extra, skip, first_slot, |k| {
+            core.free_at(spends, lane, k, now)
+        });
+        core.deadlines[lane.index()] = deadlines;
+        feasible
     }
 
     fn enqueue(&self, ticket: &Ticket, now: Instant) -> Enqueued {
@@ -293,7 +283,7 @@ impl Drop for Wait<'_> {
         self.shaper.update_gauges(&mut core, Instant::now());
         drop(core);
         self.shaper.0.metrics.refused(self.lane, "client_gone");
-        if freed {
+        if freed || self.shaper.0.shared.is_some() {
             // A slot came back early: dispatchers asleep until a later one
             // should look again.
             for wake in &self.shaper.0.wake {

@@ -36,7 +36,10 @@ impl Shaper {
                 let _ = entry.item.tx.send(Err(Refusal::Draining));
             }
             core.deadlines[lane.index()].clear();
+            let held = core.leases[lane.index()].surrender();
             self.update_gauges(&mut core, now);
+            drop(core);
+            self.give_back(lane, held);
             return None;
         }
         let next = loop {
@@ -44,6 +47,10 @@ impl Shaper {
                 break None;
             }
             let at = self.ready_at(&mut core, lane, 0, now);
+            if core.shared_up && core.leases[lane.index()].held() == 0 {
+                // Nothing held: look again at once, after reserving.
+                break Some(now);
+            }
             if at > now {
                 break Some(at);
             }
@@ -72,7 +79,10 @@ pub(super) async fn dispatch(shaper: Weak<Inner>, wake: Arc<Notify>, lane: Lane)
         let Some(inner) = shaper.upgrade() else {
             return;
         };
-        let next = Shaper(inner).dispatch_ready(lane);
+        let shaper = Shaper(inner);
+        shaper.sync_shared(lane).await;
+        let next = shaper.dispatch_ready(lane);
+        drop(shaper);
         match next {
             None => wake.notified().await,
             Some(at) => {

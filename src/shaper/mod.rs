@@ -17,6 +17,12 @@
 //! client of the same account) is followed, as of the time the answered
 //! request was sent. [`sessions`] keeps the turns of one session in order.
 //!
+//! In cluster mode ([`Shaper::clustered`]) the decision of when a send may
+//! leave is made in Redis ([`crate::cluster::budget`]) across every
+//! replica, and this replica's fair queue hands the slots it reserved to
+//! its own waiters. While Redis is lost, the local budgets, sized to this
+//! replica's share (`limit / cluster.expected_replicas`), decide.
+//!
 //! | file | concern |
 //! |---|---|
 //! | `budget.rs` | one budget: the send log, the k-th free slot, pauses |
@@ -24,6 +30,8 @@
 //! | `deadline.rs` | waiters' deadlines and the earliest-deadline check |
 //! | `admit.rs` | admission (at once, or a place in the queue) and waiting |
 //! | `dispatch.rs` | the per-lane task that hands out free slots |
+//! | `leases.rs` | cluster mode: slots of the shared budget held by this replica |
+//! | `shared.rs` | cluster mode: reserving, releasing, pausing in the shared budget |
 //! | `view.rs` | `X-RateLimit-*` and `/admin/queue` |
 //! | `sessions.rs` | one turn at a time per session |
 
@@ -31,9 +39,11 @@ mod admit;
 pub mod budget;
 pub mod deadline;
 mod dispatch;
+mod leases;
 pub mod metrics;
 pub mod queue;
 pub mod sessions;
+mod shared;
 mod view;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
@@ -46,9 +56,11 @@ use crate::config::ShaperConfig;
 use crate::route::RouteClass;
 use budget::Budget;
 use deadline::Deadlines;
+use leases::Leases;
 pub use metrics::ShaperMetrics;
 use queue::{ClientId, FairQueue};
 use sessions::Sessions;
+pub use shared::Shared;
 pub use view::{LaneSnapshot, Snapshot, Waiting};
 
 /// The budget lane a request waits in.
@@ -173,8 +185,13 @@ struct Waiter {
 }
 
 struct Core {
-    /// CRUD budget, invoke budget.
+    /// CRUD budget, invoke budget. In cluster mode: this replica's share,
+    /// deciding only while Redis is lost.
     budgets: [Budget; 2],
+    /// Cluster mode: slots of the shared budget held, per lane.
+    leases: [Leases; 2],
+    /// Cluster mode with Redis answering: the leases decide.
+    shared_up: bool,
     queues: [FairQueue<Waiter>; 2],
     /// Every waiter's deadline, per lane.
     deadlines: [Deadlines; 2],
@@ -197,6 +214,10 @@ struct Inner {
     metrics: ShaperMetrics,
     sessions: Sessions,
     hasher: std::hash::RandomState,
+    /// Cluster mode.
+    shared: Option<Shared>,
+    /// Cluster mode: applies other replicas' pauses (kept alive here).
+    sink: std::sync::OnceLock<Arc<dyn crate::cluster::events::Sink>>,
 }
 
 /// The rate shaper of one upstream credential. Cheap to clone.
@@ -216,16 +237,30 @@ impl Shaper {
     /// Tokio runtime, so this must be called inside one; they end when the
     /// last clone of the shaper is dropped.
     pub fn new(config: &ShaperConfig, metrics: ShaperMetrics) -> Self {
+        Self::build(config, metrics, None)
+    }
+
+    /// A shaper whose budgets are shared with other replicas through
+    /// `shared` (cluster mode). Like [`new`](Self::new), it must be called
+    /// inside a Tokio runtime.
+    pub fn clustered(config: &ShaperConfig, metrics: ShaperMetrics, shared: Shared) -> Self {
+        Self::build(config, metrics, Some(shared))
+    }
+
+    fn build(config: &ShaperConfig, metrics: ShaperMetrics, shared: Option<Shared>) -> Self {
         let margin = Duration::from_millis(config.safety_margin_ms);
+        let share = shared.as_ref().map_or(1, Shared::share);
         let budget = |lane| {
             let limit = lane_limit(config, lane);
-            Budget::new(limit.max, limit.window, margin)
+            Budget::new((limit.max / share).max(1), limit.window, margin)
         };
         let (crud, invoke) = (budget(Lane::Crud), budget(Lane::Invoke));
         let inner = Arc::new(Inner {
             config: RwLock::new(config.clone()),
             core: Mutex::new(Core {
                 budgets: [crud, invoke],
+                leases: [Leases::default(), Leases::default()],
+                shared_up: false,
                 queues: [FairQueue::default(), FairQueue::default()],
                 deadlines: [Deadlines::default(), Deadlines::default()],
                 next_id: 0,
@@ -236,7 +271,10 @@ impl Shaper {
             metrics,
             sessions: Sessions::default(),
             hasher: std::hash::RandomState::new(),
+            shared,
+            sink: std::sync::OnceLock::new(),
         });
+        shared::register(&inner);
         for lane in Lane::ALL {
             let shaper = Arc::downgrade(&inner);
             let wake = inner.wake[lane.index()].clone();
@@ -260,7 +298,9 @@ impl Shaper {
     }
 
     fn lock(&self) -> MutexGuard<'_, Core> {
-        self.0.core.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut core = self.0.core.lock().unwrap_or_else(PoisonError::into_inner);
+        core.shared_up = self.0.shared.as_ref().is_some_and(Shared::is_up);
+        core
     }
 
     fn settings(&self) -> RwLockReadGuard<'_, ShaperConfig> {
@@ -279,11 +319,13 @@ impl Shaper {
             .write()
             .unwrap_or_else(PoisonError::into_inner) = config.clone();
         let margin = Duration::from_millis(config.safety_margin_ms);
+        let share = self.0.shared.as_ref().map_or(1, Shared::share);
         let now = Instant::now();
         let mut core = self.lock();
         for lane in Lane::ALL {
             let limit = lane_limit(config, lane);
-            core.budgets[lane.index()].reconfigure(limit.max, limit.window, margin, now);
+            let max = (limit.max / share).max(1);
+            core.budgets[lane.index()].reconfigure(max, limit.window, margin, now);
         }
         // A lowered limit may move slots past what waiters were promised.
         core.setbacks += 1;
@@ -330,16 +372,23 @@ impl Shaper {
 
     /// When the `k`-th next send of `lane` may leave.
     fn ready_at(&self, core: &mut Core, lane: Lane, k: usize, now: Instant) -> Instant {
-        self.spends(lane)
-            .iter()
-            .map(|&b| core.budgets[b].nth_free_at(k, now))
-            .max()
-            .unwrap_or(now)
+        core.free_at(self.spends(lane), lane, k, now)
     }
 
+    /// Counts a send of `lane` at `at`; the caller saw `ready_at` due. In
+    /// cluster mode it uses a held slot (or, Redis lost, is remembered to
+    /// be written back); the local share counts it either way, so a
+    /// replica that loses Redis starts its share with its recent sends.
     fn record(&self, core: &mut Core, lane: Lane, at: Instant) {
         for &b in self.spends(lane) {
             core.budgets[b].record(at);
+        }
+        if let Some(shared) = &self.0.shared {
+            let leases = &mut core.leases[lane.index()];
+            if !(core.shared_up && leases.take(at)) {
+                let id = leases.tag(shared.replica(), "local");
+                leases.sent_locally(id, at);
+            }
         }
     }
 
@@ -347,6 +396,7 @@ impl Shaper {
         for &b in self.spends(lane) {
             core.budgets[b].unrecord(at);
         }
+        core.leases[lane.index()].unsent(at);
     }
 
     /// Reads an upstream answer to a request of `lane`. A 429 pauses the
@@ -374,12 +424,16 @@ impl Shaper {
                 "upstream answered 429; pausing the budget"
             );
             self.0.metrics.upstream_limited(lane);
-            for &b in self.spends(lane) {
-                core.budgets[b].pause_until(now + pause);
-            }
-            core.setbacks += 1;
+            self.pause_locally(&mut core, lane, now + pause);
+            self.share_pause(lane, pause);
         } else if let Some(remaining) = header_u64(headers, "x-ratelimit-remaining") {
             let remaining = u32::try_from(remaining).unwrap_or(u32::MAX);
+            if core.shared_up {
+                let sent_ms = core.leases[lane.index()].ms_at(sent_at);
+                drop(core);
+                self.share_follow(lane, remaining, sent_ms);
+                return false;
+            }
             let own = lane.index();
             let added = core.budgets[own].follow_upstream(remaining, sent_at, now);
             if added > 0 {
@@ -409,12 +463,51 @@ impl Shaper {
         self.lock().queues[lane.index()].len()
     }
 
+    /// No sends of `lane`, nor of any lane spending one of its budgets,
+    /// before `until`.
+    fn pause_locally(&self, core: &mut Core, lane: Lane, until: Instant) {
+        let paused = self.spends(lane);
+        for &b in paused {
+            core.budgets[b].pause_until(until);
+        }
+        for other in Lane::ALL {
+            if self.spends(other).iter().any(|b| paused.contains(b)) {
+                core.leases[other.index()].pause_until(until);
+            }
+        }
+        core.setbacks += 1;
+    }
+
     fn update_gauges(&self, core: &mut Core, now: Instant) {
         for lane in Lane::ALL {
-            let remaining = core.budgets[lane.index()].remaining(now);
+            let remaining = core.remaining(lane, now);
             let depth = core.queues[lane.index()].len();
             self.0.metrics.set_state(lane, depth, remaining);
         }
+    }
+}
+
+impl Core {
+    /// When the `k`-th next send of `lane` (spending `spends`) may leave:
+    /// the held slots decide in cluster mode, else the local budgets.
+    fn free_at(&mut self, spends: &[usize], lane: Lane, k: usize, now: Instant) -> Instant {
+        if self.shared_up {
+            return self.leases[lane.index()].nth_free_at(k, now);
+        }
+        spends
+            .iter()
+            .map(|&b| self.budgets[b].nth_free_at(k, now))
+            .max()
+            .unwrap_or(now)
+    }
+
+    /// Sends of `lane`'s own budget allowed now, as far as this replica
+    /// knows.
+    fn remaining(&mut self, lane: Lane, now: Instant) -> u32 {
+        if !self.shared_up {
+            return self.budgets[lane.index()].remaining(now);
+        }
+        self.leases[lane.index()].remaining()
     }
 }
 

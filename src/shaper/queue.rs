@@ -55,6 +55,11 @@ impl<T> FairQueue<T> {
         self.len == 0
     }
 
+    /// Clients with entries (the priority lane counts as one).
+    pub fn clients(&self) -> usize {
+        self.clients.len() + usize::from(!self.priority.is_empty())
+    }
+
     /// Adds an entry at the end of its client's FIFO.
     pub fn push(&mut self, entry: Entry<T>) {
         let fifo = self.clients.entry(entry.client.clone()).or_default();

@@ -13,20 +13,25 @@ impl Shaper {
         let now = Instant::now();
         let mut core = self.lock();
         let waiting = core.queues[lane.index()].len();
-        let free = self
-            .spends(lane)
-            .iter()
-            .map(|&b| core.budgets[b].remaining(now))
-            .min()
-            .unwrap_or(0);
+        let free = if core.shared_up {
+            core.remaining(lane, now)
+        } else {
+            self.spends(lane)
+                .iter()
+                .map(|&b| core.budgets[b].remaining(now))
+                .min()
+                .unwrap_or(0)
+        };
         let next_free = self.ready_at(&mut core, lane, 0, now);
-        let reset = if free > 0 {
+        let reset = if core.shared_up {
+            next_free
+        } else if free > 0 {
             core.budgets[lane.index()].oldest_expiry(now)
         } else {
             next_free
         };
         RateView {
-            limit: core.budgets[lane.index()].max(),
+            limit: lane_limit(&self.settings(), lane).max,
             remaining: free.saturating_sub(u32::try_from(waiting).unwrap_or(u32::MAX)),
             reset_unix: unix_seconds_ceil(reset, now),
         }
@@ -39,8 +44,7 @@ impl Shaper {
         for lane in Lane::ALL {
             let view = self.view(lane);
             let mut core = self.lock();
-            let budget = &mut core.budgets[lane.index()];
-            let remaining_now = budget.remaining(now);
+            let remaining_now = core.remaining(lane, now);
             let limit = lane_limit(&self.settings(), lane);
             let waiting = core.queues[lane.index()]
                 .in_order()

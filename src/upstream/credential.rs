@@ -10,9 +10,10 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
+use crate::cluster::{Cluster, RedisBudget};
 use crate::config::{Config, DEFAULT_CREDENTIAL};
 use crate::shaper::metrics::ShaperMetrics;
-use crate::shaper::Shaper;
+use crate::shaper::{Shaper, Shared};
 use crate::types::Secret;
 
 /// One upstream key, ready to send, and its shaper.
@@ -60,6 +61,29 @@ impl Credential {
     }
 }
 
+/// The shaper of credential `name`: its budget shared through `cluster`
+/// in cluster mode.
+fn new_shaper(
+    config: &Config,
+    metrics: &ShaperMetrics,
+    cluster: Option<&Cluster>,
+    name: &str,
+) -> Shaper {
+    let metrics = metrics.for_upstream(name);
+    let Some(cluster) = cluster else {
+        return Shaper::new(&config.shaper, metrics);
+    };
+    let budget = Arc::new(RedisBudget::new(cluster, name));
+    let shared = Shared::new(
+        budget,
+        Some(cluster.clone()),
+        name,
+        cluster.replica(),
+        cluster.config().expected_replicas,
+    );
+    Shaper::clustered(&config.shaper, metrics, shared)
+}
+
 /// Every configured credential.
 #[derive(Debug)]
 pub struct Credentials {
@@ -70,12 +94,13 @@ pub struct Credentials {
 impl Credentials {
     /// Builds the credentials of `config`, each with a shaper when shaping
     /// is on (which must then run inside a Tokio runtime).
-    pub fn new(config: &Config, metrics: &ShaperMetrics) -> Self {
+    /// In cluster mode (`cluster`), each shaper's budget is shared.
+    pub fn new(config: &Config, metrics: &ShaperMetrics, cluster: Option<&Cluster>) -> Self {
         Self::build(config, |name| {
             config
                 .shaper
                 .enabled
-                .then(|| Shaper::new(&config.shaper, metrics.for_upstream(name)))
+                .then(|| new_shaper(config, metrics, cluster, name))
         })
     }
 
@@ -100,7 +125,12 @@ impl Credentials {
     /// queue carry over, so the upstream budget holds across the reload.
     /// A changed key is used from now on; a credential no longer named is
     /// dropped once the requests holding it finish.
-    pub fn reconfigured(&self, config: &Config, metrics: &ShaperMetrics) -> Self {
+    pub fn reconfigured(
+        &self,
+        config: &Config,
+        metrics: &ShaperMetrics,
+        cluster: Option<&Cluster>,
+    ) -> Self {
         let shaper = |name: &str| {
             if !config.shaper.enabled {
                 return None;
@@ -110,7 +140,7 @@ impl Credentials {
                     kept.reconfigure(&config.shaper);
                     Some(kept.clone())
                 }
-                None => Some(Shaper::new(&config.shaper, metrics.for_upstream(name))),
+                None => Some(new_shaper(config, metrics, cluster, name)),
             }
         };
         Self::build(config, shaper)

@@ -12,6 +12,7 @@
 mod binary;
 mod breaker;
 mod cache;
+mod cluster;
 mod deadlines;
 mod encoded;
 mod errors;

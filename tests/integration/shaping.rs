@@ -4,7 +4,6 @@
 //! nothing, and the gateway follows what the upstream says.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use castari_gateway::config::Config;
@@ -104,50 +103,18 @@ async fn stats(sim: &Simulator) -> Value {
     get_json(&format!("{}/_sim/stats", sim.url())).await
 }
 
-/// Runs `workers` closed-loop GET loops per client until `run_for` passes,
-/// then abandons whatever is still waiting. Returns the statuses each
-/// client received.
+/// [`overload_many`] against one gateway.
 async fn overload(
     gw: &TestGateway,
     clients: &[(&'static str, usize)],
     run_for: Duration,
 ) -> HashMap<&'static str, Vec<u16>> {
-    let results = Arc::new(std::sync::Mutex::new(HashMap::new()));
-    let stop = Instant::now() + run_for;
-    let mut tasks = Vec::new();
-    let most = clients.iter().map(|(_, w)| *w).max().unwrap_or(0);
-    // Interleaved, so no client gets a head start on the first window.
-    for round in 0..most {
-        for &(name, workers) in clients {
-            if round >= workers {
-                continue;
-            }
-            let (url, results) = (gw.url("/api/v1/agents"), results.clone());
-            tasks.push(tokio::spawn(async move {
-                let c = client();
-                loop {
-                    let remaining = stop.saturating_duration_since(Instant::now());
-                    if remaining.is_zero() {
-                        break;
-                    }
-                    let sent = c.get(&url).bearer_auth(name).send();
-                    let Ok(Ok(response)) = tokio::time::timeout(remaining, sent).await else {
-                        break;
-                    };
-                    results
-                        .lock()
-                        .unwrap()
-                        .entry(name)
-                        .or_insert_with(Vec::new)
-                        .push(response.status().as_u16());
-                }
-            }));
-        }
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    Arc::try_unwrap(results).unwrap().into_inner().unwrap()
+    let base = gw.url("");
+    let clients: Vec<_> = clients
+        .iter()
+        .map(|&(name, workers)| (name, base.clone(), workers))
+        .collect();
+    overload_many(&clients, "/api/v1/agents", run_for).await
 }
 
 #[tokio::test]
@@ -193,9 +160,7 @@ async fn a_heavy_client_does_not_crowd_out_the_others() {
         .iter()
         .map(|(name, _)| results.get(name).map_or(0, Vec::len) as f64)
         .collect();
-    let sum: f64 = shares.iter().sum();
-    let squares: f64 = shares.iter().map(|x| x * x).sum();
-    let jain = sum * sum / (shares.len() as f64 * squares);
+    let jain = jain(&shares);
     assert!(jain >= 0.95, "Jain's index {jain:.3} for shares {shares:?}");
     assert_eq!(stats(&sim).await["classes"]["crud"]["limited"], 0);
 }

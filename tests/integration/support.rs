@@ -3,8 +3,10 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use castari_gateway::config::Config;
 use castari_gateway::types::Secret;
@@ -274,4 +276,55 @@ pub async fn get_text(url: &str) -> String {
 /// `GET url`, the status only.
 pub async fn get_status(url: &str) -> u16 {
     client().get(url).send().await.unwrap().status().as_u16()
+}
+
+/// Closed loops of `GET path`, interleaved so no client gets a head start: per client (its bearer token), `workers`
+/// loops on its replica's URL, until `run_for`. Returns each client's
+/// statuses.
+pub async fn overload_many(
+    clients: &[(&'static str, String, usize)],
+    path: &str,
+    run_for: Duration,
+) -> HashMap<&'static str, Vec<u16>> {
+    let results = Arc::new(Mutex::new(HashMap::new()));
+    let stop = Instant::now() + run_for;
+    let mut tasks = Vec::new();
+    let most = clients.iter().map(|(_, _, w)| *w).max().unwrap_or(0);
+    for round in 0..most {
+        for (name, base, workers) in clients {
+            if round >= *workers {
+                continue;
+            }
+            let (url, results, name) = (format!("{base}{path}"), results.clone(), *name);
+            tasks.push(tokio::spawn(async move {
+                let c = client();
+                loop {
+                    let remaining = stop.saturating_duration_since(Instant::now());
+                    if remaining.is_zero() {
+                        break;
+                    }
+                    let sent = c.get(&url).bearer_auth(name).send();
+                    let Ok(Ok(response)) = tokio::time::timeout(remaining, sent).await else {
+                        break;
+                    };
+                    results
+                        .lock()
+                        .unwrap()
+                        .entry(name)
+                        .or_insert_with(Vec::new)
+                        .push(response.status().as_u16());
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    Arc::try_unwrap(results).unwrap().into_inner().unwrap()
+}
+
+pub fn jain(shares: &[f64]) -> f64 {
+    let sum: f64 = shares.iter().sum();
+    let squares: f64 = shares.iter().map(|x| x * x).sum();
+    sum * sum / (shares.len() as f64 * squares)
 }

@@ -1,0 +1,248 @@
+//! Cluster mode: how a shaper works with the shared budget. The lane's
+//! dispatcher reserves slots before it hands them out, gives back those
+//! nobody waits for, and writes its recent sends back when Redis returns
+//! after a loss; an upstream 429 pauses every replica, and a lower
+//! `X-RateLimit-Remaining` is followed in the shared log.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use crate::cluster::budget::Spec;
+use crate::cluster::events::{Event, Sink};
+use crate::cluster::{Cluster, SharedBudget};
+
+use super::{lane_limit, Inner, Lane, Shaper};
+
+/// What a clustered shaper shares, and with whom.
+#[derive(Clone)]
+pub struct Shared {
+    budget: Arc<dyn SharedBudget>,
+    bus: Option<Cluster>,
+    credential: Arc<str>,
+    replica: Arc<str>,
+    share: u32,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("credential", &self.credential)
+            .field("share", &self.share)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// The budget of upstream credential `credential` shared through
+    /// `budget`, by replica `replica`, whose local share while the shared
+    /// budget is lost is `1 / share` of each limit. With a `bus`, this
+    /// shaper applies the pauses other replicas publish.
+    pub fn new(
+        budget: Arc<dyn SharedBudget>,
+        bus: Option<Cluster>,
+        credential: &str,
+        replica: &str,
+        share: u32,
+    ) -> Self {
+        Self {
+            budget,
+            bus,
+            credential: credential.into(),
+            replica: replica.into(),
+            share: share.max(1),
+        }
+    }
+
+    pub(super) fn share(&self) -> u32 {
+        self.share
+    }
+
+    pub(super) fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    pub(super) fn is_up(&self) -> bool {
+        self.budget.is_up()
+    }
+}
+
+/// Applies other replicas' pauses of this credential's budgets.
+struct PauseSink(Weak<Inner>);
+
+impl Sink for PauseSink {
+    fn apply(&self, event: &Event) {
+        let Event::Pause {
+            credential,
+            lane,
+            ms,
+        } = event
+        else {
+            return;
+        };
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        let shaper = Shaper(inner);
+        let Some(shared) = &shaper.0.shared else {
+            return;
+        };
+        if **credential != *shared.credential {
+            return;
+        }
+        let Some(lane) = Lane::ALL.into_iter().find(|l| l.as_str() == lane) else {
+            return;
+        };
+        let now = Instant::now();
+        let mut core = shaper.lock();
+        shaper.pause_locally(&mut core, lane, now + Duration::from_millis(*ms));
+        shaper.update_gauges(&mut core, now);
+    }
+
+    fn resync(&self) {}
+}
+
+/// Puts a clustered shaper on its bus.
+pub(super) fn register(inner: &Arc<Inner>) {
+    let Some(cluster) = inner.shared.as_ref().and_then(|s| s.bus.as_ref()) else {
+        return;
+    };
+    let sink: Arc<dyn Sink> = Arc::new(PauseSink(Arc::downgrade(inner)));
+    cluster.bus().register(Arc::downgrade(&sink));
+    // The sink lives as long as the shaper.
+    let _ = inner.sink.set(sink);
+}
+
+impl Shaper {
+    /// The budgets `lane` spends, own first, as the shared budget sees
+    /// them.
+    fn specs(&self, lane: Lane) -> Vec<Spec> {
+        let config = self.settings();
+        let margin = Duration::from_millis(config.safety_margin_ms);
+        self.spends(lane)
+            .iter()
+            .map(|&b| {
+                let budget_lane = if b == 0 { Lane::Crud } else { Lane::Invoke };
+                let limit = lane_limit(&config, budget_lane);
+                Spec {
+                    name: budget_lane.as_str(),
+                    max: limit.max,
+                    window: limit.window,
+                    span: limit.window + margin,
+                }
+            })
+            .collect()
+    }
+
+    /// Before a dispatch: writes recent sends back if Redis came back,
+    /// gives back slots nobody waits for, and reserves one slot per
+    /// client waiting here (at most one per waiter).
+    pub(super) async fn sync_shared(&self, lane: Lane) {
+        let Some(shared) = &self.0.shared else {
+            return;
+        };
+        if !shared.budget.is_up() {
+            return;
+        }
+        let specs = self.specs(lane);
+        let Some(own) = specs.first().copied() else {
+            return;
+        };
+        let epoch = shared.budget.epoch();
+        let i = lane.index();
+        let (restore, surplus, want, tag) = {
+            let now = Instant::now();
+            let mut core = self.lock();
+            let core = &mut *core;
+            let queue = &core.queues[i];
+            let target = queue.len().min(queue.clients().max(1));
+            let leases = &mut core.leases[i];
+            leases.expire(own.span, now);
+            let restore = (leases.epoch != epoch).then(|| leases.recent());
+            let surplus = leases.surrender_beyond(target);
+            let want = target.saturating_sub(leases.held());
+            let tag = leases.tag(&shared.replica, lane.as_str());
+            (restore, surplus, want, tag)
+        };
+        if let Some(sends) = restore {
+            if shared.budget.restore(&specs, sends).await.is_err() {
+                return;
+            }
+            self.lock().leases[i].epoch = epoch;
+        }
+        if !surplus.is_empty() {
+            let _ = shared.budget.release(&specs, surplus).await;
+        }
+        if want == 0 {
+            return;
+        }
+        if let Ok(grant) = shared.budget.reserve(&specs, want, &tag).await {
+            let now = Instant::now();
+            let mut core = self.lock();
+            core.leases[i].granted(grant, now, own.span, own.max);
+            self.update_gauges(&mut core, now);
+        }
+    }
+
+    /// Gives held slots back to the shared budget (shutdown).
+    pub(super) fn give_back(&self, lane: Lane, ids: Vec<String>) {
+        let Some(shared) = self.0.shared.clone() else {
+            return;
+        };
+        if ids.is_empty() {
+            return;
+        }
+        let specs = self.specs(lane);
+        tokio::spawn(async move {
+            let _ = shared.budget.release(&specs, ids).await;
+        });
+    }
+
+    /// Tells the other replicas (and the shared budget) that the upstream
+    /// asked for `pause`.
+    pub(super) fn share_pause(&self, lane: Lane, pause: Duration) {
+        let Some(shared) = self.0.shared.clone() else {
+            return;
+        };
+        let specs = self.specs(lane);
+        tokio::spawn(async move {
+            if shared.budget.pause(&specs, pause).await.is_ok() {
+                if let Some(cluster) = &shared.bus {
+                    let event = Event::Pause {
+                        credential: shared.credential.to_string(),
+                        lane: lane.as_str().to_string(),
+                        ms: u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+                    };
+                    cluster.publish(event).await;
+                }
+            }
+        });
+    }
+
+    /// Follows an upstream count above the shared log's.
+    pub(super) fn share_follow(&self, lane: Lane, remaining: u32, sent_ms: i64) {
+        let Some(shared) = self.0.shared.clone() else {
+            return;
+        };
+        let Some(own) = self.specs(lane).first().copied() else {
+            return;
+        };
+        let tag = self.lock().leases[lane.index()].tag(&shared.replica, "seen");
+        let weak = Arc::downgrade(&self.0);
+        tokio::spawn(async move {
+            let Ok(added) = shared.budget.follow(own, remaining, sent_ms, &tag).await else {
+                return;
+            };
+            if added > 0 {
+                tracing::info!(
+                    lane = lane.as_str(),
+                    upstream_remaining = remaining,
+                    added,
+                    "upstream reports fewer requests left than the cluster counted; following it"
+                );
+                if let Some(inner) = weak.upgrade() {
+                    Shaper(inner).lock().setbacks += 1;
+                }
+            }
+        });
+    }
+}

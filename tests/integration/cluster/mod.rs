@@ -1,0 +1,304 @@
+//! Cluster mode: several real gateway processes, one real `redis-server`,
+//! one simulator. Each test asserts on what the clients got and on what
+//! the simulator (the upstream) saw.
+
+mod redis;
+
+use std::time::{Duration, Instant};
+
+use castari_sim::{SimConfig, Simulator};
+use serde_json::Value;
+
+use crate::binary::{command, GatewayProcess};
+use crate::support::*;
+pub use redis::RedisServer;
+
+/// A config file for a replica: `limit` for both budgets, the cache off
+/// unless `cache`, Redis at `redis`.
+fn replica_config(
+    name: &str,
+    redis: &str,
+    limit: &str,
+    margin_ms: u64,
+    extra: &str,
+) -> std::path::PathBuf {
+    let text = format!(
+        "[shaper]\ncrud_limit = \"{limit}\"\ninvoke_limit = \"{limit}\"\nsafety_margin_ms = {margin_ms}\n\
+         crud_max_wait_ms = 30000\n\n[cluster]\nredis_url = \"{redis}\"\nexpected_replicas = 3\n\
+         prefix = \"it-{name}\"\n{extra}"
+    );
+    let dir = std::env::temp_dir().join(format!("castari-gw-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn limited_sim(limit: &str) -> Simulator {
+    sim_with(|c: &mut SimConfig| {
+        c.crud_limit = limit.parse().unwrap();
+        c.invoke_limit = limit.parse().unwrap();
+        c.window = "sliding".parse().unwrap();
+    })
+    .await
+}
+
+async fn stats(sim: &Simulator) -> Value {
+    get_json(&format!("{}/_sim/stats", sim.url())).await
+}
+
+/// The times (ms) the simulator received requests made with the gateway's key.
+async fn arrivals(sim: &Simulator) -> Vec<u64> {
+    let bearer = format!("Bearer {UPSTREAM_KEY}");
+    seen(sim)
+        .await
+        .iter()
+        .filter(|r| header(r, "authorization") == Some(bearer.as_str()))
+        .map(|r| r.received_at_ms)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_share_one_budget_exactly_and_fairly() {
+    let redis = RedisServer::start();
+    let sim = limited_sim("20/3s").await;
+    let replicas: Vec<GatewayProcess> = (0..3)
+        .map(|_| {
+            let file = replica_config(
+                "share",
+                &redis.url(),
+                "20/3s",
+                100,
+                "[cache]\nenabled = false\n",
+            );
+            GatewayProcess::start_with_config(&sim.url(), &file)
+        })
+        .collect();
+    let url = |i: usize| format!("http://{}", replicas[i].addr);
+    // Seven clients spread unevenly: one on the first replica, two on the
+    // second, four on the third; three requests in flight each.
+    let clients = [
+        ("a", url(0), 3),
+        ("b", url(1), 3),
+        ("c", url(1), 3),
+        ("d", url(2), 3),
+        ("e", url(2), 3),
+        ("f", url(2), 3),
+        ("g", url(2), 3),
+    ];
+    let results = overload_many(&clients, "/api/v1/agents", Duration::from_millis(7_500)).await;
+
+    let statuses: Vec<u16> = results.values().flatten().copied().collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let stats = stats(&sim).await;
+    let crud = &stats["classes"]["crud"];
+    assert_eq!(crud["limited"], 0, "upstream 429s: {stats}");
+    assert!(crud["max_in_window"].as_u64().unwrap() <= 20, "{stats}");
+    // Used: from the first arrival, two windows (6 s) allow 40 sends with
+    // a 100 ms margin; the cluster sent at least 90% of them.
+    let arrivals = arrivals(&sim).await;
+    let first = arrivals[0];
+    let used = arrivals.iter().filter(|t| **t < first + 6_000).count();
+    assert!(used >= 36, "{used} of 40 used");
+    // Fair across clients, whichever replica they talk to.
+    let shares: Vec<f64> = clients
+        .iter()
+        .map(|(name, _, _)| results.get(name).map_or(0, Vec::len) as f64)
+        .collect();
+    let index = jain(&shares);
+    assert!(
+        index >= 0.9,
+        "Jain's index {index:.3} for shares {shares:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiter_that_leaves_gives_its_slot_to_another_replica() {
+    let redis = RedisServer::start();
+    let sim = limited_sim("1/2s").await;
+    let file = |n: &str| replica_config(n, &redis.url(), "1/2s", 100, "[cache]\nenabled = false\n");
+    let a = GatewayProcess::start_with_config(&sim.url(), &file("leave"));
+    let b = GatewayProcess::start_with_config(&sim.url(), &file("leave"));
+    let c = client();
+    // The one send of this window, through A.
+    let first = c
+        .get(a.url("/api/v1/agents"))
+        .bearer_auth("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    // X waits on A for the next slot (about 2.1 s away), then gives up.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(400),
+        c.get(a.url("/api/v1/usage")).bearer_auth("x").send(),
+    )
+    .await;
+    assert!(gave_up.is_err(), "X was answered: it should have waited");
+    // Y asks B: it gets X's slot, not the one after it (4.2 s away).
+    let asked = Instant::now();
+    let y = c
+        .get(b.url("/api/v1/agents"))
+        .bearer_auth("y")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(y.status(), 200);
+    let waited = asked.elapsed();
+    assert!(waited < Duration::from_millis(2_600), "Y waited {waited:?}");
+    // X's request never reached the upstream.
+    let usage = seen(&sim)
+        .await
+        .iter()
+        .filter(|r| r.path.contains("usage"))
+        .count();
+    assert_eq!(usage, 0);
+    assert_eq!(stats(&sim).await["classes"]["crud"]["limited"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deploy_through_one_replica_is_seen_through_every_other() {
+    let redis = RedisServer::start();
+    let sim = sim().await;
+    let file = |n: &str| replica_config(n, &redis.url(), "10000/60s", 100, "");
+    let a = GatewayProcess::start_with_config(&sim.url(), &file("deploy"));
+    let b = GatewayProcess::start_with_config(&sim.url(), &file("deploy"));
+    let c = client();
+    let created: Value = c
+        .post(a.url("/api/v1/agents"))
+        .json(&serde_json::json!({"name": "cluster-deploy", "source_type": "git", "git_repo_url": "https://example.invalid/r"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let slug = created["slug"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/agents/{slug}");
+    // B caches the agent as it is before the deploy.
+    for _ in 0..2 {
+        let before: Value = c
+            .get(b.url(&path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_ne!(before["status"], "active", "{before}");
+    }
+    let hits_before = upstream_gets(&sim, &path).await;
+    // Deployed through A (the simulator deploys synchronously).
+    let deployed = c
+        .post(a.url(&format!("{path}/deploy")))
+        .send()
+        .await
+        .unwrap();
+    assert!(deployed.status().is_success(), "{}", deployed.status());
+    // At once through B: the new status, fetched afresh.
+    let after = c.get(b.url(&path)).send().await.unwrap();
+    let cache = after
+        .headers()
+        .get("x-cache")
+        .map(|v| v.to_str().unwrap().to_string());
+    let after: Value = after.json().await.unwrap();
+    assert_eq!(after["status"], "active", "B answered {after} ({cache:?})");
+    assert!(upstream_gets(&sim, &path).await > hits_before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_lost_and_back_mid_run_keeps_every_promise() {
+    let mut redis = RedisServer::start();
+    let sim = limited_sim("12/2s").await;
+    let file =
+        |n: &str| replica_config(n, &redis.url(), "12/2s", 100, "[cache]\nenabled = false\n");
+    let a = GatewayProcess::start_with_config(&sim.url(), &file("fault"));
+    let b = GatewayProcess::start_with_config(&sim.url(), &file("fault"));
+    let ready = |g: &GatewayProcess| g.url("/readyz");
+    assert_eq!(get_json(&ready(&a)).await["redis"], "up");
+    let clients = [
+        ("a", format!("http://{}", a.addr), 3),
+        ("b", format!("http://{}", b.addr), 3),
+    ];
+    let load = tokio::spawn({
+        let clients = clients.clone();
+        async move { overload_many(&clients, "/api/v1/agents", Duration::from_millis(9_000)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let during = get_json(&ready(&a)).await;
+    assert_eq!(during["status"], "degraded", "{during}");
+    let metrics = get_text(&a.url("/metrics")).await;
+    assert!(
+        metrics.contains("castari_gateway_cluster_redis_up 0"),
+        "{metrics}"
+    );
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    redis.restart();
+    let results = load.await.unwrap();
+    let statuses: Vec<u16> = results.values().flatten().copied().collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let stats = stats(&sim).await;
+    assert_eq!(stats["classes"]["crud"]["limited"], 0, "{stats}");
+    assert!(
+        stats["classes"]["crud"]["max_in_window"].as_u64().unwrap() <= 12,
+        "{stats}"
+    );
+    let mut back = false;
+    for _ in 0..50 {
+        if get_json(&ready(&b)).await["redis"] == "up" {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "B never saw Redis again");
+    let logs = a.logs().join("\n");
+    assert_eq!(logs.matches("Redis lost").count(), 1, "{logs}");
+}
+
+#[tokio::test]
+async fn redis_unreachable_at_start_is_a_config_error_unless_degraded_start_is_asked() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let file = replica_config(
+        "down",
+        &format!("redis://127.0.0.1:{port}"),
+        "10/1s",
+        100,
+        "",
+    );
+    let output = command()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            file.to_str().unwrap(),
+        ])
+        .env("CASTARI_API_KEY", UPSTREAM_KEY)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cluster.redis_url"), "{stderr}");
+
+    let degraded = replica_config(
+        "down-ok",
+        &format!("redis://127.0.0.1:{port}"),
+        "10/1s",
+        100,
+        "start_degraded = true\n",
+    );
+    let sim = sim().await;
+    let gw = GatewayProcess::start_with_config(&sim.url(), &degraded);
+    let readyz = get_json(&gw.url("/readyz")).await;
+    assert_eq!(readyz["status"], "degraded", "{readyz}");
+    assert_eq!(readyz["redis"], "lost", "{readyz}");
+    // It serves, on its local share.
+    let answered = client().get(gw.url("/api/v1/agents")).send().await.unwrap();
+    assert_eq!(answered.status(), 200);
+}
