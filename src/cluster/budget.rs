@@ -49,12 +49,16 @@ pub struct Grant {
 /// The shared upstream budget of one credential: the seam between the
 /// shaper and where the decision is made.
 pub trait SharedBudget: Send + Sync + std::fmt::Debug {
-    /// Reserves `n` slots in every budget of `specs` at once (the first is
-    /// the lane's own). Ids start with `tag`, unique per call.
+    /// Reserves slots in every budget of `specs` at once (the first is the
+    /// lane's own): up to `n` that are free now, and, when fewer are,
+    /// booked future slots up to `fair` in all (one per client waiting
+    /// here: what keeps the cluster fair). Ids start with `tag`, unique per
+    /// call.
     fn reserve<'a>(
         &'a self,
         specs: &'a [Spec],
         n: usize,
+        fair: usize,
         tag: &'a str,
     ) -> BoxFuture<'a, Result<Grant, String>>;
     /// Gives back reserved slots that were never used.
@@ -94,6 +98,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local m = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
+local fair = tonumber(ARGV[#ARGV])
 local out = {now}
 for i = 1, m do
   redis.call('ZREMRANGEBYSCORE', KEYS[2*i-1], '-inf', now - tonumber(ARGV[3+2*i]))
@@ -112,6 +117,7 @@ for j = 1, n do
       if free > at then at = free end
     end
   end
+  if at > now and j > fair then break end
   for i = 1, m do
     redis.call('ZADD', KEYS[2*i-1], at, ARGV[3] .. j)
     redis.call('PEXPIRE', KEYS[2*i-1], at - now + tonumber(ARGV[3+2*i]) + 1000)
@@ -203,6 +209,7 @@ impl SharedBudget for RedisBudget {
         &'a self,
         specs: &'a [Spec],
         n: usize,
+        fair: usize,
         tag: &'a str,
     ) -> BoxFuture<'a, Result<Grant, String>> {
         Box::pin(async move {
@@ -212,18 +219,22 @@ impl SharedBudget for RedisBudget {
                 call.key(self.log_key(spec)).key(self.pause_key(spec));
                 call.arg(spec.max).arg(Self::ms(spec.span));
             }
+            call.arg(fair);
             let mut conn = self.cluster.conn();
             let out: Vec<i64> = self.cluster.run(call.invoke_async(&mut conn)).await?;
-            let n = n.max(1);
-            if out.len() != n + 3 {
+            // now, the slots granted, ahead, counted.
+            let [now_ms, granted @ .., ahead, counted] = out.as_slice() else {
                 return Err(format!("reserve script answered {} values", out.len()));
-            }
-            let slots = (1..=n).map(|j| (format!("{tag}{j}"), out[j])).collect();
+            };
+            let slots = (1..)
+                .zip(granted)
+                .map(|(j, at)| (format!("{tag}{j}"), *at))
+                .collect();
             Ok(Grant {
-                now_ms: out[0],
+                now_ms: *now_ms,
                 slots,
-                ahead: u64::try_from(out[n + 1]).unwrap_or(0),
-                counted: u64::try_from(out[n + 2]).unwrap_or(0),
+                ahead: u64::try_from(*ahead).unwrap_or(0),
+                counted: u64::try_from(*counted).unwrap_or(0),
             })
         })
     }

@@ -214,6 +214,10 @@ impl Bus {
                         let Some(inner) = weak.upgrade() else { return };
                         Cluster(inner).bus().receive(&weak, &message).await;
                     }
+                    // The subscription ended: Redis is gone, or the
+                    // connection is; either way events may be missed.
+                    let Some(inner) = weak.upgrade() else { return };
+                    Cluster(inner).lost("the event subscription closed");
                 } else {
                     drop(cluster);
                 }

@@ -128,6 +128,9 @@ impl Cluster {
         match cluster.ping().await {
             Ok(()) => cluster.regained(),
             Err(error) if config.start_degraded => {
+                // Its first contact is a comeback: replicas may have sent
+                // on their local share meanwhile.
+                cluster.0.epoch.store(1, Ordering::Release);
                 tracing::warn!(%error, "Redis is unreachable at start; starting degraded (cluster.start_degraded)");
                 cluster.0.metrics.set_up(false);
                 cluster.watch_until_back();
@@ -205,8 +208,8 @@ impl Cluster {
         self.0.up.load(Ordering::Acquire)
     }
 
-    /// Which time Redis came back last (0: never lost since it first
-    /// answered, or never answered).
+    /// How many times Redis answered after not answering: 1 after the
+    /// first contact at start; more after each loss (or a degraded start).
     pub fn epoch(&self) -> u64 {
         self.0.epoch.load(Ordering::Acquire)
     }

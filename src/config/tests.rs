@@ -298,3 +298,53 @@ fn auth_keys_credentials_and_admin_key_are_checked_by_field() {
     let config = load(&flags, &env(&[key[0], ("TEAM_B", "cast_team_b")])).unwrap();
     assert_eq!(config.named_keys["team-b"].expose(), "cast_team_b");
 }
+
+#[test]
+fn cluster_mode_is_one_setting_from_the_file_or_the_environment() {
+    let key = [(ENV_API_KEY, "cast_abcdefgh_0123456789")];
+    let config = load(&Flags::default(), &env(&key)).unwrap();
+    assert!(!config.cluster.enabled(), "off by default");
+
+    let file = write_temp(
+        "cluster.toml",
+        "[cluster]\nredis_url = \"redis://:pw@127.0.0.1:6379/0\"\nprefix = \"team-a\"\n",
+    );
+    let flags = Flags {
+        config: Some(file),
+        ..Flags::default()
+    };
+    let config = load(&flags, &env(&key)).unwrap();
+    assert!(config.cluster.enabled());
+    assert_eq!(config.cluster.prefix, "team-a");
+    // The URL (and its password) never prints.
+    assert!(!format!("{:?}", config.cluster).contains("pw@"));
+    assert!(!toml::to_string(&config).unwrap().contains("pw@"));
+
+    let mut vars = key.to_vec();
+    vars.push((ENV_REDIS_URL, "rediss://redis.internal:6380"));
+    let config = load(&flags, &env(&vars)).unwrap();
+    assert_eq!(
+        config.cluster.redis_url.as_ref().unwrap().expose(),
+        "rediss://redis.internal:6380",
+        "the environment wins over the file"
+    );
+}
+
+#[test]
+fn bad_cluster_settings_name_their_field() {
+    let cases = [
+        ("redis_url = \"http://127.0.0.1:6379\"", "cluster.redis_url"),
+        ("redis_url = \"not a url\"", "cluster.redis_url"),
+        ("prefix = \"\"", "cluster.prefix"),
+        ("prefix = \"has space\"", "cluster.prefix"),
+        ("expected_replicas = 0", "cluster.expected_replicas"),
+        ("op_timeout_ms = 1", "cluster.op_timeout_ms"),
+        ("event_ack_ms = 60000", "cluster.event_ack_ms"),
+    ];
+    for (line, field) in cases {
+        let mut config = Config::from_toml(&format!("[cluster]\n{line}\n")).unwrap();
+        config.upstream_key = Some(Secret::new("cast_abcdefgh_0123456789".into()));
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.field, field, "{line}: {err}");
+    }
+}

@@ -43,6 +43,9 @@ pub(super) struct Leases {
     paused_until: Option<Instant>,
     /// The shared budget's epoch whose write-back is done.
     pub(super) epoch: u64,
+    /// Until then, reservations leave room for other replicas' sends not
+    /// yet written back (Redis just came back).
+    pub(super) cautious_until: Option<Instant>,
     next_tag: u64,
 }
 

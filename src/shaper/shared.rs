@@ -13,6 +13,9 @@ use crate::cluster::{Cluster, SharedBudget};
 
 use super::{lane_limit, Inner, Lane, Shaper};
 
+/// Most slots one reservation asks for.
+const MAX_BATCH: usize = 64;
+
 /// What a clustered shaper shares, and with whom.
 #[derive(Clone)]
 pub struct Shared {
@@ -134,8 +137,9 @@ impl Shaper {
     }
 
     /// Before a dispatch: writes recent sends back if Redis came back,
-    /// gives back slots nobody waits for, and reserves one slot per
-    /// client waiting here (at most one per waiter).
+    /// gives back slots nobody waits for, and reserves: every waiter a
+    /// slot that is free now, and when none is, one booked slot per client
+    /// waiting here (what keeps the cluster fair).
     pub(super) async fn sync_shared(&self, lane: Lane) {
         let Some(shared) = &self.0.shared else {
             return;
@@ -143,25 +147,38 @@ impl Shaper {
         if !shared.budget.is_up() {
             return;
         }
-        let specs = self.specs(lane);
+        let mut specs = self.specs(lane);
         let Some(own) = specs.first().copied() else {
             return;
         };
         let epoch = shared.budget.epoch();
         let i = lane.index();
-        let (restore, surplus, want, tag) = {
+        let (restore, surplus, want, fair, tag) = {
             let now = Instant::now();
             let mut core = self.lock();
             let core = &mut *core;
             let queue = &core.queues[i];
-            let target = queue.len().min(queue.clients().max(1));
+            let (waiting, clients) = (queue.len(), queue.clients().max(1));
             let leases = &mut core.leases[i];
             leases.expire(own.span, now);
             let restore = (leases.epoch != epoch).then(|| leases.recent());
-            let surplus = leases.surrender_beyond(target);
-            let want = target.saturating_sub(leases.held());
+            if restore.is_some() && epoch > 1 {
+                // Back after a loss: other replicas' sends on their local
+                // share may not be written back yet. For one window, leave
+                // room for them (at most their shares).
+                leases.cautious_until = Some(now + own.span);
+            }
+            if leases.cautious_until.is_some_and(|until| until > now) {
+                for spec in &mut specs {
+                    let others = (shared.share - 1) * (spec.max / shared.share);
+                    spec.max = spec.max.saturating_sub(others).max(1);
+                }
+            }
+            let surplus = leases.surrender_beyond(waiting);
+            let want = waiting.min(MAX_BATCH).saturating_sub(leases.held());
+            let fair = waiting.min(clients).saturating_sub(leases.held());
             let tag = leases.tag(&shared.replica, lane.as_str());
-            (restore, surplus, want, tag)
+            (restore, surplus, want, fair, tag)
         };
         if let Some(sends) = restore {
             if shared.budget.restore(&specs, sends).await.is_err() {
@@ -175,7 +192,7 @@ impl Shaper {
         if want == 0 {
             return;
         }
-        if let Ok(grant) = shared.budget.reserve(&specs, want, &tag).await {
+        if let Ok(grant) = shared.budget.reserve(&specs, want, fair, &tag).await {
             let now = Instant::now();
             let mut core = self.lock();
             core.leases[i].granted(grant, now, own.span, own.max);
