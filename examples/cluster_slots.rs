@@ -17,7 +17,10 @@ use castari_gateway::types::Secret;
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
-    let url = args.next().expect("usage: cluster_slots REDIS_URL SECONDS TASKS");
+    let Some(url) = args.next() else {
+        eprintln!("usage: cluster_slots REDIS_URL SECONDS TASKS");
+        std::process::exit(2);
+    };
     let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(5);
     let tasks: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(64);
     let config = ClusterConfig {
@@ -25,10 +28,14 @@ async fn main() {
         prefix: "bench-slots".into(),
         ..ClusterConfig::default()
     };
-    let cluster = Cluster::connect(&config)
-        .await
-        .expect("Redis")
-        .expect("cluster mode");
+    let cluster = match Cluster::connect(&config).await {
+        Ok(Some(cluster)) => cluster,
+        Ok(None) => unreachable!("redis_url is set"),
+        Err(error) => {
+            eprintln!("cluster_slots: {error}");
+            std::process::exit(1);
+        }
+    };
     let budget = Arc::new(RedisBudget::new(&cluster, "default"));
     // Castari's CRUD budget: decisions past the first 100 book future slots.
     let spec = Spec {
@@ -49,7 +56,10 @@ async fn main() {
             while Instant::now() < stop {
                 n += 1;
                 let tag = format!("b{t}:{n}:");
-                match budget.reserve(std::slice::from_ref(&spec), 1, 1, &tag).await {
+                match budget
+                    .reserve(std::slice::from_ref(&spec), 1, 1, &tag)
+                    .await
+                {
                     Ok(_) => done.fetch_add(1, Ordering::Relaxed),
                     Err(_) => failed.fetch_add(1, Ordering::Relaxed),
                 };
