@@ -27,6 +27,12 @@
 //!                                            └► forward: breaker ► shaper ► upstream ► retry
 //! ```
 //!
+//! In cluster mode (`cluster/`), stages 3 and 4 share what must be shared
+//! through Redis behind small seams: the shaper's send decision
+//! (`cluster::SharedBudget`), a write's cache effects
+//! (`ResponseCache::written`, published on `cluster::events`) and session
+//! turns (`cluster::turns`). The queue and the cache entries stay local.
+//!
 //! The binary (`src/main.rs`) only parses arguments and calls into this
 //! library, so tests build exactly the production app.
 

@@ -8,6 +8,7 @@
 //! | `mod.rs` | the connection, Redis health (up, lost, regained) and key names |
 //! | `budget.rs` | the upstream budgets: slots reserved atomically in Redis, on Redis time |
 //! | `events.rs` | cache events (a write's invalidation, agent motion) and budget pauses, published to every replica and acknowledged |
+//! | `turns.rs` | turns of one session in order across replicas (a ticket line) |
 //! | `metrics.rs` | Redis health and event counts |
 //!
 //! The fair queue stays in each replica (`shaper`); only the decision of
@@ -21,6 +22,7 @@
 pub mod budget;
 pub mod events;
 pub mod metrics;
+pub mod turns;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -49,7 +49,7 @@ pub(super) async fn turn(
     agent: &Arc<str>,
     session: Option<String>,
 ) -> Option<Turn> {
-    Some(shaper.sessions().turn(agent, &session?).await)
+    Some(shaper.turn(agent, &session?).await)
 }
 
 /// The wait a request's `Prefer: wait=N` gets in `lane`, if it asked.

@@ -5,12 +5,15 @@
 //! session)` pair has a FIFO lock (tokio's mutex queues waiters fairly);
 //! different sessions and session-less invocations never wait on each other.
 //! A pair's entry is dropped when its last turn is done, so the map holds
-//! only sessions with a turn in flight or waiting.
+//! only sessions with a turn in flight or waiting. In cluster mode the line
+//! is in Redis instead ([`crate::cluster::turns`]), across replicas.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::OwnedMutexGuard;
+
+use crate::cluster::turns::SharedTurn;
 
 type Key = (String, String);
 
@@ -23,6 +26,8 @@ pub struct Sessions {
 /// Held while a turn is queued for the budget, sent, and answered.
 #[derive(Debug)]
 pub struct Turn {
+    /// Cluster mode: the place in the session's shared line.
+    shared: Option<SharedTurn>,
     guard: Option<OwnedMutexGuard<()>>,
     key: Key,
     locks: Arc<Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>>,
@@ -38,8 +43,19 @@ impl Sessions {
         };
         let guard = lock.lock_owned().await;
         Turn {
+            shared: None,
             guard: Some(guard),
             key,
+            locks: self.locks.clone(),
+        }
+    }
+
+    /// A turn served by the cluster's line.
+    pub fn shared(&self, turn: SharedTurn) -> Turn {
+        Turn {
+            shared: Some(turn),
+            guard: None,
+            key: (String::new(), String::new()),
             locks: self.locks.clone(),
         }
     }
@@ -55,6 +71,10 @@ impl Sessions {
 
 impl Drop for Turn {
     fn drop(&mut self) {
+        drop(self.shared.take());
+        if self.guard.is_none() {
+            return;
+        }
         drop(self.guard.take());
         let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
         // Only the map holds it: no turn waits or runs.

@@ -11,6 +11,7 @@ use crate::cluster::budget::Spec;
 use crate::cluster::events::{Event, Sink};
 use crate::cluster::{Cluster, SharedBudget};
 
+use super::sessions::Turn;
 use super::{lane_limit, Inner, Lane, Shaper};
 
 /// Most slots one reservation asks for.
@@ -198,6 +199,22 @@ impl Shaper {
             core.leases[i].granted(grant, now, own.span, own.max);
             self.update_gauges(&mut core, now);
         }
+    }
+
+    /// Waits for the turn of `session` on `agent`: in the cluster's line
+    /// while Redis answers (turns through every replica in order), else in
+    /// this replica's own.
+    pub async fn turn(&self, agent: &str, session: &str) -> Turn {
+        let cluster = self.0.shared.as_ref().and_then(|s| {
+            let cluster = s.bus.as_ref().filter(|c| c.is_up())?;
+            Some((cluster, &s.credential))
+        });
+        if let Some((cluster, credential)) = cluster {
+            if let Ok(turn) = cluster.turn(credential, agent, session).await {
+                return self.sessions().shared(turn);
+            }
+        }
+        self.sessions().turn(agent, session).await
     }
 
     /// Gives held slots back to the shared budget (shutdown).

@@ -135,6 +135,9 @@ async fn a_waiter_that_leaves_gives_its_slot_to_another_replica() {
     )
     .await;
     assert!(gave_up.is_err(), "X was answered: it should have waited");
+    // A notices the hang-up and gives the slot back (one Redis round
+    // trip after it sees the connection close).
+    tokio::time::sleep(Duration::from_millis(100)).await;
     // Y asks B: it gets X's slot, not the one after it (4.2 s away).
     let asked = Instant::now();
     let y = c
@@ -301,4 +304,69 @@ async fn redis_unreachable_at_start_is_a_config_error_unless_degraded_start_is_a
     // It serves, on its local share.
     let answered = client().get(gw.url("/api/v1/agents")).send().await.unwrap();
     assert_eq!(answered.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn turns_of_one_session_stay_in_order_across_replicas() {
+    let redis = RedisServer::start();
+    let sim = sim_with(|c: &mut SimConfig| c.invoke_latency_ms = 300).await;
+    let file = |n: &str| replica_config(n, &redis.url(), "10000/60s", 100, "");
+    let a = GatewayProcess::start_with_config(&sim.url(), &file("turns"));
+    let b = GatewayProcess::start_with_config(&sim.url(), &file("turns"));
+    let c = client();
+    let created: Value = c
+        .post(a.url("/api/v1/agents"))
+        .json(&serde_json::json!({"name": "turns", "source_type": "git", "git_repo_url": "https://example.invalid/r"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let slug = created["slug"].as_str().unwrap().to_string();
+    let deployed = c
+        .post(a.url(&format!("/api/v1/agents/{slug}/deploy")))
+        .send()
+        .await
+        .unwrap();
+    assert!(deployed.status().is_success());
+    // Turns 1..4 of one session, alternating between the replicas, 30 ms
+    // apart: each must wait for the one before, wherever it went.
+    let mut tasks = Vec::new();
+    for turn in 1..=4 {
+        let replica = if turn % 2 == 1 { &a } else { &b };
+        let url = replica.url(&format!("/api/v1/agents/{slug}/invoke"));
+        tasks.push(tokio::spawn(async move {
+            client()
+                .post(url)
+                .header("x-tag", format!("s1-{turn}"))
+                .json(&serde_json::json!({"prompt": format!("turn {turn}"), "session_id": "s-1"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    let turns: Vec<(String, u64)> = seen(&sim)
+        .await
+        .iter()
+        .filter(|r| r.path.ends_with("/invoke"))
+        .map(|r| (header(r, "x-tag").unwrap().to_string(), r.received_at_ms))
+        .collect();
+    let order: Vec<&str> = turns.iter().map(|(tag, _)| tag.as_str()).collect();
+    assert_eq!(order, ["s1-1", "s1-2", "s1-3", "s1-4"]);
+    for pair in turns.windows(2) {
+        let gap = pair[1].1 - pair[0].1;
+        assert!(
+            gap >= 295,
+            "{} left {gap} ms after {}",
+            pair[1].0,
+            pair[0].0
+        );
+    }
 }

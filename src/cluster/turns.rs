@@ -1,0 +1,194 @@
+//! Turns of one session across replicas: a ticket line in Redis.
+//!
+//! Each turn takes a ticket (`INCR`) when it arrives, so turns are served
+//! in the order they reached Redis, whichever replica they came through.
+//! The turn being served holds a lease, renewed while it runs; when it is
+//! done, the next ticket is served. A waiter whose client left marks its
+//! ticket gone and is skipped at once; a served ticket nobody claims (its
+//! replica died) is skipped after [`VACANT_GRACE_MS`], and a lease that is
+//! not renewed (the holder died) expires after [`LEASE_MS`].
+
+use std::time::Duration;
+
+use redis::Script;
+
+use super::Cluster;
+
+/// How long a turn's lease lasts without renewal.
+pub const LEASE_MS: u64 = 10_000;
+/// How long a served ticket may stay unclaimed before the line moves on.
+pub const VACANT_GRACE_MS: u64 = 2_000;
+/// How often a waiter looks whether its turn came.
+const POLL: Duration = Duration::from_millis(15);
+/// Idle lines are forgotten after this.
+const IDLE_MS: u64 = 3_600_000;
+
+const TRY: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local me = tonumber(ARGV[1])
+local idle = tonumber(ARGV[4])
+local serving = tonumber(redis.call('GET', KEYS[1]) or '1')
+while serving < me do
+  local holder = redis.call('GET', KEYS[2])
+  if holder and tonumber(holder) == serving then return 0 end
+  if redis.call('HDEL', KEYS[4], serving) == 1 then
+    serving = serving + 1
+    redis.call('SET', KEYS[1], serving, 'PX', idle)
+  else
+    local since = nil
+    local vacant = redis.call('GET', KEYS[3])
+    if vacant then
+      local s, ms = string.match(vacant, '(%d+):(%d+)')
+      if tonumber(s) == serving then since = tonumber(ms) end
+    end
+    if since == nil then
+      redis.call('SET', KEYS[3], serving .. ':' .. now, 'PX', idle)
+      return 0
+    end
+    if now - since < tonumber(ARGV[3]) then return 0 end
+    serving = serving + 1
+    redis.call('SET', KEYS[1], serving, 'PX', idle)
+  end
+end
+redis.call('SET', KEYS[2], me, 'PX', ARGV[2])
+return 1
+";
+
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
+const DONE: &str = r"
+if tonumber(redis.call('GET', KEYS[1]) or '1') == tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], tonumber(ARGV[1]) + 1, 'PX', ARGV[2])
+end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1
+";
+
+fn scripts() -> &'static [Script; 3] {
+    static SCRIPTS: std::sync::OnceLock<[Script; 3]> = std::sync::OnceLock::new();
+    SCRIPTS.get_or_init(|| [Script::new(TRY), Script::new(RENEW), Script::new(DONE)])
+}
+
+/// A place in a session's line; its turn once [`Cluster::turn`] returns.
+/// Dropping it ends the turn (or leaves the line).
+#[derive(Debug)]
+pub struct SharedTurn {
+    cluster: Cluster,
+    base: String,
+    ticket: i64,
+    held: bool,
+    renewer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl SharedTurn {
+    fn key(&self, part: &str) -> String {
+        format!("{}:{part}", self.base)
+    }
+}
+
+impl Cluster {
+    /// Takes a ticket in the line of `session` on `agent` (upstream
+    /// credential `credential`) and waits until it is served.
+    ///
+    /// # Errors
+    /// Redis failed (the caller falls back to the replica's own order).
+    pub async fn turn(
+        &self,
+        credential: &str,
+        agent: &str,
+        session: &str,
+    ) -> Result<SharedTurn, String> {
+        let base = self.key(&["turn", credential, agent, session]);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .incr(format!("{base}:next"), 1)
+            .cmd("PEXPIRE")
+            .arg(format!("{base}:next"))
+            .arg(IDLE_MS)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(format!("{base}:serving"))
+            .arg(IDLE_MS)
+            .ignore();
+        let mut conn = self.conn();
+        let (ticket,): (i64,) = self.run(pipe.query_async(&mut conn)).await?;
+        let mut turn = SharedTurn {
+            cluster: self.clone(),
+            base,
+            ticket,
+            held: false,
+            renewer: None,
+        };
+        loop {
+            let mut call = scripts()[0].prepare_invoke();
+            call.key(turn.key("serving"))
+                .key(turn.key("lease"))
+                .key(turn.key("vacant"))
+                .key(turn.key("gone"))
+                .arg(ticket)
+                .arg(LEASE_MS)
+                .arg(VACANT_GRACE_MS)
+                .arg(IDLE_MS);
+            let served: i64 = self.run(call.invoke_async(&mut conn)).await?;
+            if served == 1 {
+                turn.held = true;
+                turn.renewer = Some(renew(self.clone(), turn.key("lease"), ticket));
+                return Ok(turn);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// Renews the lease of `ticket` while the turn runs.
+fn renew(cluster: Cluster, lease: String, ticket: i64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let every = Duration::from_millis(LEASE_MS / 3);
+        loop {
+            tokio::time::sleep(every).await;
+            let mut call = scripts()[1].prepare_invoke();
+            call.key(&lease).arg(ticket).arg(LEASE_MS);
+            let mut conn = cluster.conn();
+            if cluster.run(call.invoke_async::<i64>(&mut conn)).await != Ok(1) {
+                return;
+            }
+        }
+    })
+}
+
+impl Drop for SharedTurn {
+    fn drop(&mut self) {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let cluster = self.cluster.clone();
+        let (serving, lease, gone) = (self.key("serving"), self.key("lease"), self.key("gone"));
+        let (ticket, held) = (self.ticket, self.held);
+        runtime.spawn(async move {
+            let mut conn = cluster.conn();
+            if held {
+                let mut call = scripts()[2].prepare_invoke();
+                call.key(serving).key(lease).arg(ticket).arg(IDLE_MS);
+                let _ = cluster.run(call.invoke_async::<i64>(&mut conn)).await;
+            } else {
+                let mut pipe = redis::pipe();
+                pipe.hset(&gone, ticket, 1)
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(&gone)
+                    .arg(IDLE_MS)
+                    .ignore();
+                let _ = cluster.run(pipe.query_async::<()>(&mut conn)).await;
+            }
+        });
+    }
+}
