@@ -96,7 +96,7 @@ impl Cluster {
             .expose()
             .as_str()
             .into_connection_info()
-            .map_err(|e| ClusterError::Url(e.to_string()))?;
+            .map_err(|e| ClusterError::Url(format!("not a Redis URL ({:?})", e.kind())))?;
         if let Some(path) = &config.redis_password_file {
             let password = std::fs::read_to_string(path).map_err(ClusterError::PasswordFile)?;
             let settings = info
@@ -105,7 +105,8 @@ impl Cluster {
                 .set_password(password.trim_end_matches(['\r', '\n']));
             info = info.set_redis_settings(settings);
         }
-        let client = redis::Client::open(info).map_err(|e| ClusterError::Url(e.to_string()))?;
+        let client = redis::Client::open(info)
+            .map_err(|e| ClusterError::Url(format!("unusable ({:?})", e.kind())))?;
         let timeout = Duration::from_millis(config.op_timeout_ms);
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -113,7 +114,7 @@ impl Cluster {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager)
-            .map_err(|e| ClusterError::Url(e.to_string()))?;
+            .map_err(|e| ClusterError::Url(format!("unusable ({:?})", e.kind())))?;
         let metrics = ClusterMetrics::default();
         let replica = replica_id();
         let bus = Bus::new(config, &replica, metrics.clone());

@@ -21,7 +21,7 @@ const MAX_BATCH: usize = 64;
 #[derive(Clone)]
 pub struct Shared {
     budget: Arc<dyn SharedBudget>,
-    bus: Option<Cluster>,
+    cluster: Option<Cluster>,
     credential: Arc<str>,
     replica: Arc<str>,
     share: u32,
@@ -39,18 +39,19 @@ impl std::fmt::Debug for Shared {
 impl Shared {
     /// The budget of upstream credential `credential` shared through
     /// `budget`, by replica `replica`, whose local share while the shared
-    /// budget is lost is `1 / share` of each limit. With a `bus`, this
-    /// shaper applies the pauses other replicas publish.
+    /// budget is lost is `1 / share` of each limit. With a `cluster`, this
+    /// shaper applies the pauses other replicas publish, publishes its own,
+    /// and keeps session turns in the cluster's line.
     pub fn new(
         budget: Arc<dyn SharedBudget>,
-        bus: Option<Cluster>,
+        cluster: Option<Cluster>,
         credential: &str,
         replica: &str,
         share: u32,
     ) -> Self {
         Self {
             budget,
-            bus,
+            cluster,
             credential: credential.into(),
             replica: replica.into(),
             share: share.max(1),
@@ -107,7 +108,7 @@ impl Sink for PauseSink {
 
 /// Puts a clustered shaper on its bus.
 pub(super) fn register(inner: &Arc<Inner>) {
-    let Some(cluster) = inner.shared.as_ref().and_then(|s| s.bus.as_ref()) else {
+    let Some(cluster) = inner.shared.as_ref().and_then(|s| s.cluster.as_ref()) else {
         return;
     };
     let sink: Arc<dyn Sink> = Arc::new(PauseSink(Arc::downgrade(inner)));
@@ -175,7 +176,13 @@ impl Shaper {
                     spec.max = spec.max.saturating_sub(others).max(1);
                 }
             }
-            let surplus = leases.surrender_beyond(waiting);
+            // Slots held from before a loss may be gone from a restarted
+            // Redis: give them up and reserve afresh.
+            let surplus = if restore.is_some() {
+                leases.surrender()
+            } else {
+                leases.surrender_beyond(waiting)
+            };
             let want = waiting.min(MAX_BATCH).saturating_sub(leases.held());
             let fair = waiting.min(clients).saturating_sub(leases.held());
             let tag = leases.tag(&shared.replica, lane.as_str());
@@ -206,7 +213,7 @@ impl Shaper {
     /// this replica's own.
     pub async fn turn(&self, agent: &str, session: &str) -> Turn {
         let cluster = self.0.shared.as_ref().and_then(|s| {
-            let cluster = s.bus.as_ref().filter(|c| c.is_up())?;
+            let cluster = s.cluster.as_ref().filter(|c| c.is_up())?;
             Some((cluster, &s.credential))
         });
         if let Some((cluster, credential)) = cluster {
@@ -240,7 +247,7 @@ impl Shaper {
         let specs = self.specs(lane);
         tokio::spawn(async move {
             if shared.budget.pause(&specs, pause).await.is_ok() {
-                if let Some(cluster) = &shared.bus {
+                if let Some(cluster) = &shared.cluster {
                     let event = Event::Pause {
                         credential: shared.credential.to_string(),
                         lane: lane.as_str().to_string(),

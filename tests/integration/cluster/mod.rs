@@ -370,3 +370,107 @@ async fn turns_of_one_session_stay_in_order_across_replicas() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invocations_through_ten_seconds_without_redis_are_each_sent_once() {
+    let mut redis = RedisServer::start();
+    let sim = sim_with(|c: &mut SimConfig| {
+        c.invoke_limit = "6/2s".parse().unwrap();
+        c.window = "sliding".parse().unwrap();
+        c.invoke_latency_ms = 50;
+    })
+    .await;
+    let extra = "invoke_max_wait_ms = 60000\n";
+    let file = |n: &str| {
+        let path = replica_config(n, &redis.url(), "6/2s", 100, "");
+        // Only invocations are limited here; CRUD is far above the load.
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replacen("crud_limit = \"6/2s\"", "crud_limit = \"10000/60s\"", 1)
+            .replacen("[shaper]\n", &format!("[shaper]\n{extra}"), 1)
+            .replacen("expected_replicas = 3", "expected_replicas = 2", 1);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let a = GatewayProcess::start_with_config(&sim.url(), &file("invoke-outage"));
+    let b = GatewayProcess::start_with_config(&sim.url(), &file("invoke-outage"));
+    let c = client();
+    let created: Value = c
+        .post(a.url("/api/v1/agents"))
+        .json(&serde_json::json!({"name": "outage", "source_type": "git", "git_repo_url": "https://example.invalid/r"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let slug = created["slug"].as_str().unwrap().to_string();
+    let deployed = c
+        .post(a.url(&format!("/api/v1/agents/{slug}/invoke").replace("/invoke", "/deploy")))
+        .send()
+        .await
+        .unwrap();
+    assert!(deployed.status().is_success());
+
+    // Four workers per replica, each invoking in a closed loop, every
+    // request tagged; Redis is down from 3 s to 13 s.
+    let stop = Instant::now() + Duration::from_millis(16_000);
+    let mut tasks = Vec::new();
+    for (r, replica) in [&a, &b].into_iter().enumerate() {
+        for w in 0..4 {
+            let url = replica.url(&format!("/api/v1/agents/{slug}/invoke"));
+            tasks.push(tokio::spawn(async move {
+                let mut answered = Vec::new();
+                for n in 0.. {
+                    let remaining = stop.saturating_duration_since(Instant::now());
+                    if remaining.is_zero() {
+                        break;
+                    }
+                    let tag = format!("r{r}-w{w}-{n}");
+                    let sent = client()
+                        .post(&url)
+                        .bearer_auth(format!("client-{r}-{w}"))
+                        .header("x-tag", &tag)
+                        .json(&serde_json::json!({"prompt": "hi"}))
+                        .send();
+                    let Ok(Ok(response)) = tokio::time::timeout(remaining, sent).await else {
+                        break;
+                    };
+                    answered.push((tag, response.status().as_u16()));
+                }
+                answered
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(10_000)).await;
+    redis.restart();
+    let mut answered = Vec::new();
+    for task in tasks {
+        answered.extend(task.await.unwrap());
+    }
+    assert!(answered.len() >= 20, "only {} answered", answered.len());
+    assert!(answered.iter().all(|(_, s)| *s == 200), "{answered:?}");
+    let stats = stats(&sim).await;
+    let invoke = &stats["classes"]["invoke"];
+    assert_eq!(invoke["limited"], 0, "upstream 429s: {stats}");
+    assert!(invoke["max_in_window"].as_u64().unwrap() <= 6, "{stats}");
+    // Each answered invocation reached the upstream exactly once, and the
+    // upstream saw none that was not answered (abandoned at the end aside).
+    let seen_tags: Vec<String> = seen(&sim)
+        .await
+        .iter()
+        .filter(|r| r.path.ends_with("/invoke"))
+        .filter_map(|r| header(r, "x-tag").map(str::to_string))
+        .collect();
+    for (tag, _) in &answered {
+        let times = seen_tags.iter().filter(|t| *t == tag).count();
+        assert_eq!(times, 1, "{tag} reached the upstream {times} times");
+    }
+    let unanswered = seen_tags
+        .iter()
+        .filter(|t| !answered.iter().any(|(a, _)| a == *t))
+        .count();
+    assert!(unanswered <= 8, "{unanswered} sent but never answered");
+}
