@@ -120,7 +120,9 @@ for j = 1, n do
   if at > now and j > fair then break end
   for i = 1, m do
     redis.call('ZADD', KEYS[2*i-1], at, ARGV[3] .. j)
-    redis.call('PEXPIRE', KEYS[2*i-1], at - now + tonumber(ARGV[3+2*i]) + 1000)
+    local top = redis.call('ZRANGE', KEYS[2*i-1], -1, -1, 'WITHSCORES')
+    local last = math.max(tonumber(top[2]), now)
+    redis.call('PEXPIRE', KEYS[2*i-1], last - now + tonumber(ARGV[3+2*i]) + 1000)
   end
   out[#out+1] = at
 end
@@ -154,7 +156,8 @@ local ours = redis.call('ZCOUNT', KEYS[1], '(' .. (sent - window), sent + span -
 local missing = counted - ours
 if missing <= 0 then return 0 end
 for j = 1, missing do redis.call('ZADD', KEYS[1], sent, ARGV[6] .. j) end
-redis.call('PEXPIRE', KEYS[1], span + 1000)
+local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIRE', KEYS[1], math.max(tonumber(top[2]), now) - now + span + 1000)
 return missing
 ";
 
@@ -322,11 +325,15 @@ impl SharedBudget for RedisBudget {
                     zadd.arg(*at).arg(id);
                 }
                 pipe.add_command(zadd).ignore();
-                pipe.cmd("PEXPIRE")
-                    .arg(&key)
-                    .arg(Self::ms(spec.span) + 1000)
-                    .arg("GT")
-                    .ignore();
+                // Longer only (a later booking may hold it), or set when
+                // ZADD just created the key.
+                for flag in ["GT", "NX"] {
+                    pipe.cmd("PEXPIRE")
+                        .arg(&key)
+                        .arg(Self::ms(spec.span) + 1000)
+                        .arg(flag)
+                        .ignore();
+                }
             }
             let mut conn = self.cluster.conn();
             self.cluster.run(pipe.query_async::<()>(&mut conn)).await

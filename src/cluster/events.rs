@@ -31,6 +31,9 @@ pub enum Event {
         /// Its decoded path segments after `/api/v1/`.
         path: Vec<String>,
     },
+    /// The sender lost Redis for a while: writes it made then reached no
+    /// other replica, so every replica drops what it cached.
+    Resync,
     /// The upstream answered 429: no sends of `lane` for `ms`.
     Pause {
         /// The upstream credential's name.
@@ -47,6 +50,7 @@ impl Event {
         match self {
             Self::Write { .. } => "write",
             Self::Pause { .. } => "pause",
+            Self::Resync => "resync",
         }
     }
 }
@@ -244,7 +248,10 @@ impl Bus {
             return;
         }
         for sink in self.sinks() {
-            sink.apply(&envelope.event);
+            match &envelope.event {
+                Event::Resync => sink.resync(),
+                event => sink.apply(event),
+            }
         }
         self.metrics.event(envelope.event.kind(), "applied");
         let Some(inner) = weak.upgrade() else { return };

@@ -231,9 +231,15 @@ impl Cluster {
     }
 
     fn regained(&self) {
-        self.0.epoch.fetch_add(1, Ordering::AcqRel);
+        let epoch = self.0.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         if !self.0.up.swap(true, Ordering::AcqRel) {
             self.0.metrics.set_up(true);
+        }
+        if epoch > 1 {
+            // Writes made here while Redis was lost reached no other
+            // replica: they drop what they cached.
+            let cluster = self.clone();
+            tokio::spawn(async move { cluster.publish(Event::Resync).await });
         }
     }
 
@@ -265,6 +271,8 @@ impl Cluster {
     ) -> Result<T, String> {
         let outcome = match tokio::time::timeout(self.op_timeout(), command).await {
             Ok(Ok(value)) => return Ok(value),
+            // An answer, only an error one (a script's): Redis is there.
+            Ok(Err(error)) if !unreachable(&error) => return Err(describe(&error)),
             Ok(Err(error)) => describe(&error),
             Err(_) => "no answer within cluster.op_timeout_ms".to_string(),
         };
@@ -282,6 +290,15 @@ fn describe(error: &redis::RedisError) -> String {
     } else {
         format!("{:?}", error.kind())
     }
+}
+
+/// Whether `error` means Redis did not answer (rather than answered no).
+fn unreachable(error: &redis::RedisError) -> bool {
+    error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_io_error()
+        || error.is_connection_refusal()
+        || error.is_unrecoverable_error()
 }
 
 /// A random id for this process.

@@ -6,7 +6,9 @@
 //! done, the next ticket is served. A waiter whose client left marks its
 //! ticket gone and is skipped at once; a served ticket nobody claims (its
 //! replica died) is skipped after [`VACANT_GRACE_MS`], and a lease that is
-//! not renewed (the holder died) expires after [`LEASE_MS`].
+//! not renewed (the holder died) expires after [`LEASE_MS`]. A waiter
+//! skipped that way (it was too slow to claim its turn) takes a new ticket
+//! at the end of the line rather than run beside the turn being served.
 
 use std::time::Duration;
 
@@ -51,6 +53,7 @@ while serving < me do
     redis.call('SET', KEYS[1], serving, 'PX', idle)
   end
 end
+if serving > me then return -1 end
 redis.call('SET', KEYS[2], me, 'PX', ARGV[2])
 return 1
 ";
@@ -105,6 +108,15 @@ impl Cluster {
         session: &str,
     ) -> Result<SharedTurn, String> {
         let base = self.key(&["turn", credential, agent, session]);
+        loop {
+            let mut turn = self.ticket(&base).await?;
+            if turn.wait().await? {
+                return Ok(turn);
+            }
+        }
+    }
+
+    async fn ticket(&self, base: &str) -> Result<SharedTurn, String> {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .incr(format!("{base}:next"), 1)
@@ -118,30 +130,46 @@ impl Cluster {
             .ignore();
         let mut conn = self.conn();
         let (ticket,): (i64,) = self.run(pipe.query_async(&mut conn)).await?;
-        let mut turn = SharedTurn {
+        Ok(SharedTurn {
             cluster: self.clone(),
-            base,
+            base: base.to_string(),
             ticket,
             held: false,
             renewer: None,
-        };
+        })
+    }
+}
+
+impl SharedTurn {
+    /// Waits until served (true), or skipped (false: take a new ticket).
+    async fn wait(&mut self) -> Result<bool, String> {
+        let cluster = self.cluster.clone();
+        let mut conn = cluster.conn();
         loop {
             let mut call = scripts()[0].prepare_invoke();
-            call.key(turn.key("serving"))
-                .key(turn.key("lease"))
-                .key(turn.key("vacant"))
-                .key(turn.key("gone"))
-                .arg(ticket)
+            call.key(self.key("serving"))
+                .key(self.key("lease"))
+                .key(self.key("vacant"))
+                .key(self.key("gone"))
+                .arg(self.ticket)
                 .arg(LEASE_MS)
                 .arg(VACANT_GRACE_MS)
                 .arg(IDLE_MS);
-            let served: i64 = self.run(call.invoke_async(&mut conn)).await?;
-            if served == 1 {
-                turn.held = true;
-                turn.renewer = Some(renew(self.clone(), turn.key("lease"), ticket));
-                return Ok(turn);
+            match cluster.run(call.invoke_async::<i64>(&mut conn)).await? {
+                1 => {
+                    self.held = true;
+                    let lease = self.key("lease");
+                    self.renewer = Some(renew(cluster.clone(), lease, self.ticket));
+                    return Ok(true);
+                }
+                -1 => {
+                    // Skipped: nothing to give back.
+                    self.held = true;
+                    self.ticket = -1;
+                    return Ok(false);
+                }
+                _ => tokio::time::sleep(POLL).await,
             }
-            tokio::time::sleep(POLL).await;
         }
     }
 }
@@ -155,7 +183,9 @@ fn renew(cluster: Cluster, lease: String, ticket: i64) -> tokio::task::JoinHandl
             let mut call = scripts()[1].prepare_invoke();
             call.key(&lease).arg(ticket).arg(LEASE_MS);
             let mut conn = cluster.conn();
-            if cluster.run(call.invoke_async::<i64>(&mut conn)).await != Ok(1) {
+            // 0: the lease is no longer ours; an error: try again, the
+            // lease lasts three renewals.
+            if cluster.run(call.invoke_async::<i64>(&mut conn)).await == Ok(0) {
                 return;
             }
         }
@@ -173,6 +203,9 @@ impl Drop for SharedTurn {
         let cluster = self.cluster.clone();
         let (serving, lease, gone) = (self.key("serving"), self.key("lease"), self.key("gone"));
         let (ticket, held) = (self.ticket, self.held);
+        if ticket < 0 {
+            return;
+        }
         runtime.spawn(async move {
             let mut conn = cluster.conn();
             if held {

@@ -252,6 +252,10 @@ impl Wait<'_> {
             core.deadlines[lane.index()].remove(self.queued.deadline, self.queued.id);
             shaper.update_gauges(&mut core, now);
             self.rx = None;
+            if shaper.0.shared.is_some() {
+                // A slot held for it may now be surplus.
+                shaper.0.wake[lane.index()].notify_one();
+            }
             return Some(Err(Refusal::TimedOut { retry_after }));
         }
         drop(core);

@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::cluster::budget::Spec;
 use crate::cluster::Grant;
 
 /// A reserved slot.
@@ -22,6 +23,8 @@ pub(super) struct Lease {
     pub(super) id: String,
     /// Its time in the shared log (Redis ms).
     pub(super) at_ms: i64,
+    /// Granted by the shared budget (not a send made on the local share).
+    pub(super) shared: bool,
 }
 
 /// The slots of one lane held by this replica, and its sends still
@@ -40,6 +43,12 @@ pub(super) struct Leases {
     counted: u64,
     /// The budget's limit at the last grant.
     limit: u32,
+    /// How late a held slot may still be used: half the safety margin. A
+    /// later one counts in the shared log from a time too early for the
+    /// upstream's window; it is given back instead.
+    tolerance: Duration,
+    /// Held slots found too late to use, to give back.
+    stale: Vec<String>,
     paused_until: Option<Instant>,
     /// The shared budget's epoch whose write-back is done.
     pub(super) epoch: u64,
@@ -61,16 +70,25 @@ impl Leases {
         format!("{replica}:{lane}:{}:", self.next_tag)
     }
 
-    /// Takes a grant received at `received`, of a budget of `max` sends
-    /// per `span`.
-    pub(super) fn granted(&mut self, grant: Grant, received: Instant, span: Duration, max: u32) {
+    /// Takes a grant received at `received`, of the budget `spec`.
+    pub(super) fn granted(&mut self, grant: Grant, received: Instant, spec: &Spec) {
+        let (span, max) = (spec.span, spec.max);
         self.clock = Some((received, grant.now_ms));
         self.counted = grant.counted;
         self.limit = max;
+        self.tolerance = span.saturating_sub(spec.window) / 2;
         for (id, at_ms) in grant.slots {
             let at = self.instant(at_ms, received);
             let pos = self.held.partition_point(|l| l.at <= at);
-            self.held.insert(pos, Lease { at, id, at_ms });
+            self.held.insert(
+                pos,
+                Lease {
+                    at,
+                    id,
+                    at_ms,
+                    shared: true,
+                },
+            );
         }
         // The cluster sends `max` per `span` when saturated; this
         // replica gets its held share of the slots booked ahead.
@@ -135,9 +153,19 @@ impl Leases {
     }
 
     /// Uses the first held slot for a send at `now`; false if none is due.
+    /// Slots too late to use are set aside to give back.
     pub(super) fn take(&mut self, now: Instant) -> bool {
         if self.paused_until.is_some_and(|until| until > now) {
             return false;
+        }
+        while self
+            .held
+            .front()
+            .is_some_and(|lease| lease.at + self.tolerance < now)
+        {
+            if let Some(lease) = self.held.pop_front() {
+                self.stale.push(lease.id);
+            }
         }
         match self.held.front() {
             Some(lease) if lease.at <= now => {
@@ -154,16 +182,27 @@ impl Leases {
     /// share), to be written back.
     pub(super) fn sent_locally(&mut self, id: String, now: Instant) {
         let at_ms = self.ms_at(now);
-        self.sent.push_back(Lease { at: now, id, at_ms });
+        self.sent.push_back(Lease {
+            at: now,
+            id,
+            at_ms,
+            shared: false,
+        });
     }
 
-    /// The send at `at` never left: its slot is held again (first).
+    /// The send at `at` never left: a slot the shared budget granted is
+    /// held again (first); a send on the local share is forgotten.
     pub(super) fn unsent(&mut self, at: Instant) {
         if let Some(i) = self.sent.iter().rposition(|l| l.at == at) {
-            if let Some(lease) = self.sent.remove(i) {
+            if let Some(lease) = self.sent.remove(i).filter(|l| l.shared) {
                 self.held.push_front(lease);
             }
         }
+    }
+
+    /// Held slots found too late to use since the last call.
+    pub(super) fn take_stale(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.stale)
     }
 
     /// Drops sends that no longer count.
@@ -211,6 +250,16 @@ impl Leases {
 mod tests {
     use super::*;
 
+    /// 10 per second, a 200 ms margin: slots may be used up to 100 ms late.
+    fn spec() -> Spec {
+        Spec {
+            name: "crud",
+            max: 10,
+            window: Duration::from_millis(800),
+            span: Duration::from_secs(1),
+        }
+    }
+
     fn grant(now_ms: i64, slots: &[(&str, i64)], ahead: u64) -> Grant {
         Grant {
             now_ms,
@@ -229,8 +278,7 @@ mod tests {
         leases.granted(
             grant(1_000, &[("a1", 1_000), ("a2", 1_500)], 0),
             t0,
-            Duration::from_secs(1),
-            10,
+            &spec(),
         );
         assert_eq!(leases.nth_free_at(0, t0), t0);
         assert_eq!(leases.nth_free_at(1, t0), t0 + Duration::from_millis(500));
@@ -244,7 +292,7 @@ mod tests {
     fn a_slot_whose_waiter_left_is_held_again() {
         let mut leases = Leases::default();
         let t0 = Instant::now();
-        leases.granted(grant(5, &[("a1", 5)], 1), t0, Duration::from_secs(1), 10);
+        leases.granted(grant(5, &[("a1", 5)], 1), t0, &spec());
         assert!(leases.take(t0));
         leases.unsent(t0);
         assert_eq!(leases.held(), 1);
@@ -255,7 +303,7 @@ mod tests {
     fn a_pause_holds_held_slots() {
         let mut leases = Leases::default();
         let t0 = Instant::now();
-        leases.granted(grant(5, &[("a1", 5)], 1), t0, Duration::from_secs(1), 10);
+        leases.granted(grant(5, &[("a1", 5)], 1), t0, &spec());
         leases.pause_until(t0 + Duration::from_secs(2));
         assert!(!leases.take(t0));
         assert_eq!(leases.nth_free_at(0, t0), t0 + Duration::from_secs(2));
@@ -267,11 +315,35 @@ mod tests {
         let t0 = Instant::now();
         // 10 per second, 20 booked ahead, one held here: the next slot
         // of this replica comes about 20 slots (2 s) after the last.
-        leases.granted(grant(0, &[("a1", 100)], 20), t0, Duration::from_secs(1), 10);
+        leases.granted(grant(0, &[("a1", 100)], 20), t0, &spec());
         let next = leases.nth_free_at(1, t0);
         assert_eq!(
             next,
             t0 + Duration::from_millis(100) + Duration::from_secs(2)
         );
+    }
+
+    #[test]
+    fn a_slot_too_late_to_use_is_given_back() {
+        let mut leases = Leases::default();
+        let t0 = Instant::now();
+        leases.granted(grant(5, &[("a1", 5), ("a2", 5)], 0), t0, &spec());
+        assert!(
+            leases.take(t0 + Duration::from_millis(100)),
+            "within the tolerance"
+        );
+        assert!(!leases.take(t0 + Duration::from_millis(101)), "past it");
+        assert_eq!(leases.take_stale(), vec!["a2".to_string()]);
+        assert_eq!(leases.held(), 0);
+    }
+
+    #[test]
+    fn a_send_on_the_local_share_never_becomes_a_slot() {
+        let mut leases = Leases::default();
+        let t0 = Instant::now();
+        leases.sent_locally("local-1".into(), t0);
+        leases.unsent(t0);
+        assert_eq!(leases.held(), 0);
+        assert!(leases.recent().is_empty());
     }
 }

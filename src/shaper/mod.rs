@@ -363,11 +363,7 @@ impl Shaper {
     /// The budgets a lane spends: its own, and for invocations the CRUD
     /// budget too unless configured otherwise.
     fn spends(&self, lane: Lane) -> &'static [usize] {
-        match lane {
-            Lane::Crud => &[0],
-            Lane::Invoke if self.settings().invoke_counts_as_crud => &[1, 0],
-            Lane::Invoke => &[1],
-        }
+        spends_of(&self.settings(), lane)
     }
 
     /// When the `k`-th next send of `lane` may leave.
@@ -424,8 +420,14 @@ impl Shaper {
                 "upstream answered 429; pausing the budget"
             );
             self.0.metrics.upstream_limited(lane);
-            self.pause_locally(&mut core, lane, now + pause);
+            let given_up = self.pause_locally(&mut core, lane, now + pause);
+            self.update_gauges(&mut core, now);
+            drop(core);
+            for (lane, ids) in given_up {
+                self.give_back(lane, ids);
+            }
             self.share_pause(lane, pause);
+            return true;
         } else if let Some(remaining) = header_u64(headers, "x-ratelimit-remaining") {
             let remaining = u32::try_from(remaining).unwrap_or(u32::MAX);
             if core.shared_up {
@@ -464,18 +466,29 @@ impl Shaper {
     }
 
     /// No sends of `lane`, nor of any lane spending one of its budgets,
-    /// before `until`.
-    fn pause_locally(&self, core: &mut Core, lane: Lane, until: Instant) {
+    /// before `until`. Slots held for those lanes are given up (their
+    /// times would be stale by the end of the pause): returned per lane,
+    /// to give back to the shared budget once the core is unlocked.
+    fn pause_locally(
+        &self,
+        core: &mut Core,
+        lane: Lane,
+        until: Instant,
+    ) -> Vec<(Lane, Vec<String>)> {
         let paused = self.spends(lane);
         for &b in paused {
             core.budgets[b].pause_until(until);
         }
+        let mut given_up = Vec::new();
         for other in Lane::ALL {
             if self.spends(other).iter().any(|b| paused.contains(b)) {
-                core.leases[other.index()].pause_until(until);
+                let leases = &mut core.leases[other.index()];
+                leases.pause_until(until);
+                given_up.push((other, leases.surrender()));
             }
         }
         core.setbacks += 1;
+        given_up
     }
 
     fn update_gauges(&self, core: &mut Core, now: Instant) {
@@ -513,6 +526,14 @@ impl Core {
 
 /// How long the upstream asks us to hold off after a 429.
 fn upstream_pause(headers: &HeaderMap) -> Duration {
+    upstream_pause_unbounded(headers).min(MAX_PAUSE)
+}
+
+/// The longest pause an upstream 429 can impose (a `Retry-After` of years
+/// is a bug upstream, not a reason to stop for years).
+const MAX_PAUSE: Duration = Duration::from_secs(3600);
+
+fn upstream_pause_unbounded(headers: &HeaderMap) -> Duration {
     const DEFAULT: Duration = Duration::from_secs(1);
     if let Some(secs) = header_u64(headers, http::header::RETRY_AFTER.as_str()) {
         return Duration::from_secs(secs.max(1));
@@ -529,6 +550,15 @@ fn upstream_pause(headers: &HeaderMap) -> Duration {
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The budgets `lane` spends under `config`.
+fn spends_of(config: &ShaperConfig, lane: Lane) -> &'static [usize] {
+    match lane {
+        Lane::Crud => &[0],
+        Lane::Invoke if config.invoke_counts_as_crud => &[1, 0],
+        Lane::Invoke => &[1],
+    }
 }
 
 fn lane_limit(config: &ShaperConfig, lane: Lane) -> crate::config::Rate {

@@ -12,7 +12,7 @@ use crate::cluster::events::{Event, Sink};
 use crate::cluster::{Cluster, SharedBudget};
 
 use super::sessions::Turn;
-use super::{lane_limit, Inner, Lane, Shaper};
+use super::{lane_limit, spends_of, Inner, Lane, Shaper};
 
 /// Most slots one reservation asks for.
 const MAX_BATCH: usize = 64;
@@ -99,8 +99,12 @@ impl Sink for PauseSink {
         };
         let now = Instant::now();
         let mut core = shaper.lock();
-        shaper.pause_locally(&mut core, lane, now + Duration::from_millis(*ms));
+        let given_up = shaper.pause_locally(&mut core, lane, now + Duration::from_millis(*ms));
         shaper.update_gauges(&mut core, now);
+        drop(core);
+        for (lane, ids) in given_up {
+            shaper.give_back(lane, ids);
+        }
     }
 
     fn resync(&self) {}
@@ -123,7 +127,7 @@ impl Shaper {
     fn specs(&self, lane: Lane) -> Vec<Spec> {
         let config = self.settings();
         let margin = Duration::from_millis(config.safety_margin_ms);
-        self.spends(lane)
+        spends_of(&config, lane)
             .iter()
             .map(|&b| {
                 let budget_lane = if b == 0 { Lane::Crud } else { Lane::Invoke };
@@ -178,11 +182,12 @@ impl Shaper {
             }
             // Slots held from before a loss may be gone from a restarted
             // Redis: give them up and reserve afresh.
-            let surplus = if restore.is_some() {
+            let mut surplus = if restore.is_some() {
                 leases.surrender()
             } else {
                 leases.surrender_beyond(waiting)
             };
+            surplus.extend(leases.take_stale());
             let want = waiting.min(MAX_BATCH).saturating_sub(leases.held());
             let fair = waiting.min(clients).saturating_sub(leases.held());
             let tag = leases.tag(&shared.replica, lane.as_str());
@@ -203,7 +208,7 @@ impl Shaper {
         if let Ok(grant) = shared.budget.reserve(&specs, want, fair, &tag).await {
             let now = Instant::now();
             let mut core = self.lock();
-            core.leases[i].granted(grant, now, own.span, own.max);
+            core.leases[i].granted(grant, now, &own);
             self.update_gauges(&mut core, now);
         }
     }
