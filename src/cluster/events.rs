@@ -216,7 +216,7 @@ impl Bus {
                     drop(cluster);
                     while let Some(message) = messages.next().await {
                         let Some(inner) = weak.upgrade() else { return };
-                        Cluster(inner).bus().receive(&weak, &message).await;
+                        Cluster(inner).bus().receive(&weak, &message);
                     }
                     // The subscription ended: Redis is gone, or the
                     // connection is; either way events may be missed.
@@ -230,7 +230,7 @@ impl Bus {
         });
     }
 
-    async fn receive(&self, weak: &Weak<super::Inner>, message: &redis::Msg) {
+    fn receive(&self, weak: &Weak<super::Inner>, message: &redis::Msg) {
         let channel = message.get_channel_name();
         if channel == self.acks_channel {
             if let Some(id) = std::str::from_utf8(message.get_payload_bytes())
@@ -256,13 +256,15 @@ impl Bus {
         self.metrics.event(envelope.event.kind(), "applied");
         let Some(inner) = weak.upgrade() else { return };
         let cluster = Cluster(inner);
-        let mut conn = cluster.conn();
-        let mut command = redis::cmd("PUBLISH");
-        command
-            .arg(format!("{}:acks:{}", self.prefix, envelope.from))
-            .arg(envelope.id);
-        let ack = command.query_async::<usize>(&mut conn);
-        let _ = cluster.run(ack).await;
+        let channel = format!("{}:acks:{}", self.prefix, envelope.from);
+        // Sent on its own task: the next event is applied meanwhile.
+        tokio::spawn(async move {
+            let mut conn = cluster.conn();
+            let mut command = redis::cmd("PUBLISH");
+            command.arg(channel).arg(envelope.id);
+            let ack = command.query_async::<usize>(&mut conn);
+            let _ = cluster.run(ack).await;
+        });
     }
 }
 
