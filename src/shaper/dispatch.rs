@@ -73,6 +73,9 @@ impl Shaper {
     }
 }
 
+/// How soon a dispatcher holding no slot for its waiters reserves again.
+const RESERVE_AGAIN: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// One lane's dispatcher: sleeps until the next slot frees or work arrives.
 pub(super) async fn dispatch(shaper: Weak<Inner>, wake: Arc<Notify>, lane: Lane) {
     loop {
@@ -80,9 +83,14 @@ pub(super) async fn dispatch(shaper: Weak<Inner>, wake: Arc<Notify>, lane: Lane)
             return;
         };
         let shaper = Shaper(inner);
-        shaper.sync_shared(lane).await;
-        let next = shaper.dispatch_ready(lane);
+        let starved = shaper.sync_shared(lane).await;
+        let mut next = shaper.dispatch_ready(lane);
         drop(shaper);
+        if starved {
+            // It asked the shared budget and got nothing (an error answer,
+            // Redis just lost): not again in a tight loop.
+            next = next.map(|at| at.max(Instant::now() + RESERVE_AGAIN));
+        }
         match next {
             None => wake.notified().await,
             Some(at) => {

@@ -145,17 +145,18 @@ impl Shaper {
     /// Before a dispatch: writes recent sends back if Redis came back,
     /// gives back slots nobody waits for, and reserves: every waiter a
     /// slot that is free now, and when none is, one booked slot per client
-    /// waiting here (what keeps the cluster fair).
-    pub(super) async fn sync_shared(&self, lane: Lane) {
+    /// waiting here (what keeps the cluster fair). Returns true when it
+    /// asked for slots and got none.
+    pub(super) async fn sync_shared(&self, lane: Lane) -> bool {
         let Some(shared) = &self.0.shared else {
-            return;
+            return false;
         };
         if !shared.budget.is_up() {
-            return;
+            return false;
         }
         let mut specs = self.specs(lane);
         let Some(own) = specs.first().copied() else {
-            return;
+            return false;
         };
         let epoch = shared.budget.epoch();
         let i = lane.index();
@@ -195,7 +196,7 @@ impl Shaper {
         };
         if let Some(sends) = restore {
             if shared.budget.restore(&specs, sends).await.is_err() {
-                return;
+                return true;
             }
             self.lock().leases[i].epoch = epoch;
         }
@@ -203,14 +204,16 @@ impl Shaper {
             let _ = shared.budget.release(&specs, surplus).await;
         }
         if want == 0 {
-            return;
+            return false;
         }
-        if let Ok(grant) = shared.budget.reserve(&specs, want, fair, &tag).await {
-            let now = Instant::now();
-            let mut core = self.lock();
-            core.leases[i].granted(grant, now, &own);
-            self.update_gauges(&mut core, now);
-        }
+        let Ok(grant) = shared.budget.reserve(&specs, want, fair, &tag).await else {
+            return true;
+        };
+        let now = Instant::now();
+        let mut core = self.lock();
+        core.leases[i].granted(grant, now, &own);
+        self.update_gauges(&mut core, now);
+        core.leases[i].held() == 0
     }
 
     /// Waits for the turn of `session` on `agent`: in the cluster's line
