@@ -474,3 +474,126 @@ async fn invocations_through_ten_seconds_without_redis_are_each_sent_once() {
         .count();
     assert!(unanswered <= 8, "{unanswered} sent but never answered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upstream_429_seen_by_one_replica_pauses_every_replica() {
+    let redis = RedisServer::start();
+    let sim = sim_with(|c: &mut SimConfig| c.crud_limit = "3/4s".parse().unwrap()).await;
+    // The replicas believe in far more than the account has: another
+    // client of the account spends it (below), so only a 429 tells them.
+    let file =
+        |n: &str| replica_config(n, &redis.url(), "100/4s", 100, "[cache]\nenabled = false\n");
+    let a = GatewayProcess::start_with_config(&sim.url(), &file("pause"));
+    let b = GatewayProcess::start_with_config(&sim.url(), &file("pause"));
+    let direct = client();
+    for _ in 0..3 {
+        let spent = direct
+            .get(format!("{}/api/v1/agents", sim.url()))
+            .bearer_auth(UPSTREAM_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(spent.status(), 200);
+    }
+    // A's request meets the 429, pauses and waits to send again.
+    let through_a = tokio::spawn({
+        let url = a.url("/api/v1/agents");
+        async move { client().get(url).send().await.unwrap().status().as_u16() }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // B was told: it does not try before the pause ends.
+    let through_b = client().get(b.url("/api/v1/agents")).send().await.unwrap();
+    assert_eq!(through_b.status(), 200);
+    assert_eq!(through_a.await.unwrap(), 200);
+    let stats = stats(&sim).await;
+    assert_eq!(
+        stats["classes"]["crud"]["limited"], 1,
+        "only A's first send: {stats}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_killed_mid_run_stops_nobody_else() {
+    let redis = RedisServer::start();
+    let sim = sim_with(|c: &mut SimConfig| {
+        c.crud_limit = "10/2s".parse().unwrap();
+        c.window = "sliding".parse().unwrap();
+        c.invoke_latency_ms = 1_500;
+    })
+    .await;
+    let file =
+        |n: &str| replica_config(n, &redis.url(), "10/2s", 100, "[cache]\nenabled = false\n");
+    let mut a = GatewayProcess::start_with_config(&sim.url(), &file("kill"));
+    let b = GatewayProcess::start_with_config(&sim.url(), &file("kill"));
+    let created: Value = client()
+        .post(b.url("/api/v1/agents"))
+        .json(&serde_json::json!({"name": "killed", "source_type": "git", "git_repo_url": "https://example.invalid/r"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let slug = created["slug"].as_str().unwrap().to_string();
+    let deploy = client()
+        .post(b.url(&format!("/api/v1/agents/{slug}/deploy")))
+        .send()
+        .await
+        .unwrap();
+    assert!(deploy.status().is_success());
+    let invoke = |g: &GatewayProcess| g.url(&format!("/api/v1/agents/{slug}/invoke"));
+    let turn = serde_json::json!({"prompt": "hi", "session_id": "s-killed"});
+    // A holds the session's turn (1.5 s upstream) when it dies.
+    let held = tokio::spawn({
+        let (url, turn) = (invoke(&a), turn.clone());
+        async move { client().post(url).json(&turn).send().await }
+    });
+    // Both replicas under CRUD overload.
+    let clients = [
+        ("a1", format!("http://{}", a.addr), 3),
+        ("b1", format!("http://{}", b.addr), 3),
+        ("b2", format!("http://{}", b.addr), 3),
+    ];
+    let load = tokio::spawn(async move {
+        overload_many(&clients, "/api/v1/agents", Duration::from_millis(6_000)).await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The next turn of the session, through B, waits for A's.
+    let next = tokio::spawn({
+        let (url, turn) = (invoke(&b), turn.clone());
+        async move {
+            let started = Instant::now();
+            let status = client()
+                .post(url)
+                .json(&turn)
+                .send()
+                .await
+                .unwrap()
+                .status();
+            (status.as_u16(), started.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.child.kill().unwrap(); // SIGKILL
+    let _ = held.await;
+    let results = load.await.unwrap();
+    // B's clients were all answered; A's got whatever a dead process gives.
+    for name in ["b1", "b2"] {
+        let statuses = &results[name];
+        assert!(statuses.iter().all(|s| *s == 200), "{name}: {statuses:?}");
+        assert!(statuses.len() >= 5, "{name}: {statuses:?}");
+    }
+    let stats = stats(&sim).await;
+    assert_eq!(stats["classes"]["crud"]["limited"], 0, "{stats}");
+    assert!(
+        stats["classes"]["crud"]["max_in_window"].as_u64().unwrap() <= 10,
+        "{stats}"
+    );
+    // The dead replica's turn is given up when its lease runs out.
+    let (status, waited) = tokio::time::timeout(Duration::from_secs(20), next)
+        .await
+        .expect("the session's line stayed stuck")
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(waited < Duration::from_secs(15), "waited {waited:?}");
+}
