@@ -7,7 +7,7 @@
 //! sinks resynchronise (the cache drops every entry).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -85,6 +85,9 @@ pub struct Bus {
     prefix: String,
     ack_wait: Duration,
     next_id: AtomicU64,
+    /// Whether this replica's own subscription is live (it then counts
+    /// among a publish's receivers).
+    subscribed: AtomicBool,
     pending: Mutex<HashMap<u64, Acks>>,
     sinks: Mutex<Vec<Weak<dyn Sink>>>,
     metrics: ClusterMetrics,
@@ -107,6 +110,7 @@ impl Bus {
             prefix: config.prefix.clone(),
             ack_wait: Duration::from_millis(config.event_ack_ms),
             next_id: AtomicU64::new(1),
+            subscribed: AtomicBool::new(false),
             pending: Mutex::new(HashMap::new()),
             sinks: Mutex::new(Vec::new()),
             metrics,
@@ -164,7 +168,8 @@ impl Bus {
             return;
         };
         self.metrics.event(kind, "sent");
-        let others = receivers.saturating_sub(1);
+        let own = usize::from(self.subscribed.load(Ordering::Acquire));
+        let others = receivers.saturating_sub(own);
         let complete = {
             let mut pending = self.pending();
             pending.get_mut(&id).is_none_or(|acks| {
@@ -212,6 +217,7 @@ impl Bus {
                         }
                     }
                     first = false;
+                    cluster.bus().subscribed.store(true, Ordering::Release);
                     let mut messages = pubsub.into_on_message();
                     drop(cluster);
                     while let Some(message) = messages.next().await {
@@ -221,7 +227,9 @@ impl Bus {
                     // The subscription ended: Redis is gone, or the
                     // connection is; either way events may be missed.
                     let Some(inner) = weak.upgrade() else { return };
-                    Cluster(inner).lost("the event subscription closed");
+                    let cluster = Cluster(inner);
+                    cluster.bus().subscribed.store(false, Ordering::Release);
+                    cluster.lost("the event subscription closed");
                 } else {
                     drop(cluster);
                 }

@@ -207,6 +207,10 @@ impl Shaper {
             return false;
         }
         let Ok(grant) = shared.budget.reserve(&specs, want, fair, &tag).await else {
+            // The script may have run and its answer been lost: give back
+            // whatever it booked under this call's tag (best effort).
+            let ids = (1..=want).map(|j| format!("{tag}{j}")).collect();
+            let _ = shared.budget.release(&specs, ids).await;
             return true;
         };
         let now = Instant::now();
