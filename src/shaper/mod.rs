@@ -61,7 +61,7 @@ pub use metrics::ShaperMetrics;
 use queue::{ClientId, FairQueue};
 use sessions::Sessions;
 pub use shared::Shared;
-pub use view::{LaneSnapshot, Snapshot, Waiting};
+pub use view::{ClusterView, LaneSnapshot, Snapshot, Waiting};
 
 /// The budget lane a request waits in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

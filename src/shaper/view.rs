@@ -71,10 +71,19 @@ impl Shaper {
                 waiting,
             });
         }
+        let cluster = self.0.shared.as_ref().map(|shared| {
+            let core = self.lock();
+            ClusterView {
+                replica: shared.replica().to_string(),
+                shared: core.shared_up,
+                held: Lane::ALL.map(|lane| core.leases[lane.index()].held()),
+            }
+        });
         Snapshot {
             lanes,
             sessions_active: self.0.sessions.active(),
             draining: self.lock().drain_deadline.is_some(),
+            cluster,
         }
     }
 }
@@ -96,6 +105,22 @@ pub struct Snapshot {
     pub sessions_active: usize,
     /// Whether shutdown has begun.
     pub draining: bool,
+    /// Cluster mode: how this replica takes part; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterView>,
+}
+
+/// This replica in the cluster, in [`Snapshot`]. Its lanes' queues are its
+/// own; `budget_remaining` is the shared log's count at the last grant.
+#[derive(Debug, Serialize)]
+pub struct ClusterView {
+    /// This process's id in the cluster (random per start).
+    pub replica: String,
+    /// Whether the shared budget decides now (Redis answering); false: the
+    /// local share does.
+    pub shared: bool,
+    /// Slots of the shared budget held for waiters here, CRUD and invoke.
+    pub held: [usize; 2],
 }
 
 /// One lane in [`Snapshot`].

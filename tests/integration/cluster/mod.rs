@@ -237,6 +237,8 @@ async fn redis_lost_and_back_mid_run_keeps_every_promise() {
         metrics.contains("castari_gateway_cluster_redis_up 0"),
         "{metrics}"
     );
+    let queue = get_json(&a.url("/admin/queue")).await;
+    assert_eq!(queue["cluster"]["shared"], false, "{queue}");
     tokio::time::sleep(Duration::from_millis(2_000)).await;
     redis.restart();
     let results = load.await.unwrap();
@@ -257,6 +259,9 @@ async fn redis_lost_and_back_mid_run_keeps_every_promise() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(back, "B never saw Redis again");
+    let queue = get_json(&b.url("/admin/queue")).await;
+    assert_eq!(queue["cluster"]["shared"], true, "{queue}");
+    assert_eq!(queue["cluster"]["replica"].as_str().unwrap().len(), 16);
     let logs = a.logs().join("\n");
     assert_eq!(logs.matches("Redis lost").count(), 1, "{logs}");
 }
