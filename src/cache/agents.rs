@@ -64,6 +64,11 @@ impl Marks {
         updated || sandbox
     }
 
+    /// Whether both name a sandbox and not the same one.
+    fn sandbox_differs(&self, other: &Marks) -> bool {
+        matches!((&self.sandbox_id, &other.sandbox_id), (Some(a), Some(b)) if a != b)
+    }
+
     /// Whether they share a mark and agree on every mark both carry.
     fn agrees(&self, other: &Marks) -> bool {
         let shared = (self.updated_at.is_some() && other.updated_at.is_some())
@@ -85,6 +90,10 @@ struct Pending {
     before: Option<Marks>,
     /// The marks of the action's own answer.
     answer: Option<Marks>,
+    /// A stop or PATCH came after this deploy, before it was seen to land:
+    /// a new `updated_at` (that action's doing) or an answer says nothing
+    /// about the deploy; only a transition, or a new sandbox, does.
+    after_plain: bool,
 }
 
 /// An agent in motion: its last seen status is not settled, or an action
@@ -180,7 +189,13 @@ impl Pending {
         if answer {
             self.answer = Some(marks.clone());
         }
-        let moved = self.before.as_ref().is_some_and(|b| marks.differs(b));
+        let moved = self.before.as_ref().is_some_and(|b| {
+            if self.after_plain {
+                marks.sandbox_differs(b)
+            } else {
+                marks.differs(b)
+            }
+        });
         if !settled {
             self.seen_transition = true;
             return false;
@@ -188,7 +203,9 @@ impl Pending {
         if answer {
             return self.action == Action::Deploy && moved;
         }
-        let agrees = self.before.is_none() && self.answer.as_ref().is_some_and(|a| marks.agrees(a));
+        let agrees = !self.after_plain
+            && self.before.is_none()
+            && self.answer.as_ref().is_some_and(|a| marks.agrees(a));
         self.action == Action::Plain || self.seen_transition || moved || agrees
     }
 }
@@ -307,13 +324,26 @@ impl AgentWatch {
         let mut table = self.lock();
         table.expire(now);
         let before = table.marks.get(&id).cloned();
-        table.motion.entry(id).or_default().pending = Some(Pending {
+        let pending = &mut table.motion.entry(id).or_default().pending;
+        if let Some(deploy) = pending
+            .as_mut()
+            .filter(|p| action == Action::Plain && p.action == Action::Deploy && now < p.until)
+        {
+            // A stop or PATCH while a deploy has not landed: the deploy's
+            // evidence is still owed, by reads that leave after both.
+            deploy.acted = now;
+            deploy.until = now + settle;
+            deploy.after_plain = true;
+            return;
+        }
+        *pending = Some(Pending {
             action,
             acted: now,
             until: now + settle,
             seen_transition: false,
             before,
             answer: None,
+            after_plain: false,
         });
     }
 

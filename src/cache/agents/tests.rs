@@ -125,3 +125,32 @@ fn without_evidence_an_action_stops_counting_at_the_bound() {
     assert_eq!(shown.len(), 1);
     assert_eq!(shown[0].waiting_for, Some("deploying or a new version"));
 }
+
+#[test]
+fn a_patch_during_a_deploy_does_not_land_it() {
+    let (watch, p) = setup();
+    read(&watch, &p, agent("a", "active", "t1", Some("s1")));
+    watch.acted(&p, "a", Action::Deploy);
+    // A PATCH before the deploy is seen to land: its answer carries a new
+    // updated_at and the old sandbox, the deploy not started yet.
+    watch.acted(&p, "a", Action::Plain);
+    watch.answered(&p, "a", &agent("a", "active", "t2", Some("s1")));
+    assert!(watch.moving(&p, "a"), "the PATCH's answer is no deploy");
+    let seen = read(&watch, &p, agent("a", "active", "t2", Some("s1")));
+    assert!(seen.landed.is_empty() && watch.moving(&p, "a"));
+    // The deploy shows: a transition, then a settled read.
+    read(&watch, &p, agent("a", "deploying", "t3", Some("s1")));
+    let seen = read(&watch, &p, agent("a", "active", "t4", Some("s2")));
+    assert_eq!(seen.landed, ["a"]);
+    assert!(!watch.moving(&p, "a"));
+}
+
+#[test]
+fn a_new_sandbox_lands_a_deploy_even_after_a_patch() {
+    let (watch, p) = setup();
+    read(&watch, &p, agent("a", "active", "t1", Some("s1")));
+    watch.acted(&p, "a", Action::Deploy);
+    watch.acted(&p, "a", Action::Plain);
+    read(&watch, &p, agent("a", "active", "t3", Some("s2")));
+    assert!(!watch.moving(&p, "a"));
+}
