@@ -110,8 +110,15 @@ pub(crate) fn run(cli: Cli) -> i32 {
 fn check_config(args: &ConfigArgs) -> i32 {
     match args.load() {
         Ok(config) => {
+            // Redis itself is not contacted: `serve` does, and stops with
+            // exit 78 when it cannot reach it.
+            let cluster = if config.cluster.enabled() {
+                format!(", cluster mode (prefix {})", config.cluster.prefix)
+            } else {
+                String::new()
+            };
             println!(
-                "configuration ok: listen {}, upstream {}",
+                "configuration ok: listen {}, upstream {}{cluster}",
                 config.server.listen, config.upstream.url
             );
             0

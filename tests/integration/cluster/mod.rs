@@ -293,6 +293,15 @@ async fn redis_unreachable_at_start_is_a_config_error_unless_degraded_start_is_a
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("cluster.redis_url"), "{stderr}");
+    // check-config validates without contacting Redis, and says so.
+    let checked = command()
+        .args(["check-config", "--config", file.to_str().unwrap()])
+        .env("CASTARI_API_KEY", UPSTREAM_KEY)
+        .output()
+        .unwrap();
+    assert_eq!(checked.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&checked.stdout);
+    assert!(stdout.contains("cluster mode (prefix it-down)"), "{stdout}");
 
     let degraded = replica_config(
         "down-ok",
