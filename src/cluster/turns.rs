@@ -208,11 +208,12 @@ impl Drop for SharedTurn {
         }
         runtime.spawn(async move {
             let mut conn = cluster.conn();
-            if held {
-                let mut call = scripts()[2].prepare_invoke();
-                call.key(serving).key(lease).arg(ticket).arg(IDLE_MS);
-                let _ = cluster.run(call.invoke_async::<i64>(&mut conn)).await;
-            } else {
+            // Done, or (not held) perhaps claimed just as the waiter was
+            // dropped: either way, if the line serves this ticket, move on.
+            let mut call = scripts()[2].prepare_invoke();
+            call.key(serving).key(lease).arg(ticket).arg(IDLE_MS);
+            let _ = cluster.run(call.invoke_async::<i64>(&mut conn)).await;
+            if !held {
                 let mut pipe = redis::pipe();
                 pipe.hset(&gone, ticket, 1)
                     .ignore()
