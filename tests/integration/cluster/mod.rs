@@ -611,3 +611,42 @@ async fn a_replica_killed_mid_run_stops_nobody_else() {
     assert_eq!(status, 200);
     assert!(waited < Duration::from_secs(15), "waited {waited:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_password_from_a_file_opens_redis_and_a_wrong_one_is_a_config_error() {
+    const PASSWORD: &str = "s3cret-redis-pass";
+    let redis = RedisServer::start_with(&["--requirepass", PASSWORD]);
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("redis_password");
+    std::fs::write(&password, format!("{PASSWORD}\n")).unwrap();
+    let extra = format!("redis_password_file = \"{}\"\n", password.display());
+    let file = replica_config("auth", &redis.url(), "10/1s", 100, &extra);
+    let gw = GatewayProcess::start_with_config(&sim.url(), &file);
+    assert_eq!(get_json(&gw.url("/readyz")).await["redis"], "up");
+    let answered = client().get(gw.url("/api/v1/agents")).send().await.unwrap();
+    assert_eq!(answered.status(), 200);
+    let logs = gw.logs().join("\n");
+    assert!(!logs.contains(PASSWORD), "{logs}");
+
+    std::fs::write(&password, "wrong-password\n").unwrap();
+    let output = command()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            file.to_str().unwrap(),
+        ])
+        .env("CASTARI_API_KEY", UPSTREAM_KEY)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cluster.redis_url"), "{stderr}");
+    assert!(
+        !stderr.contains("wrong-password") && !stderr.contains(PASSWORD),
+        "{stderr}"
+    );
+}

@@ -13,11 +13,17 @@ pub struct RedisServer {
     child: Option<Child>,
     pub addr: SocketAddr,
     dir: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts one; panics (never skips) when `redis-server` is missing.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Like [`start`](Self::start), with more `redis-server` arguments.
+    pub fn start_with(extra: &[&str]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -27,6 +33,7 @@ impl RedisServer {
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             dir: tempfile::tempdir().unwrap(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         server.restart();
         server
@@ -63,6 +70,7 @@ impl RedisServer {
                 "--dir",
                 self.dir.path().to_str().unwrap(),
             ])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -86,8 +94,9 @@ impl RedisServer {
         if stream.write_all(b"PING\r\n").is_err() {
             return false;
         }
-        let mut reply = [0u8; 7];
-        stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+        // `+PONG`, or `-NOAUTH…` when it wants a password: either way up.
+        let mut reply = [0u8; 5];
+        stream.read_exact(&mut reply).is_ok() && (&reply == b"+PONG" || &reply == b"-NOAU")
     }
 }
 
