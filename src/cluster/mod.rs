@@ -48,6 +48,9 @@ pub enum ClusterError {
     /// `cluster.redis_password_file` cannot be read.
     #[error("cluster.redis_password_file: cannot read it ({0})")]
     PasswordFile(std::io::Error),
+    /// `cluster.redis_ca_file` cannot be read or used.
+    #[error("cluster.redis_ca_file: {0}")]
+    CaFile(String),
     /// Redis did not answer at start (and `cluster.start_degraded` is off).
     #[error("cluster.redis_url: Redis is unreachable ({0}); set cluster.start_degraded = true to start without it")]
     Unreachable(String),
@@ -105,8 +108,19 @@ impl Cluster {
                 .set_password(password.trim_end_matches(['\r', '\n']));
             info = info.set_redis_settings(settings);
         }
-        let client = redis::Client::open(info)
-            .map_err(|e| ClusterError::Url(format!("unusable ({:?})", e.kind())))?;
+        let client = match &config.redis_ca_file {
+            None => redis::Client::open(info),
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| ClusterError::CaFile(format!("cannot read it ({e})")))?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                redis::Client::build_with_tls(info, certificates)
+            }
+        }
+        .map_err(|e| ClusterError::Url(format!("unusable ({:?})", e.kind())))?;
         let timeout = Duration::from_millis(config.op_timeout_ms);
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))

@@ -20,6 +20,9 @@ pub struct ClusterConfig {
     /// A file holding the Redis password (trailing newline ignored); it
     /// wins over a password in the URL.
     pub redis_password_file: Option<PathBuf>,
+    /// PEM file of the CA that signed Redis's certificate (`rediss://`
+    /// with a private CA); absent: the Mozilla roots.
+    pub redis_ca_file: Option<PathBuf>,
     /// Namespace of every Redis key and channel, so deployments can share
     /// one Redis.
     pub prefix: String,
@@ -42,6 +45,7 @@ impl Default for ClusterConfig {
         Self {
             redis_url: None,
             redis_password_file: None,
+            redis_ca_file: None,
             prefix: "castari-gateway".into(),
             start_degraded: false,
             expected_replicas: 2,
@@ -73,6 +77,12 @@ impl ClusterConfig {
             }
             if parsed.host_str().is_none_or(str::is_empty) {
                 return Err(ConfigError::new("cluster.redis_url", "names no host"));
+            }
+            if self.redis_ca_file.is_some() && parsed.scheme() != "rediss" {
+                return Err(ConfigError::new(
+                    "cluster.redis_ca_file",
+                    "needs a rediss:// redis_url",
+                ));
             }
         }
         let prefix_ok = !self.prefix.is_empty()

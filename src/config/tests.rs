@@ -340,6 +340,10 @@ fn bad_cluster_settings_name_their_field() {
         ("expected_replicas = 0", "cluster.expected_replicas"),
         ("op_timeout_ms = 1", "cluster.op_timeout_ms"),
         ("event_ack_ms = 60000", "cluster.event_ack_ms"),
+        (
+            "redis_url = \"redis://127.0.0.1\"\nredis_ca_file = \"/ca.pem\"",
+            "cluster.redis_ca_file",
+        ),
     ];
     for (line, field) in cases {
         let mut config = Config::from_toml(&format!("[cluster]\n{line}\n")).unwrap();

@@ -650,3 +650,32 @@ async fn a_password_from_a_file_opens_redis_and_a_wrong_one_is_a_config_error() 
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rediss_with_a_private_ca_works_and_without_it_is_a_config_error() {
+    let redis = RedisServer::start_tls();
+    let sim = sim().await;
+    let extra = format!("redis_ca_file = \"{}\"\n", redis.ca_file().display());
+    let file = replica_config("tls", &redis.url(), "10/1s", 100, &extra);
+    let gw = GatewayProcess::start_with_config(&sim.url(), &file);
+    assert_eq!(get_json(&gw.url("/readyz")).await["redis"], "up");
+    let answered = client().get(gw.url("/api/v1/agents")).send().await.unwrap();
+    assert_eq!(answered.status(), 200);
+
+    // Without the CA, Redis's certificate is not trusted: exit 78.
+    let untrusted = replica_config("tls-untrusted", &redis.url(), "10/1s", 100, "");
+    let output = command()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            untrusted.to_str().unwrap(),
+        ])
+        .env("CASTARI_API_KEY", UPSTREAM_KEY)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cluster.redis_url"), "{stderr}");
+}

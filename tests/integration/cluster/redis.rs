@@ -14,6 +14,9 @@ pub struct RedisServer {
     pub addr: SocketAddr,
     dir: tempfile::TempDir,
     extra: Vec<String>,
+    /// Serving TLS only (`rediss://`), with a certificate for 127.0.0.1
+    /// signed by `ca.pem` in its directory.
+    tls: bool,
 }
 
 impl RedisServer {
@@ -34,14 +37,57 @@ impl RedisServer {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             dir: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls: false,
         };
         server.restart();
         server
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// Like [`start`](Self::start), serving TLS only, with a certificate
+    /// for 127.0.0.1 from a CA made here (`openssl`; [`ca_file`](Self::ca_file)).
+    pub fn start_tls() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        make_certificates(dir.path());
+        let file = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+        let extra = vec![
+            "--port".to_string(),
+            "0".to_string(),
+            "--tls-port".to_string(),
+            port.to_string(),
+            "--tls-cert-file".to_string(),
+            file("server.pem"),
+            "--tls-key-file".to_string(),
+            file("server.key"),
+            "--tls-ca-cert-file".to_string(),
+            file("ca.pem"),
+            "--tls-auth-clients".to_string(),
+            "no".to_string(),
+        ];
+        let mut server = Self {
+            child: None,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+            extra,
+            tls: true,
+        };
+        server.restart();
+        server
+    }
+
+    /// The CA certificate of a TLS server.
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// `redis://127.0.0.1:PORT` (`rediss://` with TLS).
     pub fn url(&self) -> String {
-        format!("redis://{}", self.addr)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Kills it (SIGKILL: nothing is saved; persistence is off anyway).
@@ -90,6 +136,10 @@ impl RedisServer {
         else {
             return false;
         };
+        if self.tls {
+            // Listening is enough: the gateway's own client speaks TLS.
+            return true;
+        }
         let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
         if stream.write_all(b"PING\r\n").is_err() {
             return false;
@@ -98,6 +148,72 @@ impl RedisServer {
         let mut reply = [0u8; 5];
         stream.read_exact(&mut reply).is_ok() && (&reply == b"+PONG" || &reply == b"-NOAU")
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1 it signed, in `dir`.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| {
+                panic!("cannot run openssl ({e}); install it: apt-get install -y openssl")
+            });
+        assert!(status.success(), "openssl {args:?} failed");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    // redis-server may run as another user: let it read the key.
+    let _ = std::fs::set_permissions(
+        dir.join("server.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    );
 }
 
 impl Drop for RedisServer {
