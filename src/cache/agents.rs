@@ -64,9 +64,13 @@ impl Marks {
         updated || sandbox
     }
 
-    /// Whether both name a sandbox and not the same one.
-    fn sandbox_differs(&self, other: &Marks) -> bool {
-        matches!((&self.sandbox_id, &other.sandbox_id), (Some(a), Some(b)) if a != b)
+    /// Whether `self` names a sandbox other than the one `before` had (a
+    /// stop's answer, naming none, does not).
+    fn new_sandbox(&self, before: &Marks) -> bool {
+        matches!(
+            (&self.sandbox_id, &before.sandbox_id),
+            (Some(Some(new)), Some(old)) if old.as_deref() != Some(&**new)
+        )
     }
 
     /// Whether they share a mark and agree on every mark both carry.
@@ -191,7 +195,7 @@ impl Pending {
         }
         let moved = self.before.as_ref().is_some_and(|b| {
             if self.after_plain {
-                marks.sandbox_differs(b)
+                marks.new_sandbox(b)
             } else {
                 marks.differs(b)
             }

@@ -206,18 +206,17 @@ impl Bus {
         let weak = Arc::downgrade(&cluster.0);
         drop(cluster);
         tokio::spawn(async move {
-            let mut first = true;
             loop {
                 let Some(inner) = weak.upgrade() else { return };
                 let cluster = Cluster(inner);
                 if let Ok(pubsub) = subscribe(&cluster).await {
-                    if !first {
-                        for sink in cluster.bus().sinks() {
-                            sink.resync();
-                        }
-                    }
-                    first = false;
                     cluster.bus().subscribed.store(true, Ordering::Release);
+                    // Events may have been missed before this subscription
+                    // (a loss, or a start without Redis): drop what was
+                    // cached. At a normal start the cache is empty anyway.
+                    for sink in cluster.bus().sinks() {
+                        sink.resync();
+                    }
                     let mut messages = pubsub.into_on_message();
                     drop(cluster);
                     while let Some(message) = messages.next().await {

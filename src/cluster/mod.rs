@@ -52,7 +52,7 @@ pub enum ClusterError {
     #[error("cluster.redis_ca_file: {0}")]
     CaFile(String),
     /// Redis did not answer at start (and `cluster.start_degraded` is off).
-    #[error("cluster.redis_url: Redis is unreachable ({0}); set cluster.start_degraded = true to start without it")]
+    #[error("cluster.redis_url: Redis cannot serve the cluster ({0}); set cluster.start_degraded = true to start without it")]
     Unreachable(String),
 }
 
@@ -109,7 +109,8 @@ impl Cluster {
             info = info.set_redis_settings(settings);
         }
         let client = match &config.redis_ca_file {
-            None => redis::Client::open(info),
+            None => redis::Client::open(info)
+                .map_err(|e| ClusterError::Url(format!("unusable ({:?})", e.kind())))?,
             Some(path) => {
                 let pem = std::fs::read(path)
                     .map_err(|e| ClusterError::CaFile(format!("cannot read it ({e})")))?;
@@ -117,10 +118,11 @@ impl Cluster {
                     client_tls: None,
                     root_cert: Some(pem),
                 };
-                redis::Client::build_with_tls(info, certificates)
+                redis::Client::build_with_tls(info, certificates).map_err(|e| {
+                    ClusterError::CaFile(format!("not a usable PEM certificate ({:?})", e.kind()))
+                })?
             }
-        }
-        .map_err(|e| ClusterError::Url(format!("unusable ({:?})", e.kind())))?;
+        };
         let timeout = Duration::from_millis(config.op_timeout_ms);
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -158,14 +160,34 @@ impl Cluster {
         Ok(Some(cluster))
     }
 
+    /// Whether Redis can serve the cluster: it answers, takes a write (not
+    /// a read-only replica, not out of memory, the user may write), and is
+    /// 7.0 or later (the scripts use `PEXPIRE … GT/NX` and `TIME`).
     async fn ping(&self) -> Result<(), String> {
         let mut conn = self.conn();
-        let command = redis::cmd("PING");
-        let ping = command.query_async::<String>(&mut conn);
-        match tokio::time::timeout(self.op_timeout(), ping).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(describe(&error)),
-            Err(_) => Err("no answer within cluster.op_timeout_ms".into()),
+        let mut probe = redis::pipe();
+        probe
+            .cmd("SET")
+            .arg(self.key(&["probe"]))
+            .arg(&*self.0.replica)
+            .arg("PX")
+            .arg(10_000)
+            .ignore()
+            .cmd("INFO")
+            .arg("server");
+        let answer = probe.query_async::<(String,)>(&mut conn);
+        let (info,) = match tokio::time::timeout(self.op_timeout(), answer).await {
+            Ok(Ok(info)) => info,
+            Ok(Err(error)) => return Err(describe(&error)),
+            Err(_) => return Err("no answer within cluster.op_timeout_ms".into()),
+        };
+        let version = info
+            .lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .and_then(|v| v.trim().split('.').next()?.parse::<u32>().ok());
+        match version {
+            Some(major) if major >= 7 => Ok(()),
+            _ => Err("Redis 7.0 or later is needed".into()),
         }
     }
 
@@ -283,10 +305,11 @@ impl Cluster {
         &self,
         command: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, String> {
+        // Any failure counts, an error answer too (a read-only replica
+        // after a failover, out of memory, no permission): the local share
+        // is the safe way on; the probe says when Redis can serve again.
         let outcome = match tokio::time::timeout(self.op_timeout(), command).await {
             Ok(Ok(value)) => return Ok(value),
-            // An answer, only an error one (a script's): Redis is there.
-            Ok(Err(error)) if !unreachable(&error) => return Err(describe(&error)),
             Ok(Err(error)) => describe(&error),
             Err(_) => "no answer within cluster.op_timeout_ms".to_string(),
         };
@@ -304,15 +327,6 @@ fn describe(error: &redis::RedisError) -> String {
     } else {
         format!("{:?}", error.kind())
     }
-}
-
-/// Whether `error` means Redis did not answer (rather than answered no).
-fn unreachable(error: &redis::RedisError) -> bool {
-    error.is_timeout()
-        || error.is_connection_dropped()
-        || error.is_io_error()
-        || error.is_connection_refusal()
-        || error.is_unrecoverable_error()
 }
 
 /// A random id for this process.

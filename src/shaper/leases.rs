@@ -138,6 +138,7 @@ impl Leases {
     /// When the `k`-th next send may leave: a held slot, else a
     /// prediction (never now: only a held slot sends).
     pub(super) fn nth_free_at(&mut self, k: usize, now: Instant) -> Instant {
+        self.set_aside_stale(now);
         let at = match self.held.get(k) {
             Some(lease) => lease.at.max(now),
             None => {
@@ -158,15 +159,7 @@ impl Leases {
         if self.paused_until.is_some_and(|until| until > now) {
             return false;
         }
-        while self
-            .held
-            .front()
-            .is_some_and(|lease| lease.at + self.tolerance < now)
-        {
-            if let Some(lease) = self.held.pop_front() {
-                self.stale.push(lease.id);
-            }
-        }
+        self.set_aside_stale(now);
         match self.held.front() {
             Some(lease) if lease.at <= now => {
                 if let Some(lease) = self.held.pop_front() {
@@ -175,6 +168,20 @@ impl Leases {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Sets aside held slots too late to use (to give back): they must
+    /// never look due.
+    fn set_aside_stale(&mut self, now: Instant) {
+        while self
+            .held
+            .front()
+            .is_some_and(|lease| lease.at + self.tolerance < now)
+        {
+            if let Some(lease) = self.held.pop_front() {
+                self.stale.push(lease.id);
+            }
         }
     }
 

@@ -99,7 +99,8 @@ impl Sink for PauseSink {
         };
         let now = Instant::now();
         let mut core = shaper.lock();
-        let given_up = shaper.pause_locally(&mut core, lane, now + Duration::from_millis(*ms));
+        let pause = Duration::from_millis(*ms).min(super::MAX_PAUSE);
+        let given_up = shaper.pause_locally(&mut core, lane, now + pause);
         shaper.update_gauges(&mut core, now);
         drop(core);
         for (lane, ids) in given_up {
@@ -210,7 +211,7 @@ impl Shaper {
             // The script may have run and its answer been lost: give back
             // whatever it booked under this call's tag (best effort).
             let ids = (1..=want).map(|j| format!("{tag}{j}")).collect();
-            let _ = shared.budget.release(&specs, ids).await;
+            self.give_back(lane, ids);
             return true;
         };
         let now = Instant::now();

@@ -154,3 +154,16 @@ fn a_new_sandbox_lands_a_deploy_even_after_a_patch() {
     read(&watch, &p, agent("a", "active", "t3", Some("s2")));
     assert!(!watch.moving(&p, "a"));
 }
+
+#[test]
+fn a_stop_during_a_deploy_does_not_land_it_either() {
+    let (watch, p) = setup();
+    read(&watch, &p, agent("a", "active", "t1", Some("s1")));
+    watch.acted(&p, "a", Action::Deploy);
+    // A stop's answer names no sandbox: no evidence of the deploy.
+    watch.acted(&p, "a", Action::Plain);
+    watch.answered(&p, "a", &agent("a", "stopped", "t2", None));
+    assert!(watch.moving(&p, "a"));
+    let seen = read(&watch, &p, agent("a", "stopped", "t2", None));
+    assert!(seen.landed.is_empty() && watch.moving(&p, "a"));
+}

@@ -514,7 +514,15 @@ async fn an_upstream_429_seen_by_one_replica_pauses_every_replica() {
         let url = a.url("/api/v1/agents");
         async move { client().get(url).send().await.unwrap().status().as_u16() }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once A has met the 429 (and a moment for its pause to reach Redis),
+    // B is asked.
+    for _ in 0..200 {
+        if stats(&sim).await["classes"]["crud"]["limited"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     // B was told: it does not try before the pause ends.
     let through_b = client().get(b.url("/api/v1/agents")).send().await.unwrap();
     assert_eq!(through_b.status(), 200);
