@@ -90,7 +90,10 @@ impl Sink for CacheSink {
 
     fn resync(&self) {
         if let Some(core) = self.0.upgrade() {
-            tracing::info!("cluster events may have been missed: every cached entry is stale");
+            // Said only when it drops something (not at every start).
+            if core.store.entry_count() > 0 {
+                tracing::info!("cluster events may have been missed: every cached entry is stale");
+            }
             ResponseCache::forget_all(&core);
         }
     }

@@ -223,8 +223,7 @@ impl SharedBudget for RedisBudget {
                 call.arg(spec.max).arg(Self::ms(spec.span));
             }
             call.arg(fair);
-            let mut conn = self.cluster.conn();
-            let out: Vec<i64> = self.cluster.run(call.invoke_async(&mut conn)).await?;
+            let out: Vec<i64> = self.cluster.invoke(&call).await?;
             // now, the slots granted, ahead, counted.
             let [now_ms, granted @ .., ahead, counted] = out.as_slice() else {
                 return Err(format!("reserve script answered {} values", out.len()));
@@ -258,11 +257,7 @@ impl SharedBudget for RedisBudget {
             for id in &ids {
                 call.arg(id);
             }
-            let mut conn = self.cluster.conn();
-            self.cluster
-                .run(call.invoke_async::<i64>(&mut conn))
-                .await
-                .map(drop)
+            self.cluster.invoke::<i64>(&call).await.map(drop)
         })
     }
 
@@ -277,11 +272,7 @@ impl SharedBudget for RedisBudget {
                 call.key(self.pause_key(spec));
             }
             call.arg(Self::ms(pause).max(1));
-            let mut conn = self.cluster.conn();
-            self.cluster
-                .run(call.invoke_async::<i64>(&mut conn))
-                .await
-                .map(drop)
+            self.cluster.invoke::<i64>(&call).await.map(drop)
         })
     }
 
@@ -301,8 +292,7 @@ impl SharedBudget for RedisBudget {
                 .arg(spec.max)
                 .arg(remaining)
                 .arg(tag);
-            let mut conn = self.cluster.conn();
-            let added: i64 = self.cluster.run(call.invoke_async(&mut conn)).await?;
+            let added: i64 = self.cluster.invoke(&call).await?;
             Ok(u32::try_from(added).unwrap_or(0))
         })
     }

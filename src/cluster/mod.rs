@@ -296,6 +296,19 @@ impl Cluster {
         });
     }
 
+    /// Runs one prepared script with [`run`](Self::run)'s timeout and
+    /// loss rule.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        call: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, String> {
+        let mut conn = self.conn();
+        self.run(call.invoke_async(&mut conn)).await
+    }
+
     /// Runs one Redis command (or script) with the op timeout; a failure
     /// marks Redis lost.
     ///

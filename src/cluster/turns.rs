@@ -144,7 +144,6 @@ impl SharedTurn {
     /// Waits until served (true), or skipped (false: take a new ticket).
     async fn wait(&mut self) -> Result<bool, String> {
         let cluster = self.cluster.clone();
-        let mut conn = cluster.conn();
         loop {
             let mut call = scripts()[0].prepare_invoke();
             call.key(self.key("serving"))
@@ -155,7 +154,7 @@ impl SharedTurn {
                 .arg(LEASE_MS)
                 .arg(VACANT_GRACE_MS)
                 .arg(IDLE_MS);
-            match cluster.run(call.invoke_async::<i64>(&mut conn)).await? {
+            match cluster.invoke::<i64>(&call).await? {
                 1 => {
                     self.held = true;
                     let lease = self.key("lease");
@@ -182,10 +181,9 @@ fn renew(cluster: Cluster, lease: String, ticket: i64) -> tokio::task::JoinHandl
             tokio::time::sleep(every).await;
             let mut call = scripts()[1].prepare_invoke();
             call.key(&lease).arg(ticket).arg(LEASE_MS);
-            let mut conn = cluster.conn();
             // 0: the lease is no longer ours; an error: try again, the
             // lease lasts three renewals.
-            if cluster.run(call.invoke_async::<i64>(&mut conn)).await == Ok(0) {
+            if cluster.invoke::<i64>(&call).await == Ok(0) {
                 return;
             }
         }
@@ -207,13 +205,13 @@ impl Drop for SharedTurn {
             return;
         }
         runtime.spawn(async move {
-            let mut conn = cluster.conn();
             // Done, or (not held) perhaps claimed just as the waiter was
             // dropped: either way, if the line serves this ticket, move on.
             let mut call = scripts()[2].prepare_invoke();
             call.key(serving).key(lease).arg(ticket).arg(IDLE_MS);
-            let _ = cluster.run(call.invoke_async::<i64>(&mut conn)).await;
+            let _ = cluster.invoke::<i64>(&call).await;
             if !held {
+                let mut conn = cluster.conn();
                 let mut pipe = redis::pipe();
                 pipe.hset(&gone, ticket, 1)
                     .ignore()

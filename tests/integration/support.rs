@@ -208,8 +208,13 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Str
 
 /// Deploys agent `slug` through `gw` (the simulator deploys at once).
 pub async fn deploy_agent(gw: &TestGateway, slug: &str) {
+    deploy_agent_at(&gw.url(""), slug).await;
+}
+
+/// Deploys agent `slug` through the gateway at `base` (`http://ADDR`).
+pub async fn deploy_agent_at(base: &str, slug: &str) {
     let deploy = client()
-        .post(gw.url(&format!("/api/v1/agents/{slug}/deploy")))
+        .post(format!("{base}/api/v1/agents/{slug}/deploy"))
         .send()
         .await
         .unwrap();
@@ -234,8 +239,14 @@ pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bo
 
 /// Creates an agent through `gw` and returns its slug.
 pub async fn create_agent(gw: &TestGateway, name: &str) -> String {
+    create_agent_at(&gw.url(""), name).await
+}
+
+/// Creates an agent named `name` through the gateway at `base`
+/// (`http://ADDR`) and returns its slug.
+pub async fn create_agent_at(base: &str, name: &str) -> String {
     let response = client()
-        .post(gw.url("/api/v1/agents"))
+        .post(format!("{base}/api/v1/agents"))
         .json(&serde_json::json!({"name": name, "source_type": "git", "git_repo_url": "https://example.invalid/repo"}))
         .send()
         .await

@@ -58,6 +58,22 @@ async fn arrivals(sim: &Simulator) -> Vec<u64> {
         .collect()
 }
 
+/// Runs `serve --config file`, which must stop with exit 78 and one line
+/// naming `cluster.redis_url` on stderr; returns that line.
+fn serve_refused(file: &std::path::Path) -> String {
+    let output = command()
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(file)
+        .env("CASTARI_API_KEY", UPSTREAM_KEY)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cluster.redis_url"), "{stderr}");
+    stderr
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_share_one_budget_exactly_and_fairly() {
     let redis = RedisServer::start();
@@ -167,16 +183,7 @@ async fn a_deploy_through_one_replica_is_seen_through_every_other() {
     let a = GatewayProcess::start_with_config(&sim.url(), &file("deploy"));
     let b = GatewayProcess::start_with_config(&sim.url(), &file("deploy"));
     let c = client();
-    let created: Value = c
-        .post(a.url("/api/v1/agents"))
-        .json(&serde_json::json!({"name": "cluster-deploy", "source_type": "git", "git_repo_url": "https://example.invalid/r"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let slug = created["slug"].as_str().unwrap().to_string();
+    let slug = create_agent_at(&a.url(""), "cluster-deploy").await;
     let path = format!("/api/v1/agents/{slug}");
     // B caches the agent as it is before the deploy.
     for _ in 0..2 {
@@ -278,21 +285,7 @@ async fn redis_unreachable_at_start_is_a_config_error_unless_degraded_start_is_a
         100,
         "",
     );
-    let output = command()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            file.to_str().unwrap(),
-        ])
-        .env("CASTARI_API_KEY", UPSTREAM_KEY)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(78));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("cluster.redis_url"), "{stderr}");
+    serve_refused(&file);
     // check-config validates without contacting Redis, and says so.
     let checked = command()
         .args(["check-config", "--config", file.to_str().unwrap()])
@@ -327,23 +320,8 @@ async fn turns_of_one_session_stay_in_order_across_replicas() {
     let file = |n: &str| replica_config(n, &redis.url(), "10000/60s", 100, "");
     let a = GatewayProcess::start_with_config(&sim.url(), &file("turns"));
     let b = GatewayProcess::start_with_config(&sim.url(), &file("turns"));
-    let c = client();
-    let created: Value = c
-        .post(a.url("/api/v1/agents"))
-        .json(&serde_json::json!({"name": "turns", "source_type": "git", "git_repo_url": "https://example.invalid/r"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let slug = created["slug"].as_str().unwrap().to_string();
-    let deployed = c
-        .post(a.url(&format!("/api/v1/agents/{slug}/deploy")))
-        .send()
-        .await
-        .unwrap();
-    assert!(deployed.status().is_success());
+    let slug = create_agent_at(&a.url(""), "turns").await;
+    deploy_agent_at(&a.url(""), &slug).await;
     // Turns 1..4 of one session, alternating between the replicas, 30 ms
     // apart: each must wait for the one before, wherever it went.
     let mut tasks = Vec::new();
@@ -408,23 +386,8 @@ async fn invocations_through_ten_seconds_without_redis_are_each_sent_once() {
     };
     let a = GatewayProcess::start_with_config(&sim.url(), &file("invoke-outage"));
     let b = GatewayProcess::start_with_config(&sim.url(), &file("invoke-outage"));
-    let c = client();
-    let created: Value = c
-        .post(a.url("/api/v1/agents"))
-        .json(&serde_json::json!({"name": "outage", "source_type": "git", "git_repo_url": "https://example.invalid/r"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let slug = created["slug"].as_str().unwrap().to_string();
-    let deployed = c
-        .post(a.url(&format!("/api/v1/agents/{slug}/invoke").replace("/invoke", "/deploy")))
-        .send()
-        .await
-        .unwrap();
-    assert!(deployed.status().is_success());
+    let slug = create_agent_at(&a.url(""), "outage").await;
+    deploy_agent_at(&a.url(""), &slug).await;
 
     // Four workers per replica, each invoking in a closed loop, every
     // request tagged; Redis is down from 3 s to 13 s.
@@ -547,22 +510,8 @@ async fn a_replica_killed_mid_run_stops_nobody_else() {
         |n: &str| replica_config(n, &redis.url(), "10/2s", 100, "[cache]\nenabled = false\n");
     let mut a = GatewayProcess::start_with_config(&sim.url(), &file("kill"));
     let b = GatewayProcess::start_with_config(&sim.url(), &file("kill"));
-    let created: Value = client()
-        .post(b.url("/api/v1/agents"))
-        .json(&serde_json::json!({"name": "killed", "source_type": "git", "git_repo_url": "https://example.invalid/r"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let slug = created["slug"].as_str().unwrap().to_string();
-    let deploy = client()
-        .post(b.url(&format!("/api/v1/agents/{slug}/deploy")))
-        .send()
-        .await
-        .unwrap();
-    assert!(deploy.status().is_success());
+    let slug = create_agent_at(&b.url(""), "killed").await;
+    deploy_agent_at(&b.url(""), &slug).await;
     let invoke = |g: &GatewayProcess| g.url(&format!("/api/v1/agents/{slug}/invoke"));
     let turn = serde_json::json!({"prompt": "hi", "session_id": "s-killed"});
     // A holds the session's turn (1.5 s upstream) when it dies.
@@ -638,21 +587,7 @@ async fn a_password_from_a_file_opens_redis_and_a_wrong_one_is_a_config_error() 
     assert!(!logs.contains(PASSWORD), "{logs}");
 
     std::fs::write(&password, "wrong-password\n").unwrap();
-    let output = command()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            file.to_str().unwrap(),
-        ])
-        .env("CASTARI_API_KEY", UPSTREAM_KEY)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(78));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("cluster.redis_url"), "{stderr}");
+    let stderr = serve_refused(&file);
     assert!(
         !stderr.contains("wrong-password") && !stderr.contains(PASSWORD),
         "{stderr}"
@@ -672,18 +607,5 @@ async fn rediss_with_a_private_ca_works_and_without_it_is_a_config_error() {
 
     // Without the CA, Redis's certificate is not trusted: exit 78.
     let untrusted = replica_config("tls-untrusted", &redis.url(), "10/1s", 100, "");
-    let output = command()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            untrusted.to_str().unwrap(),
-        ])
-        .env("CASTARI_API_KEY", UPSTREAM_KEY)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(78));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("cluster.redis_url"), "{stderr}");
+    serve_refused(&untrusted);
 }
