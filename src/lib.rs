@@ -132,7 +132,8 @@ pub fn build_state_with(
         return Err(StartupError::NoUpstreamKey);
     }
     let upstream = upstream::UpstreamClient::new(&config.upstream).map_err(StartupError::Client)?;
-    let broker = keys::broker::Broker::open(&config).map_err(StartupError::Store)?;
+    let broker =
+        keys::broker::Broker::open(&config, cluster.as_ref()).map_err(StartupError::Store)?;
     Ok(AppState::new(config, upstream, broker, cluster))
 }
 

@@ -1,15 +1,23 @@
 //! `castari-gateway keys ...`: manage local keys and read usage, straight
-//! in the store file. A running gateway on the same file sees each change
-//! on its next request.
+//! in the store: the SQLite file, or Redis in cluster mode (`--redis URL`
+//! or the config's `[cluster]`). A running gateway on the same store sees
+//! each change on its next request; in cluster mode every replica has
+//! confirmed it before this command returns (up to `cluster.event_ack_ms`).
 
+use std::collections::HashMap;
+use std::io::BufRead;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use castari_gateway::config::{self, AuthMode, Config, Rate, DEFAULT_CREDENTIAL};
-use castari_gateway::keys::clock;
-use castari_gateway::keys::model::{Budget, KeyInfo, Role};
+use castari_gateway::cluster::Cluster;
+use castari_gateway::config::{self, AuthMode, ClusterConfig, Config, Rate, DEFAULT_CREDENTIAL};
+use castari_gateway::keys::backend::{KeyBackend, SqliteBackend};
+use castari_gateway::keys::model::{Budget, KeyInfo, KeyRecord, Origin, Role};
 use castari_gateway::keys::ops::{self, NewKey};
+use castari_gateway::keys::redis::RedisKeys;
 use castari_gateway::keys::store::Store;
-use castari_gateway::keys::token;
+use castari_gateway::keys::{clock, portable, token};
+use castari_gateway::types::Secret;
 use clap::{Args, Subcommand};
 
 use super::{EXIT_CONFIG, EXIT_FAILURE};
@@ -21,9 +29,22 @@ pub(crate) struct KeysArgs {
     /// names (env CASTARI_GATEWAY_CONFIG).
     #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
-    /// The SQLite file, overriding the config.
+    /// The SQLite file, overriding the config (and --redis).
     #[arg(long, value_name = "PATH", global = true)]
     db: Option<PathBuf>,
+    /// Cluster mode: the keys are in this Redis (`redis://…`,
+    /// `rediss://…`), overriding the config's `cluster.redis_url`.
+    #[arg(
+        long,
+        value_name = "URL",
+        global = true,
+        env = "CASTARI_GATEWAY_REDIS_URL"
+    )]
+    redis: Option<String>,
+    /// With --redis: the cluster's key prefix (default: the config's
+    /// `cluster.prefix`).
+    #[arg(long, value_name = "PREFIX", global = true)]
+    prefix: Option<String>,
     #[command(subcommand)]
     command: KeysCommand,
 }
@@ -50,6 +71,15 @@ enum KeysCommand {
         /// How long the old secret keeps working, e.g. 1h (default: auth.rotate_grace_secs).
         #[arg(long, value_name = "LIFETIME")]
         grace: Option<String>,
+    },
+    /// Print every stored key (never a secret: ids, settings and the
+    /// SHA-256 of each token) as JSON lines, for `keys import`.
+    Export,
+    /// Add the keys of a `keys export` file (or `-` for stdin); ids
+    /// already there are left as they are.
+    Import {
+        /// The file.
+        file: PathBuf,
     },
     /// Usage per key, day, agent and route class.
     Usage {
@@ -110,101 +140,167 @@ pub(crate) fn run(args: KeysArgs) -> i32 {
     };
     let mut upstreams = vec![DEFAULT_CREDENTIAL.to_string()];
     upstreams.extend(config.upstream.credentials.keys().cloned());
-    let db = args
-        .db
-        .clone()
-        .or_else(|| config.auth.effective_db(AuthMode::Keys));
     let now = clock::now_unix();
     if let KeysCommand::Create(create) = &args.command {
         if create.print_config {
             return print_config(create, &upstreams, now);
         }
     }
-    let Some(db) = db else {
-        eprintln!("castari-gateway keys: no database: give --db or auth.db_path");
-        return EXIT_CONFIG;
+    let place = match place(&args, &config) {
+        Ok(place) => place,
+        Err(message) => {
+            eprintln!("castari-gateway keys: {message}");
+            return EXIT_CONFIG;
+        }
     };
-    let store = match Store::open(&db) {
-        Ok(store) => store,
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("castari-gateway keys: {error}");
+            eprintln!("castari-gateway keys: cannot start: {error}");
             return EXIT_FAILURE;
         }
     };
-    let result = match args.command {
+    runtime.block_on(async move {
+        let backend = match open(place).await {
+            Ok(backend) => backend,
+            Err((code, message)) => {
+                eprintln!("castari-gateway keys: {message}");
+                return code;
+            }
+        };
+        let names: Vec<&str> = upstreams.iter().map(String::as_str).collect();
+        let result = command(args.command, backend.as_ref(), &config, &names, now).await;
+        finish(result)
+    })
+}
+
+/// Where the keys are.
+enum Place {
+    Sqlite(PathBuf),
+    Redis(ClusterConfig),
+}
+
+fn place(args: &KeysArgs, config: &Config) -> Result<Place, String> {
+    if let Some(db) = &args.db {
+        return Ok(Place::Sqlite(db.clone()));
+    }
+    let mut cluster = config.cluster.clone();
+    if let Some(url) = &args.redis {
+        cluster.redis_url = Some(Secret::new(url.clone()));
+    }
+    if let Some(prefix) = &args.prefix {
+        cluster.prefix = prefix.clone();
+    }
+    if cluster.enabled() {
+        cluster.start_degraded = false;
+        cluster.validate().map_err(|e| e.to_string())?;
+        return Ok(Place::Redis(cluster));
+    }
+    match config.auth.effective_db(AuthMode::Keys) {
+        Some(db) => Ok(Place::Sqlite(db)),
+        None => Err("no store: give --db, --redis, auth.db_path or cluster.redis_url".into()),
+    }
+}
+
+async fn open(place: Place) -> Result<Arc<dyn KeyBackend>, (i32, String)> {
+    match place {
+        Place::Sqlite(db) => match Store::open(&db) {
+            Ok(store) => Ok(Arc::new(SqliteBackend::new(store))),
+            Err(error) => Err((EXIT_FAILURE, error.to_string())),
+        },
+        Place::Redis(config) => match Cluster::connect(&config).await {
+            Ok(Some(cluster)) => {
+                // Live before a change is published, to hear the replicas
+                // confirm it.
+                cluster.wait_subscribed(cluster.op_timeout()).await;
+                Ok(Arc::new(RedisKeys::new(cluster)))
+            }
+            Ok(None) => Err((EXIT_CONFIG, "cluster.redis_url: not set".into())),
+            Err(error) => Err((EXIT_CONFIG, error.to_string())),
+        },
+    }
+}
+
+async fn command(
+    command: KeysCommand,
+    backend: &dyn KeyBackend,
+    config: &Config,
+    upstreams: &[&str],
+    now: i64,
+) -> Result<(), ops::OpsError> {
+    match command {
         KeysCommand::Create(create) => {
-            let names: Vec<&str> = upstreams.iter().map(String::as_str).collect();
-            ops::create(Some(&store), &new_key(&create), &names, now).map(|(issued, _)| {
-                if create.json {
-                    println!(
-                        "{}",
-                        serde_json::json!({ "key": issued.token(), "info": issued.info })
-                    );
-                } else {
-                    println!("{}", issued.token());
-                    eprintln!(
-                        "created {} (shown once: store it now)",
-                        describe(&issued.info)
-                    );
-                }
-            })
+            let issued = ops::create(backend, &new_key(&create), upstreams, now).await?;
+            if create.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "key": issued.token(), "info": issued.info })
+                );
+            } else {
+                println!("{}", issued.token());
+                let info = describe(&issued.info);
+                eprintln!("created {info} (shown once: store it now)");
+            }
+            Ok(())
         }
-        KeysCommand::List { json } => list(&store, json),
-        KeysCommand::Revoke { id } => ops::revoke(&store, &id, now).map(|info| {
+        KeysCommand::List { json } => list(&backend.keys().await?, json),
+        KeysCommand::Revoke { id } => {
+            let info = ops::revoke(backend, &id, now).await?;
             eprintln!("revoked {}", describe(&info));
-        }),
+            Ok(())
+        }
         KeysCommand::Rotate { id, grace } => {
             let grace = match grace.as_deref().map(ops::parse_lifetime) {
                 None => config.auth.rotate_grace_secs,
                 Some(Some(secs)) => u64::try_from(secs).unwrap_or(0),
-                Some(None) => {
-                    eprintln!("castari-gateway keys: --grace: write a lifetime like 1h or 30m");
-                    return EXIT_CONFIG;
-                }
+                Some(None) => return Err(invalid("grace", "write a lifetime like 1h or 30m")),
             };
-            ops::rotate(&store, &id, grace, now).map(|issued| {
-                println!("{}", issued.token());
-                eprintln!(
-                    "rotated {}: the old secret works for {grace} s more",
-                    describe(&issued.info)
-                );
-            })
+            let issued = ops::rotate(backend, &id, grace, now).await?;
+            println!("{}", issued.token());
+            let info = describe(&issued.info);
+            eprintln!("rotated {info}: the old secret works for {grace} s more");
+            Ok(())
+        }
+        KeysCommand::Export => {
+            let keys = backend.keys().await?;
+            for record in &keys {
+                let fields: HashMap<&str, String> =
+                    portable::to_fields(record).into_iter().collect();
+                println!("{}", serde_json::to_string(&fields).unwrap_or_default());
+            }
+            eprintln!("exported {} keys", keys.len());
+            Ok(())
+        }
+        KeysCommand::Import { file } => {
+            let records = read_export(&file)?;
+            let (imported, kept) = ops::import(backend, &records).await?;
+            eprintln!("imported {imported} keys; {kept} were there already and are unchanged");
+            Ok(())
         }
         KeysCommand::Usage {
             key,
             days,
             csv,
             json,
-        } => ops::usage(&store, key.as_deref(), days, now).map(|report| {
+        } => {
+            let report = ops::usage(backend, key.as_deref(), days, now).await?;
             if csv {
                 print!("{}", report.to_csv());
             } else if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
+                let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+                println!("{text}");
             } else {
-                println!(
-                    "{:<14} {:<20} {:>9} {:>11} {:>12} {:>12} {:>14}",
-                    "key", "name", "requests", "invocations", "input_tok", "output_tok", "cost_usd"
-                );
-                for total in &report.totals {
-                    let t = &total.usage;
-                    println!(
-                        "{:<14} {:<20} {:>9} {:>11} {:>12} {:>12} {:>14}",
-                        t.key_id,
-                        total.key_name,
-                        t.requests,
-                        t.invocations,
-                        t.input_tokens,
-                        t.output_tokens,
-                        t.cost_usd.normalize()
-                    );
-                }
-                eprintln!("since {} (UTC); --csv for per-day rows", report.since);
+                print_usage(&report);
             }
-        }),
-    };
+            Ok(())
+        }
+    }
+}
+
+fn finish(result: Result<(), ops::OpsError>) -> i32 {
     match result {
         Ok(()) => 0,
         Err(error) => {
@@ -215,6 +311,59 @@ pub(crate) fn run(args: KeysArgs) -> i32 {
             }
         }
     }
+}
+
+/// The keys of a `keys export` file (`-`: stdin).
+fn read_export(file: &PathBuf) -> Result<Vec<KeyRecord>, ops::OpsError> {
+    let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let opened = std::fs::File::open(file)
+            .map_err(|e| invalid("file", format!("cannot read {}: {e}", file.display())))?;
+        Box::new(std::io::BufReader::new(opened))
+    };
+    let mut records = Vec::new();
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| invalid("file", format!("cannot read it: {e}")))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let fields: HashMap<String, String> = serde_json::from_str(&line)
+            .map_err(|_| invalid("file", format!("line {}: not a keys export line", n + 1)))?;
+        let mut record = portable::from_fields(&fields)
+            .map_err(|e| invalid("file", format!("line {}: {e}", n + 1)))?;
+        record.origin = Origin::Store;
+        records.push(record);
+    }
+    Ok(records)
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ops::OpsError {
+    ops::OpsError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+fn print_usage(report: &ops::UsageReport) {
+    println!(
+        "{:<14} {:<20} {:>9} {:>11} {:>12} {:>12} {:>14}",
+        "key", "name", "requests", "invocations", "input_tok", "output_tok", "cost_usd"
+    );
+    for total in &report.totals {
+        let t = &total.usage;
+        println!(
+            "{:<14} {:<20} {:>9} {:>11} {:>12} {:>12} {:>14}",
+            t.key_id,
+            total.key_name,
+            t.requests,
+            t.invocations,
+            t.input_tokens,
+            t.output_tokens,
+            t.cost_usd.normalize()
+        );
+    }
+    eprintln!("since {} (UTC); --csv for per-day rows", report.since);
 }
 
 /// The config file without the checks `serve` needs (no upstream key is
@@ -241,8 +390,8 @@ fn new_key(args: &CreateArgs) -> NewKey {
     }
 }
 
-fn list(store: &Store, json: bool) -> Result<(), ops::OpsError> {
-    let keys: Vec<KeyInfo> = store.keys()?.iter().map(KeyInfo::from).collect();
+fn list(stored: &[KeyRecord], json: bool) -> Result<(), ops::OpsError> {
+    let keys: Vec<KeyInfo> = stored.iter().map(KeyInfo::from).collect();
     if json {
         println!("{}", serde_json::json!({ "keys": keys }));
         return Ok(());
@@ -281,7 +430,7 @@ fn list(store: &Store, json: bool) -> Result<(), ops::OpsError> {
 
 fn print_config(args: &CreateArgs, upstreams: &[String], now: i64) -> i32 {
     let names: Vec<&str> = upstreams.iter().map(String::as_str).collect();
-    match ops::create(None, &new_key(args), &names, now) {
+    match ops::mint(&new_key(args), &names, now, Origin::Config) {
         Ok((issued, record)) => {
             println!("{}", issued.token());
             eprintln!("# add to the config file (the key above is shown once):");

@@ -31,6 +31,8 @@ pub enum Event {
         /// Its decoded path segments after `/api/v1/`.
         path: Vec<String>,
     },
+    /// A local key was created, revoked or rotated: reload the key table.
+    Keys,
     /// The sender lost Redis for a while: writes it made then reached no
     /// other replica, so every replica drops what it cached.
     Resync,
@@ -50,6 +52,7 @@ impl Event {
         match self {
             Self::Write { .. } => "write",
             Self::Pause { .. } => "pause",
+            Self::Keys => "keys",
             Self::Resync => "resync",
         }
     }
@@ -115,6 +118,11 @@ impl Bus {
             sinks: Mutex::new(Vec::new()),
             metrics,
         }
+    }
+
+    /// Whether this replica's subscription is live.
+    pub fn is_subscribed(&self) -> bool {
+        self.subscribed.load(Ordering::Acquire)
     }
 
     /// Adds a sink; it is dropped from the bus when the last `Arc` goes.

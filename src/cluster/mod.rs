@@ -191,6 +191,20 @@ impl Cluster {
         }
     }
 
+    /// Waits (at most `within`) until this process's event subscription
+    /// is live, so it hears the acknowledgements of what it publishes (a
+    /// short-lived process such as `keys … --redis`). Whether it is.
+    pub async fn wait_subscribed(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.0.bus.is_subscribed() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
     /// The settings it runs with.
     pub fn config(&self) -> &ClusterConfig {
         &self.0.config

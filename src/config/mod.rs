@@ -290,6 +290,13 @@ impl Config {
         self.breaker.validate()?;
         self.reload.validate()?;
         self.cluster.validate()?;
+        if self.cluster.redis_url.is_some() && self.auth.db_path.is_some() {
+            return Err(ConfigError::new(
+                "auth.db_path",
+                "cluster mode keeps keys, usage and budgets in Redis: leave it unset \
+                 (move keys with `castari-gateway keys export` and `keys import --redis`)",
+            ));
+        }
         if self.upstream_key.is_none() {
             return Err(ConfigError::new(
                 "upstream.api_key_file",

@@ -16,13 +16,17 @@ use http::request::Parts;
 use http::{header, HeaderMap, Method};
 use rust_decimal::Decimal;
 
+use super::backend::{KeyBackend, SqliteBackend};
 use super::clock;
-use super::ledger::Ledger;
+use super::ledger::{Ledger, Owed};
 use super::model::{KeyHash, Role, UsageDelta};
+use super::redis::RedisKeys;
+use super::remote::Remote;
 use super::ring::{KeyRing, LocalKey, VerifyError};
 use super::scope::{self, AgentGlobs};
 use super::store::{Reserve, Store, StoreError};
 use super::token;
+use crate::cluster::Cluster;
 use crate::config::{AuthMode, Config};
 use crate::error::GatewayError;
 use crate::upstream::credential::{Credential, Credentials};
@@ -69,12 +73,12 @@ pub struct Broker {
     rotate_grace_secs: u64,
 }
 
-/// What outlives a reload. The mode and the store are fixed for the life
-/// of the process.
+/// What outlives a reload. The mode and the backend are fixed for the
+/// life of the process.
 struct Shared {
     mode: AuthMode,
     ring: KeyRing,
-    writer: Option<Arc<Mutex<Store>>>,
+    backend: Option<Arc<dyn KeyBackend>>,
     ledger: Ledger,
     /// The last real cost seen per (key, agent): the next reservation.
     estimates: Mutex<HashMap<(String, String), Decimal>>,
@@ -119,29 +123,35 @@ impl From<GatewayError> for Unidentified {
 pub struct OpenError(#[from] StoreError);
 
 impl Broker {
-    /// Opens the store (when the mode or `auth.db_path` asks for one) and
-    /// loads the keys. The ledger flushes from a task on the current Tokio
-    /// runtime, so this must run inside one.
+    /// Opens the backend: in cluster mode Redis, else the SQLite store
+    /// (when the mode or `auth.db_path` asks for one); loads the keys (in
+    /// cluster mode the first request reads them). The ledger flushes from
+    /// a task on the current Tokio runtime, so this must run inside one.
     ///
     /// # Errors
     /// The database cannot be opened or read.
-    pub fn open(config: &Config) -> Result<Self, OpenError> {
+    pub fn open(config: &Config, cluster: Option<&Cluster>) -> Result<Self, OpenError> {
         let auth = &config.auth;
         let mode = auth.effective_mode(config.server.listen);
-        let (readers, writer) = match auth.effective_db(mode) {
-            Some(path) => {
-                let readers = (Store::open(&path)?, Store::open(&path)?);
-                (Some(readers), Some(Store::open(&path)?))
-            }
-            None => (None, None),
-        };
-        let writer = writer.map(|w| Arc::new(Mutex::new(w)));
-        let ring = KeyRing::new(auth, readers)?;
-        let ledger = Ledger::start(writer.clone(), Duration::from_millis(auth.ledger_flush_ms));
+        let (ring, backend): (_, Option<Arc<dyn KeyBackend>>) =
+            match (cluster, auth.effective_db(mode)) {
+                (Some(cluster), _) => {
+                    let backend: Arc<dyn KeyBackend> = Arc::new(RedisKeys::new(cluster.clone()));
+                    let remote = Remote::new(backend.clone(), cluster);
+                    (KeyRing::with_remote(auth, remote), Some(backend))
+                }
+                (None, Some(path)) => {
+                    let readers = (Store::open(&path)?, Store::open(&path)?);
+                    let writer = SqliteBackend::new(Store::open(&path)?);
+                    (KeyRing::new(auth, Some(readers))?, Some(Arc::new(writer)))
+                }
+                (None, None) => (KeyRing::new(auth, None)?, None),
+            };
+        let ledger = Ledger::start(backend.clone(), Duration::from_millis(auth.ledger_flush_ms));
         let shared = Arc::new(Shared {
             mode,
             ring,
-            writer,
+            backend,
             ledger,
             estimates: Mutex::new(HashMap::new()),
         });
@@ -190,9 +200,9 @@ impl Broker {
         &self.shared.ring
     }
 
-    /// The store connection for writes, if there is a store.
-    pub fn writer(&self) -> Option<&Arc<Mutex<Store>>> {
-        self.shared.writer.as_ref()
+    /// Where keys, usage and budgets are kept, if anywhere.
+    pub fn backend(&self) -> Option<&Arc<dyn KeyBackend>> {
+        self.shared.backend.as_ref()
     }
 
     /// Seconds an old secret stays valid after a rotation.
@@ -311,13 +321,20 @@ impl Broker {
     }
 
     /// Reloads the key table if the store moved, on the blocking pool
-    /// (SQLite may wait for locks there).
+    /// (SQLite may wait for locks there); in cluster mode from Redis, or
+    /// not at all while Redis is lost (the keys as last loaded serve).
     ///
     /// # Errors
     /// 503 `key_store_unavailable` when the store cannot be read or the
     /// reload failed (logged): a request is then refused, never let
     /// through on a table that may be stale.
     pub async fn refresh_keys(&self) -> Result<(), GatewayError> {
+        if self.shared.ring.is_remote() {
+            return self.shared.ring.refresh_remote().await.map_err(|error| {
+                tracing::error!(%error, "keys never read from Redis; refusing the request");
+                GatewayError::StoreUnavailable
+            });
+        }
         let shared = self.shared.clone();
         let refreshed = tokio::task::spawn_blocking(move || shared.ring.refresh()).await;
         match refreshed {
@@ -335,7 +352,7 @@ impl Broker {
 
     /// Counts one answered request in the ledger (flushed in batches).
     pub fn count(&self, caller: &Caller, agent: Option<&str>, class: &'static str) {
-        if self.shared.writer.is_some() {
+        if self.shared.backend.is_some() {
             self.shared
                 .ledger
                 .count(caller.id(), agent.unwrap_or(""), class);
@@ -353,41 +370,33 @@ impl Broker {
         caller: &Caller,
         agent: &str,
     ) -> Result<Option<Reservation>, GatewayError> {
-        let (Some(key), Some(writer)) = (&caller.key, &self.shared.writer) else {
+        let (Some(key), Some(backend)) = (&caller.key, &self.shared.backend) else {
             return Ok(None);
         };
         let Some(budget) = key.record.budget else {
             return Ok(None);
         };
         let amount = self.estimate(&key.record.id, agent);
-        let writer = writer.clone();
-        let key_id = key.record.id.clone();
         let now = clock::now_unix();
         let expires = now + self.reservation_ttl;
-        let outcome = tokio::task::spawn_blocking(move || {
-            let store = writer.lock().unwrap_or_else(PoisonError::into_inner);
-            store.reserve(&key_id, &budget, amount, now, expires)
-        })
-        .await;
+        let outcome = backend
+            .reserve(&key.record.id, &budget, amount, now, expires)
+            .await;
         match outcome {
-            Ok(Ok(Reserve::Granted(id))) => Ok(Some(Reservation { id, amount })),
-            Ok(Ok(Reserve::Refused {
+            Ok(Reserve::Granted(id)) => Ok(Some(Reservation { id, amount })),
+            Ok(Reserve::Refused {
                 spent,
                 reserved,
                 limit,
-            })) => Err(GatewayError::BudgetExceeded {
+            }) => Err(GatewayError::BudgetExceeded {
                 limit: limit.normalize().to_string(),
                 period: budget.period.as_str(),
                 spent: spent.normalize().to_string(),
                 reserved: reserved.normalize().to_string(),
             }),
-            Ok(Err(error)) => {
+            Err(error) => {
                 tracing::error!(%error, "budget reservation failed");
                 Err(GatewayError::StoreUnavailable)
-            }
-            Err(error) => {
-                tracing::error!(%error, "budget reservation task failed");
-                Err(GatewayError::Internal)
             }
         }
     }
@@ -402,10 +411,9 @@ impl Broker {
         reservation: Option<Reservation>,
         usage: Option<InvocationUsage>,
     ) {
-        let Some(writer) = &self.shared.writer else {
+        let Some(backend) = &self.shared.backend else {
             return;
         };
-        let writer = writer.clone();
         let reservation_id = reservation.as_ref().map(|r| r.id);
         let delta = usage.map(|usage| UsageDelta {
             key_id: caller.id().to_string(),
@@ -426,20 +434,21 @@ impl Broker {
                 .unwrap_or_else(PoisonError::into_inner);
             estimates.insert((delta.key_id.clone(), agent.to_string()), delta.cost_usd);
         }
-        let result = tokio::task::spawn_blocking(move || {
-            let store = writer.lock().unwrap_or_else(PoisonError::into_inner);
-            match (reservation_id, &delta) {
-                (Some(id), Some(delta)) => store.settle(id, delta),
-                (Some(id), None) => store.release(id),
-                (None, Some(delta)) => store.add_usage(std::slice::from_ref(delta)),
-                (None, None) => Ok(()),
-            }
-        })
-        .await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(%error, "could not record an invocation's usage"),
-            Err(error) => tracing::error!(%error, "usage task failed"),
+        let owed = match (reservation_id, delta) {
+            (Some(id), Some(delta)) => Owed::Settle(id, delta),
+            (Some(id), None) => Owed::Release(caller.id().to_string(), id),
+            (None, Some(delta)) => Owed::Add(delta),
+            (None, None) => return,
+        };
+        let written = match &owed {
+            Owed::Settle(id, delta) => backend.settle(*id, delta).await,
+            Owed::Add(delta) => backend.add_usage(std::slice::from_ref(delta)).await,
+            Owed::Release(key, id) => backend.release(key, *id).await,
+        };
+        if let Err(error) = written {
+            // Never lost: the ledger retries it until it is written.
+            tracing::error!(%error, "could not record an invocation's usage yet; retrying");
+            self.shared.ledger.owe(owed);
         }
     }
 

@@ -1,10 +1,13 @@
-//! Request counts for the usage ledger, batched.
+//! Request counts for the usage ledger, batched, and invocation records
+//! that could not be written yet.
 //!
 //! Counting a request is a map update in memory; a task writes the counts
-//! to SQLite every `auth.ledger_flush_ms` in one transaction, and once more
+//! to the backend every `auth.ledger_flush_ms` in one batch, and once more
 //! at shutdown. A write that fails is merged back and retried on the next
 //! tick. Invocations (tokens and cost) do not wait for a batch: they are
-//! written when they finish (see `Broker::settle_invocation`).
+//! written when they finish (see `Broker::settle_invocation`); one whose
+//! write failed (Redis lost, SQLite locked past its timeout) is kept here
+//! and retried on every tick until it is written, in order.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,17 +15,34 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 
+use super::backend::KeyBackend;
 use super::clock;
 use super::model::UsageDelta;
-use super::store::Store;
 
 /// (key id, day, agent, class)
 type Slot = (String, String, String, &'static str);
 
-/// Pending request counts and the task that writes them.
+/// A write the backend still owes.
+#[derive(Debug)]
+pub enum Owed {
+    /// Free reservation `id` and add the usage.
+    Settle(i64, UsageDelta),
+    /// Add the usage (no reservation).
+    Add(UsageDelta),
+    /// Free reservation `id` of key `.0`.
+    Release(String, i64),
+}
+
+#[derive(Default)]
+struct Pending {
+    counts: HashMap<Slot, u64>,
+    owed: Vec<Owed>,
+}
+
+/// Pending request counts, owed writes, and the task that writes them.
 pub struct Ledger {
-    pending: Arc<Mutex<HashMap<Slot, u64>>>,
-    store: Option<Arc<Mutex<Store>>>,
+    pending: Arc<Mutex<Pending>>,
+    backend: Option<Arc<dyn KeyBackend>>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -32,11 +52,11 @@ impl std::fmt::Debug for Ledger {
 }
 
 impl Ledger {
-    /// A ledger writing to `store` every `every`. Without a store, counts
-    /// are dropped. Must run inside a Tokio runtime when given a store.
-    pub fn start(store: Option<Arc<Mutex<Store>>>, every: Duration) -> Self {
-        let pending = Arc::new(Mutex::new(HashMap::new()));
-        if let Some(store) = &store {
+    /// A ledger writing to `backend` every `every`. Without a backend,
+    /// counts are dropped. Must run inside a Tokio runtime when given one.
+    pub fn start(backend: Option<Arc<dyn KeyBackend>>, every: Duration) -> Self {
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        if let Some(store) = &backend {
             let (pending, store) = (Arc::downgrade(&pending), store.clone());
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
@@ -46,11 +66,11 @@ impl Ledger {
                     let Some(pending) = pending.upgrade() else {
                         return;
                     };
-                    flush(&pending, &store).await;
+                    flush(&pending, store.as_ref()).await;
                 }
             });
         }
-        Self { pending, store }
+        Self { pending, backend }
     }
 
     /// Counts one request.
@@ -58,20 +78,60 @@ impl Ledger {
         let day = clock::day(clock::now_unix());
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         *pending
+            .counts
             .entry((key_id.to_string(), day, agent.to_string(), class))
             .or_insert(0) += 1;
     }
 
+    /// Keeps a write that failed, for the next tick.
+    pub fn owe(&self, owed: Owed) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.owed.push(owed);
+    }
+
+    /// How many invocation writes are waiting for the backend.
+    pub fn owed(&self) -> usize {
+        let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.owed.len()
+    }
+
     /// Writes what is pending now (shutdown, tests).
     pub async fn flush(&self) {
-        if let Some(store) = &self.store {
-            flush(&self.pending, store).await;
+        if let Some(store) = &self.backend {
+            flush(&self.pending, store.as_ref()).await;
         }
     }
 }
 
-async fn flush(pending: &Arc<Mutex<HashMap<Slot, u64>>>, store: &Arc<Mutex<Store>>) {
-    let taken = std::mem::take(&mut *pending.lock().unwrap_or_else(PoisonError::into_inner));
+async fn flush(pending: &Arc<Mutex<Pending>>, store: &dyn KeyBackend) {
+    let owed = std::mem::take(&mut pending.lock().unwrap_or_else(PoisonError::into_inner).owed);
+    let mut kept = Vec::new();
+    for owed in owed {
+        // In order: once one fails, the rest wait with it.
+        if !kept.is_empty() {
+            kept.push(owed);
+            continue;
+        }
+        let written = match &owed {
+            Owed::Settle(id, delta) => store.settle(*id, delta).await,
+            Owed::Add(delta) => store.add_usage(std::slice::from_ref(delta)).await,
+            Owed::Release(key, id) => store.release(key, *id).await,
+        };
+        if written.is_err() {
+            kept.push(owed);
+        }
+    }
+    if !kept.is_empty() {
+        let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.append(&mut pending.owed);
+        pending.owed = kept;
+    }
+    let taken = std::mem::take(
+        &mut pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .counts,
+    );
     if taken.is_empty() {
         return;
     }
@@ -87,20 +147,12 @@ async fn flush(pending: &Arc<Mutex<HashMap<Slot, u64>>>, store: &Arc<Mutex<Store
             ..UsageDelta::default()
         })
         .collect();
-    let writer = store.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let store = writer.lock().unwrap_or_else(PoisonError::into_inner);
-        store.add_usage(&deltas)
-    })
-    .await;
-    let failed = match result {
-        Ok(Ok(())) => return,
-        Ok(Err(error)) => error.to_string(),
-        Err(error) => error.to_string(),
+    let Err(error) = store.add_usage(&deltas).await else {
+        return;
     };
-    tracing::error!(error = %failed, "ledger write failed; keeping the counts for the next try");
+    tracing::error!(%error, "ledger write failed; keeping the counts for the next try");
     let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
     for (slot, n) in taken {
-        *pending.entry(slot).or_insert(0) += n;
+        *pending.counts.entry(slot).or_insert(0) += n;
     }
 }

@@ -1,14 +1,16 @@
 //! Key management operations, shared by the `keys` CLI and `/admin/keys`:
-//! create, rotate, revoke, and the usage report.
+//! create, rotate, revoke, export and import, and the usage report, on
+//! whichever [`KeyBackend`] holds the keys.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::backend::KeyBackend;
 use super::clock;
 use super::model::{Budget, KeyInfo, KeyRecord, Origin, Role, UsageRow};
 use super::scope::AgentGlobs;
-use super::store::{Store, StoreError};
+use super::store::StoreError;
 use super::token;
 use crate::config::{Rate, DEFAULT_CREDENTIAL};
 use crate::types::Secret;
@@ -77,21 +79,33 @@ pub enum OpsError {
     /// The random source failed.
     #[error("cannot draw random bytes: {0}")]
     Random(String),
-    /// The blocking task running the operation failed.
-    #[error("the store task failed: {0}")]
-    Task(String),
 }
 
-/// Validates `new` and mints its key; with `store`, saves it. Without a
-/// store (`--print-config`) the record is returned for the config file.
+/// Validates `new`, mints its key and saves it in `backend`.
 ///
 /// # Errors
-/// An invalid field, an unknown upstream, or a store failure.
-pub fn create(
-    store: Option<&Store>,
+/// An invalid field, an unknown upstream, or a backend failure.
+pub async fn create(
+    backend: &dyn KeyBackend,
     new: &NewKey,
     upstreams: &[&str],
     now: i64,
+) -> Result<Issued, OpsError> {
+    let (issued, record) = mint(new, upstreams, now, Origin::Store)?;
+    backend.insert_key(&record).await?;
+    Ok(issued)
+}
+
+/// Validates `new` and mints its key without saving it (`--print-config`
+/// wants the record for the config file).
+///
+/// # Errors
+/// An invalid field or an unknown upstream.
+pub fn mint(
+    new: &NewKey,
+    upstreams: &[&str],
+    now: i64,
+    origin: Origin,
 ) -> Result<(Issued, KeyRecord), OpsError> {
     let name = new.name.trim();
     if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
@@ -130,15 +144,8 @@ pub fn create(
         revoked_at: None,
         hash: minted.hash,
         previous: None,
-        origin: if store.is_some() {
-            Origin::Store
-        } else {
-            Origin::Config
-        },
+        origin,
     };
-    if let Some(store) = store {
-        store.insert_key(&record)?;
-    }
     let issued = Issued {
         key: minted.token,
         info: KeyInfo::from(&record),
@@ -150,14 +157,20 @@ pub fn create(
 ///
 /// # Errors
 /// No such key (or revoked), or a store failure.
-pub fn rotate(store: &Store, id: &str, grace_secs: u64, now: i64) -> Result<Issued, OpsError> {
+pub async fn rotate(
+    backend: &dyn KeyBackend,
+    id: &str,
+    grace_secs: u64,
+    now: i64,
+) -> Result<Issued, OpsError> {
     let minted = token::mint_for(id).map_err(|e| OpsError::Random(e.to_string()))?;
     let until = now.saturating_add(i64::try_from(grace_secs).unwrap_or(i64::MAX));
-    if !store.rotate(id, &minted.hash, until)? {
+    if !backend.rotate(id, &minted.hash, until).await? {
         return Err(OpsError::NotFound(id.to_string()));
     }
-    let record = store
-        .key(id)?
+    let record = backend
+        .key(id)
+        .await?
         .ok_or_else(|| OpsError::NotFound(id.to_string()))?;
     Ok(Issued {
         key: minted.token,
@@ -169,14 +182,35 @@ pub fn rotate(store: &Store, id: &str, grace_secs: u64, now: i64) -> Result<Issu
 ///
 /// # Errors
 /// No such key, or a store failure.
-pub fn revoke(store: &Store, id: &str, now: i64) -> Result<KeyInfo, OpsError> {
-    if !store.revoke(id, now)? {
+pub async fn revoke(backend: &dyn KeyBackend, id: &str, now: i64) -> Result<KeyInfo, OpsError> {
+    if !backend.revoke(id, now).await? {
         return Err(OpsError::NotFound(id.to_string()));
     }
-    let record = store
-        .key(id)?
+    let record = backend
+        .key(id)
+        .await?
         .ok_or_else(|| OpsError::NotFound(id.to_string()))?;
     Ok(KeyInfo::from(&record))
+}
+
+/// Copies `records` into `backend`; a key whose id is there already is
+/// left as it is. Returns (imported, already there).
+///
+/// # Errors
+/// A backend failure (the keys before it are imported).
+pub async fn import(
+    backend: &dyn KeyBackend,
+    records: &[KeyRecord],
+) -> Result<(usize, usize), OpsError> {
+    let (mut imported, mut kept) = (0, 0);
+    for record in records {
+        match backend.insert_key(record).await {
+            Ok(()) => imported += 1,
+            Err(StoreError::Duplicate(_)) => kept += 1,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok((imported, kept))
 }
 
 /// Usage over the last `days` days (today included), per row and per key.
@@ -204,17 +238,18 @@ pub struct ReportRow {
 ///
 /// # Errors
 /// A store failure.
-pub fn usage(
-    store: &Store,
+pub async fn usage(
+    backend: &dyn KeyBackend,
     key: Option<&str>,
     days: u32,
     now: i64,
 ) -> Result<UsageReport, OpsError> {
     let back = i64::from(days.max(1) - 1) * 86_400;
     let since = clock::day(now - back);
-    let names: BTreeMap<String, String> =
-        store.keys()?.into_iter().map(|k| (k.id, k.name)).collect();
-    let ledger = store.usage(key, &since)?;
+    let names: BTreeMap<String, String> = (backend.keys().await?.into_iter())
+        .map(|k| (k.id, k.name))
+        .collect();
+    let ledger = backend.usage(key, &since).await?;
     let name = |id: &str| names.get(id).cloned().unwrap_or_default();
     let mut totals: BTreeMap<String, ReportRow> = BTreeMap::new();
     for row in &ledger {

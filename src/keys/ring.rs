@@ -22,6 +22,7 @@ use arc_swap::ArcSwap;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::model::{KeyRecord, Origin};
+use super::remote::Remote;
 use super::scope::AgentGlobs;
 use super::store::{Store, StoreError, BUSY_TIMEOUT};
 use super::token;
@@ -81,6 +82,8 @@ pub struct KeyRing {
     reader: Option<Mutex<Store>>,
     /// Looks for commits (per request, on the runtime; never waits).
     prober: Option<Mutex<Store>>,
+    /// Cluster mode: the keys are in Redis.
+    remote: Option<Remote>,
     /// `[[auth.keys]]`; replaced by a config reload.
     declared: RwLock<Vec<KeyRecord>>,
     table: ArcSwap<Table>,
@@ -114,6 +117,7 @@ impl KeyRing {
         let ring = Self {
             reader,
             prober,
+            remote: None,
             declared: RwLock::new(declared),
             table: ArcSwap::from_pointee(Table::new()),
             seen: Mutex::new(Seen::default()),
@@ -121,6 +125,49 @@ impl KeyRing {
         };
         ring.refresh()?;
         Ok(ring)
+    }
+
+    /// The declared keys of `config` and, once read, the keys in Redis
+    /// (cluster mode): the first request reads them.
+    pub fn with_remote(config: &AuthConfig, remote: Remote) -> Self {
+        let declared = config.keys.iter().filter_map(declared_record).collect();
+        let ring = Self {
+            reader: None,
+            prober: None,
+            remote: Some(remote),
+            declared: RwLock::new(declared),
+            table: ArcSwap::from_pointee(Table::new()),
+            seen: Mutex::new(Seen::default()),
+            limiters: Mutex::new(HashMap::new()),
+        };
+        ring.install(Vec::new());
+        ring
+    }
+
+    /// A key was changed through this process: in cluster mode the next
+    /// verification rereads the keys (other replicas hear of it on the
+    /// event bus; SQLite's own connections see the commit anyway).
+    pub fn changed_here(&self) {
+        if let Some(remote) = &self.remote {
+            remote.mark_stale();
+        }
+    }
+
+    /// Whether the keys are in Redis (cluster mode).
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    /// Cluster mode: rereads the keys from Redis if they may have changed
+    /// (see [`Remote::refresh`]). Elsewhere a no-op.
+    ///
+    /// # Errors
+    /// Redis cannot be read and no table was ever loaded.
+    pub async fn refresh_remote(&self) -> Result<(), StoreError> {
+        match &self.remote {
+            Some(remote) => remote.refresh(|stored| self.install(stored)).await,
+            None => Ok(()),
+        }
     }
 
     /// Checks a presented token and returns its key, when the table is
@@ -141,6 +188,9 @@ impl KeyRing {
     /// Whether the table holds the store's keys as of now, found without
     /// waiting: `false` also when that cannot be told at once.
     fn is_current(&self) -> bool {
+        if let Some(remote) = &self.remote {
+            return remote.is_current();
+        }
         let Some(prober) = &self.prober else {
             return true;
         };
@@ -217,6 +267,10 @@ impl KeyRing {
     pub fn set_declared(&self, config: &AuthConfig) -> Result<(), StoreError> {
         let declared = config.keys.iter().filter_map(declared_record).collect();
         let old = self.swap_declared(declared);
+        if let Some(remote) = &self.remote {
+            self.install(remote.stored());
+            return Ok(());
+        }
         self.refresh().inspect_err(|_| {
             self.swap_declared(old);
         })
@@ -246,6 +300,9 @@ impl KeyRing {
     /// # Errors
     /// The store cannot be read.
     pub fn refresh(&self) -> Result<(), StoreError> {
+        if self.remote.is_some() {
+            return Ok(());
+        }
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         let (Some(reader), Some(prober)) = (&self.reader, &self.prober) else {
             if seen.generation.is_none() {

@@ -130,6 +130,13 @@ pub enum StoreError {
         /// What is wrong with it.
         message: String,
     },
+    /// Redis (cluster mode) failed or did not answer in time; the words
+    /// never carry its URL or password.
+    #[error("Redis: {0}")]
+    Redis(String),
+    /// The blocking task running a SQLite operation failed.
+    #[error("the store task failed: {0}")]
+    Task(String),
 }
 
 impl StoreError {

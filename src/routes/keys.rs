@@ -3,7 +3,8 @@
 //! Every call needs the admin key (`CASTARI_GATEWAY_ADMIN_KEY` or
 //! `auth.admin_key_file`) or a local key with the `admin` role, as
 //! `Authorization: Bearer ...`. Changes reach the request path at once: the
-//! key ring rereads the store when its generation moves.
+//! key ring rereads the store when its generation moves (in cluster mode,
+//! every replica's ring, before the change is answered).
 //!
 //! | call | does |
 //! |---|---|
@@ -13,8 +14,6 @@
 //! | `POST /admin/keys/{id}/rotate` | new secret; the old one works for `grace_secs` |
 //! | `GET /admin/usage?key=&days=&format=csv` | the ledger, JSON or CSV |
 
-use std::sync::PoisonError;
-
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -23,9 +22,9 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 
 use crate::error::error_response;
+use crate::keys::backend::KeyBackend;
 use crate::keys::model::KeyInfo;
 use crate::keys::ops::{self, NewKey, OpsError};
-use crate::keys::store::Store;
 use crate::keys::{clock, model::Origin};
 use crate::state::AppState;
 
@@ -57,11 +56,13 @@ pub async fn create(State(state): State<AppState>, request: Request) -> Response
         .iter()
         .map(|c| c.name().to_string())
         .collect();
-    let result = with_store(&state, move |store| {
-        let names: Vec<&str> = upstreams.iter().map(String::as_str).collect();
-        ops::create(Some(store), &new, &names, clock::now_unix()).map(|(issued, _)| issued)
-    })
-    .await;
+    let names: Vec<&str> = upstreams.iter().map(String::as_str).collect();
+    let result = match backend(&state) {
+        Ok(backend) => ops::create(backend, &new, &names, clock::now_unix())
+            .await
+            .inspect(|_| state.broker.ring().changed_here()),
+        Err(error) => Err(error),
+    };
     match result {
         Ok(issued) => {
             tracing::info!(key = %issued.info.id, role = %issued.info.role, "local key created");
@@ -82,10 +83,12 @@ pub async fn revoke(
         Ok(id) => id,
         Err(refused) => return *refused,
     };
-    let result = with_store(&state, move |store| {
-        ops::revoke(store, &id, clock::now_unix())
-    })
-    .await;
+    let result = match backend(&state) {
+        Ok(backend) => ops::revoke(backend, &id, clock::now_unix())
+            .await
+            .inspect(|_| state.broker.ring().changed_here()),
+        Err(error) => Err(error),
+    };
     match result {
         Ok(info) => {
             tracing::info!(key = %info.id, "local key revoked");
@@ -122,10 +125,12 @@ pub async fn rotate(
         }
     };
     let grace = body.grace_secs.unwrap_or(state.broker.rotate_grace_secs());
-    let result = with_store(&state, move |store| {
-        ops::rotate(store, &id, grace, clock::now_unix())
-    })
-    .await;
+    let result = match backend(&state) {
+        Ok(backend) => ops::rotate(backend, &id, grace, clock::now_unix())
+            .await
+            .inspect(|_| state.broker.ring().changed_here()),
+        Err(error) => Err(error),
+    };
     match result {
         Ok(issued) => {
             tracing::info!(key = %issued.info.id, grace_secs = grace, "local key rotated");
@@ -171,11 +176,10 @@ pub async fn usage(State(state): State<AppState>, request: Request) -> Response 
     };
     let days = query.days.unwrap_or(30).clamp(1, 3_660);
     state.broker.ledger().flush().await;
-    let key = query.key;
-    let result = with_store(&state, move |store| {
-        ops::usage(store, key.as_deref(), days, clock::now_unix())
-    })
-    .await;
+    let result = match backend(&state) {
+        Ok(backend) => ops::usage(backend, query.key.as_deref(), days, clock::now_unix()).await,
+        Err(error) => Err(error),
+    };
     match result {
         Ok(report) if csv => {
             let mut response = report.to_csv().into_response();
@@ -255,23 +259,14 @@ async fn json_body<T: serde::de::DeserializeOwned>(request: Request) -> Result<T
     })
 }
 
-async fn with_store<T, F>(state: &AppState, op: F) -> Result<T, OpsError>
-where
-    T: Send + 'static,
-    F: FnOnce(&Store) -> Result<T, OpsError> + Send + 'static,
-{
-    let Some(writer) = state.broker.writer().cloned() else {
-        return Err(OpsError::Invalid {
+fn backend(state: &AppState) -> Result<&dyn KeyBackend, OpsError> {
+    match state.broker.backend() {
+        Some(backend) => Ok(backend.as_ref()),
+        None => Err(OpsError::Invalid {
             field: "auth.db_path",
             message: "this gateway has no key store (open mode without auth.db_path)".into(),
-        });
-    };
-    tokio::task::spawn_blocking(move || {
-        let store = writer.lock().unwrap_or_else(PoisonError::into_inner);
-        op(&store)
-    })
-    .await
-    .map_err(|e| OpsError::Task(e.to_string()))?
+        }),
+    }
 }
 
 fn failure(error: &OpsError) -> Response {
@@ -279,7 +274,7 @@ fn failure(error: &OpsError) -> Response {
         OpsError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_key_request"),
         OpsError::NotFound(_) => (StatusCode::NOT_FOUND, "key_not_found"),
         OpsError::Declared(_) => (StatusCode::CONFLICT, "key_declared_in_config"),
-        OpsError::Store(_) | OpsError::Random(_) | OpsError::Task(_) => {
+        OpsError::Store(_) | OpsError::Random(_) => {
             tracing::error!(%error, "key store operation failed");
             return store_unavailable();
         }

@@ -67,7 +67,7 @@ fn state_with(
         }
     });
     let upstream = UpstreamClient::with_hop(&config.upstream, hop);
-    let broker = Broker::open(&config).unwrap();
+    let broker = Broker::open(&config, None).unwrap();
     (AppState::new(config, upstream, broker, None), seen)
 }
 

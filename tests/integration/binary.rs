@@ -22,6 +22,7 @@ pub fn command() -> Command {
         "CASTARI_GATEWAY_AUTH_MODE",
         "CASTARI_GATEWAY_ALLOW_OPEN_ON_NETWORK",
         "CASTARI_GATEWAY_ADMIN_KEY",
+        "CASTARI_GATEWAY_REDIS_URL",
         "RUST_LOG",
     ] {
         command.env_remove(var);
@@ -52,6 +53,16 @@ impl GatewayProcess {
     /// Like [`start`](Self::start), with `--config file`.
     pub fn start_with_config(upstream: &str, file: &std::path::Path) -> Self {
         Self::spawn(upstream, &["--config", file.to_str().unwrap()], &[])
+    }
+
+    /// Like [`start_with_config`](Self::start_with_config), with extra
+    /// environment variables.
+    pub fn start_with_config_env(
+        upstream: &str,
+        file: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::spawn(upstream, &["--config", file.to_str().unwrap()], env)
     }
 
     fn spawn(upstream: &str, args: &[&str], env: &[(&str, &str)]) -> Self {

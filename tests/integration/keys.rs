@@ -359,20 +359,7 @@ async fn budgets_hold_under_concurrent_invocations() {
     let (token, info) = b
         .create(json!({"name": "bot", "role": "invoke", "budget_usd": "0.001/day"}))
         .await;
-    let invoke = |token: String| {
-        let gw = b.gw.url("/api/v1/agents/demo-a/invoke");
-        async move {
-            let response = client()
-                .post(gw)
-                .bearer_auth(token)
-                .json(&json!({"prompt": "hi"}))
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            (status, response.json::<Value>().await.unwrap())
-        }
-    };
+    let invoke = |token: String| invoke_hi(b.gw.url("/api/v1/agents/demo-a/invoke"), token);
     // Spend most of it one by one: 5 × 0.000171 = 0.000855.
     for _ in 0..5 {
         assert_eq!(invoke(token.clone()).await.0, 200);

@@ -339,3 +339,16 @@ pub fn jain(shares: &[f64]) -> f64 {
     let squares: f64 = shares.iter().map(|x| x * x).sum();
     sum * sum / (shares.len() as f64 * squares)
 }
+
+/// Invokes with `{"prompt": "hi"}` at `url` as `token`; (status, body).
+pub async fn invoke_hi(url: String, token: String) -> (u16, Value) {
+    let response = client()
+        .post(url)
+        .bearer_auth(token)
+        .json(&serde_json::json!({"prompt": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json::<Value>().await.unwrap())
+}

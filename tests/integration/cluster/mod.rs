@@ -2,6 +2,7 @@
 //! one simulator. Each test asserts on what the clients got and on what
 //! the simulator (the upstream) saw.
 
+mod keys;
 mod redis;
 
 use std::time::{Duration, Instant};

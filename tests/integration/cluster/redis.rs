@@ -98,6 +98,26 @@ impl RedisServer {
         }
     }
 
+    /// Stops it answering without closing a connection (SIGSTOP): a
+    /// partition, as the replicas see it. [`resume`](Self::resume) ends it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Ends a [`pause`](Self::pause); nothing was lost.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis-server runs").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// Starts it again on the same port, empty.
     pub fn restart(&mut self) {
         self.kill();

@@ -1,0 +1,177 @@
+//! The Lua scripts of the Redis key backend. Each runs atomically in
+//! Redis, so a decision and its write are one step for every replica.
+//!
+//! Money stays exact: amounts travel as plain decimal strings (`0.000171`,
+//! never an exponent, never negative) and are added and compared digit by
+//! digit in [`DECIMAL`]: Lua's numbers are doubles and Redis's
+//! `INCRBYFLOAT` rounds.
+
+use std::sync::OnceLock;
+
+use redis::Script;
+
+/// `dec_add(a, b)` and `dec_ge(a, b)` on non-negative decimal strings.
+const DECIMAL: &str = r"
+local function split(s)
+  local i, f = string.match(s, '^(%d+)%.?(%d*)$')
+  if not i then return '0', '' end
+  return i, f
+end
+local function align(a, b)
+  local ai, af = split(a)
+  local bi, bf = split(b)
+  local n = math.max(#ai, #bi)
+  local m = math.max(#af, #bf)
+  ai = string.rep('0', n - #ai) .. ai
+  bi = string.rep('0', n - #bi) .. bi
+  af = af .. string.rep('0', m - #af)
+  bf = bf .. string.rep('0', m - #bf)
+  return ai .. af, bi .. bf, m
+end
+local function dec_add(a, b)
+  local x, y, m = align(a, b)
+  local out, carry = {}, 0
+  for i = #x, 1, -1 do
+    local s = string.byte(x, i) + string.byte(y, i) - 96 + carry
+    if s >= 10 then carry = 1; s = s - 10 else carry = 0 end
+    out[i] = string.char(48 + s)
+  end
+  local digits = table.concat(out)
+  if carry == 1 then digits = '1' .. digits end
+  local int = string.sub(digits, 1, #digits - m)
+  local frac = string.sub(digits, #digits - m + 1)
+  int = (string.gsub(int, '^0+', ''))
+  if int == '' then int = '0' end
+  frac = (string.gsub(frac, '0+$', ''))
+  if frac == '' then return int end
+  return int .. '.' .. frac
+end
+local function dec_ge(a, b)
+  local x, y = align(a, b)
+  return x >= y
+end
+";
+
+/// KEYS: ids set, key hash, generation. ARGV: field, value, …
+/// Returns 1, or 0 when the id is taken.
+const INSERT: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[2], unpack(ARGV))
+redis.call('SADD', KEYS[1], string.match(KEYS[2], '([^:]+)$'))
+redis.call('INCR', KEYS[3])
+return 1
+";
+
+/// KEYS: key hash, generation. ARGV: now. Returns 1, or 0 for no key.
+const REVOKE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'revoked_at') == 0 then
+  redis.call('HSET', KEYS[1], 'revoked_at', ARGV[1])
+  redis.call('INCR', KEYS[2])
+end
+return 1
+";
+
+/// KEYS: key hash, generation. ARGV: new hash, grace until. Returns 1, or
+/// 0 for no key or a revoked one.
+const ROTATE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'revoked_at') == 1 then return 0 end
+local old = redis.call('HGET', KEYS[1], 'hash')
+redis.call('HSET', KEYS[1], 'prev_hash', old, 'prev_until', ARGV[2], 'hash', ARGV[1])
+redis.call('INCR', KEYS[2])
+return 1
+";
+
+/// KEYS: reservations hash, reservation counter, then the key's spent
+/// string of each day of the period. ARGV: limit, amount, now, expires.
+/// Returns {id, spent, reserved}; id 0 when refused.
+const RESERVE: &str = r"
+local spent = '0'
+for i = 3, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if v then spent = dec_add(spent, v) end
+end
+local reserved = '0'
+local now = tonumber(ARGV[3])
+local held = redis.call('HGETALL', KEYS[1])
+for i = 1, #held, 2 do
+  local amount, expires = string.match(held[i + 1], '^(%S+) (%-?%d+)$')
+  if not expires or tonumber(expires) <= now then
+    redis.call('HDEL', KEYS[1], held[i])
+  else
+    reserved = dec_add(reserved, amount)
+  end
+end
+if dec_ge(dec_add(spent, reserved), ARGV[1]) then return {0, spent, reserved} end
+local id = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], id, ARGV[2] .. ' ' .. ARGV[4])
+redis.call('EXPIRE', KEYS[1], math.max(1, tonumber(ARGV[4]) - now))
+return {id, spent, reserved}
+";
+
+/// KEYS: days zset, reservations hash, then per delta its day's usage
+/// hash and its key's spent string of that day. ARGV: the reservation id
+/// to free (or ''), then per delta: field prefix, day, requests,
+/// invocations, input tokens, output tokens, cost.
+const USAGE: &str = r"
+if ARGV[1] ~= '' then redis.call('HDEL', KEYS[2], ARGV[1]) end
+local n = (#ARGV - 1) / 7
+for d = 0, n - 1 do
+  local a = 2 + d * 7
+  local usage, spent = KEYS[3 + d * 2], KEYS[4 + d * 2]
+  local field, day = ARGV[a], ARGV[a + 1]
+  redis.call('ZADD', KEYS[1], 0, day)
+  local names = {'requests', 'invocations', 'input_tokens', 'output_tokens'}
+  for c = 1, 4 do
+    local by = ARGV[a + 1 + c]
+    if by ~= '0' then redis.call('HINCRBY', usage, field .. '\t' .. names[c], by) end
+  end
+  local cost = ARGV[a + 6]
+  local was = redis.call('HGET', usage, field .. '\tcost') or '0'
+  redis.call('HSET', usage, field .. '\tcost', dec_add(was, cost))
+  if cost ~= '0' then
+    redis.call('SET', spent, dec_add(redis.call('GET', spent) or '0', cost), 'EX', 3456000)
+  end
+end
+return 1
+";
+
+/// KEYS: days zset. ARGV: first day. Every usage row from that day on:
+/// {day, field, value, …} flattened.
+const READ_USAGE: &str = r"
+local days = redis.call('ZRANGE', KEYS[1], '[' .. ARGV[1], '+', 'BYLEX')
+local out = {}
+for _, day in ipairs(days) do
+  local all = redis.call('HGETALL', ARGV[2] .. day)
+  for i = 1, #all, 2 do
+    out[#out + 1] = day
+    out[#out + 1] = all[i]
+    out[#out + 1] = all[i + 1]
+  end
+end
+return out
+";
+
+/// The scripts, built once.
+pub(super) struct Scripts {
+    pub(super) insert: Script,
+    pub(super) revoke: Script,
+    pub(super) rotate: Script,
+    pub(super) reserve: Script,
+    pub(super) usage: Script,
+    pub(super) read_usage: Script,
+}
+
+/// The scripts of the backend.
+pub(super) fn scripts() -> &'static Scripts {
+    static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
+    SCRIPTS.get_or_init(|| Scripts {
+        insert: Script::new(INSERT),
+        revoke: Script::new(REVOKE),
+        rotate: Script::new(ROTATE),
+        reserve: Script::new(&format!("{DECIMAL}{RESERVE}")),
+        usage: Script::new(&format!("{DECIMAL}{USAGE}")),
+        read_usage: Script::new(READ_USAGE),
+    })
+}
