@@ -137,7 +137,8 @@ impl Broker {
             match (cluster, auth.effective_db(mode)) {
                 (Some(cluster), _) => {
                     let backend: Arc<dyn KeyBackend> = Arc::new(RedisKeys::new(cluster.clone()));
-                    let remote = Remote::new(backend.clone(), cluster);
+                    let remote = Remote::new(backend.clone());
+                    remote.follow(cluster);
                     (KeyRing::with_remote(auth, remote), Some(backend))
                 }
                 (None, Some(path)) => {

@@ -69,25 +69,29 @@ impl std::fmt::Debug for Remote {
 }
 
 impl Remote {
-    /// Follows `backend`'s keys through `cluster`'s event bus and a poll.
-    /// Stale until the first read. Must run inside a Tokio runtime.
-    pub fn new(backend: Arc<dyn KeyBackend>, cluster: &Cluster) -> Self {
-        let freshness = Arc::new(Freshness {
-            stale: AtomicBool::new(true),
-            seen: AtomicI64::new(-1),
-        });
-        let sink: Arc<dyn Sink> = freshness.clone();
-        // The bus and the poll hold it weakly: it lives as long as this.
-        cluster.bus().register(Arc::downgrade(&sink));
-        spawn_poll(Arc::downgrade(&freshness), backend.clone());
+    /// Over `backend`'s keys; stale until the first read.
+    pub fn new(backend: Arc<dyn KeyBackend>) -> Self {
         Self {
             backend,
-            freshness,
+            freshness: Arc::new(Freshness {
+                stale: AtomicBool::new(true),
+                seen: AtomicI64::new(-1),
+            }),
             loaded: AtomicBool::new(false),
             reading: tokio::sync::Mutex::new(()),
             stored: Mutex::new(Vec::new()),
             warned: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the table stale on `cluster`'s key events (and resyncs), and
+    /// every [`POLL_EVERY`] when Redis's key generation moved. Must run
+    /// inside a Tokio runtime.
+    pub fn follow(&self, cluster: &Cluster) {
+        let sink: Arc<dyn Sink> = self.freshness.clone();
+        // The bus and the poll hold it weakly: it lives as long as this.
+        cluster.bus().register(Arc::downgrade(&sink));
+        spawn_poll(Arc::downgrade(&self.freshness), self.backend.clone());
     }
 
     /// Whether the table is known current.
@@ -177,4 +181,113 @@ fn spawn_poll(freshness: std::sync::Weak<Freshness>, backend: Arc<dyn KeyBackend
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::keys::backend::Fut;
+    use crate::keys::model::{Budget, KeyHash, UsageDelta, UsageRow};
+    use crate::keys::store::Reserve;
+
+    /// Answers `generation` and `keys` unless `down`; nothing else.
+    #[derive(Debug, Default)]
+    struct Flaky {
+        down: AtomicBool,
+        reads: AtomicUsize,
+    }
+
+    impl KeyBackend for Flaky {
+        fn keys(&self) -> Fut<'_, Vec<KeyRecord>> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            let down = self.down.load(Ordering::Relaxed);
+            Box::pin(async move {
+                if down {
+                    return Err(StoreError::Redis("lost".into()));
+                }
+                Ok(Vec::new())
+            })
+        }
+        fn generation(&self) -> Fut<'_, i64> {
+            let down = self.down.load(Ordering::Relaxed);
+            Box::pin(async move {
+                if down {
+                    return Err(StoreError::Redis("lost".into()));
+                }
+                Ok(1)
+            })
+        }
+        fn key<'a>(&'a self, _: &'a str) -> Fut<'a, Option<KeyRecord>> {
+            unreachable!()
+        }
+        fn insert_key<'a>(&'a self, _: &'a KeyRecord) -> Fut<'a, ()> {
+            unreachable!()
+        }
+        fn revoke<'a>(&'a self, _: &'a str, _: i64) -> Fut<'a, bool> {
+            unreachable!()
+        }
+        fn rotate<'a>(&'a self, _: &'a str, _: &'a KeyHash, _: i64) -> Fut<'a, bool> {
+            unreachable!()
+        }
+        fn add_usage<'a>(&'a self, _: &'a [UsageDelta]) -> Fut<'a, ()> {
+            unreachable!()
+        }
+        fn usage<'a>(&'a self, _: Option<&'a str>, _: &'a str) -> Fut<'a, Vec<UsageRow>> {
+            unreachable!()
+        }
+        fn reserve<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a Budget,
+            _: rust_decimal::Decimal,
+            _: i64,
+            _: i64,
+        ) -> Fut<'a, Reserve> {
+            unreachable!()
+        }
+        fn settle<'a>(&'a self, _: i64, _: &'a UsageDelta) -> Fut<'a, ()> {
+            unreachable!()
+        }
+        fn release<'a>(&'a self, _: &'a str, _: i64) -> Fut<'a, ()> {
+            unreachable!()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_table_serves_as_last_loaded_while_redis_is_lost_and_never_unloaded() {
+        let backend = Arc::new(Flaky::default());
+        backend.down.store(true, Ordering::Relaxed);
+        let remote = Remote::new(backend.clone());
+        let installed = AtomicUsize::new(0);
+        let install = |_: Vec<KeyRecord>| {
+            installed.fetch_add(1, Ordering::Relaxed);
+        };
+        assert!(
+            remote.refresh(install).await.is_err(),
+            "never loaded: refused"
+        );
+
+        backend.down.store(false, Ordering::Relaxed);
+        remote.refresh(install).await.unwrap();
+        assert!(remote.is_current());
+        remote.refresh(install).await.unwrap();
+        assert_eq!(
+            backend.reads.load(Ordering::Relaxed),
+            1,
+            "current: no reread"
+        );
+
+        // A change is heard, then Redis is lost: the table as loaded serves,
+        // and it stays stale so the next request tries again.
+        remote.freshness.apply(&Event::Keys);
+        backend.down.store(true, Ordering::Relaxed);
+        remote.refresh(install).await.unwrap();
+        assert!(!remote.is_current());
+        assert_eq!(installed.load(Ordering::Relaxed), 1);
+        backend.down.store(false, Ordering::Relaxed);
+        remote.refresh(install).await.unwrap();
+        assert_eq!(installed.load(Ordering::Relaxed), 2, "reread once back");
+    }
 }
