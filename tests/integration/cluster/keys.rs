@@ -238,7 +238,9 @@ async fn a_replica_killed_with_sigkill_loses_no_finished_invocation_from_the_led
     let sim = sim().await;
     let mut a = replica(&redis, &sim, "ledger");
     let b = replica(&redis, &sim, "ledger");
-    let (ops, id) = create_key(&a, json!({"name": "ops", "role": "admin"})).await;
+    // With a budget: each invocation is reserved, then settled.
+    let spec = json!({"name": "ops", "role": "admin", "budget_usd": "5/day"});
+    let (ops, id) = create_key(&a, spec).await;
     let agent = json!({"name": "demo-l", "slug": "demo-l", "source_type": "git",
                        "git_repo_url": "https://example.invalid/r"});
     assert_eq!(
