@@ -344,6 +344,10 @@ fn bad_cluster_settings_name_their_field() {
             "redis_url = \"redis://127.0.0.1\"\nredis_ca_file = \"/ca.pem\"",
             "cluster.redis_ca_file",
         ),
+        (
+            "redis_url = \"redis://127.0.0.1\"\n[auth]\ndb_path = \"keys.db\"",
+            "auth.db_path",
+        ),
     ];
     for (line, field) in cases {
         let mut config = Config::from_toml(&format!("[cluster]\n{line}\n")).unwrap();

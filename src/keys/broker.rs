@@ -79,6 +79,8 @@ struct Shared {
     mode: AuthMode,
     ring: KeyRing,
     backend: Option<Arc<dyn KeyBackend>>,
+    /// Cluster mode: keys' own rates are shared through Redis.
+    rates: Option<RedisKeys>,
     ledger: Ledger,
     /// The last real cost seen per (key, agent): the next reservation.
     estimates: Mutex<HashMap<(String, String), Decimal>>,
@@ -133,6 +135,7 @@ impl Broker {
     pub fn open(config: &Config, cluster: Option<&Cluster>) -> Result<Self, OpenError> {
         let auth = &config.auth;
         let mode = auth.effective_mode(config.server.listen);
+        let rates = cluster.map(|cluster| RedisKeys::new(cluster.clone()));
         let (ring, backend): (_, Option<Arc<dyn KeyBackend>>) =
             match (cluster, auth.effective_db(mode)) {
                 (Some(cluster), _) => {
@@ -153,6 +156,7 @@ impl Broker {
             mode,
             ring,
             backend,
+            rates,
             ledger,
             estimates: Mutex::new(HashMap::new()),
         });
@@ -291,16 +295,40 @@ impl Broker {
                 detail: denial.detail(method),
             }
         })?;
-        if let Some(limiter) = &key.limiter {
-            if let Err(not_until) = limiter.check() {
-                use governor::clock::{Clock, DefaultClock};
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                return Err(GatewayError::KeyRateLimited {
-                    retry_after_secs: crate::error::retry_after_secs(wait),
-                });
-            }
+        if self.shares_rate(caller) {
+            // Taken from Redis next: [`take_shared_rate`](Self::take_shared_rate).
+            return Ok(());
         }
-        Ok(())
+        local_rate(key)
+    }
+
+    /// Whether the caller's own rate is taken from Redis (cluster mode,
+    /// Redis up, a key with a rate): then call
+    /// [`take_shared_rate`](Self::take_shared_rate) before serving it.
+    pub fn shares_rate(&self, caller: &Caller) -> bool {
+        let rated = caller.key.as_ref().is_some_and(|k| k.record.rate.is_some());
+        rated && self.shared.rates.as_ref().is_some_and(RedisKeys::is_up)
+    }
+
+    /// Takes one request from the caller's own rate in Redis, shared by
+    /// every replica; with Redis failing, from this replica's limiter.
+    ///
+    /// # Errors
+    /// 429 with `Retry-After` when the key's rate is spent.
+    pub async fn take_shared_rate(&self, caller: &Caller) -> Result<(), GatewayError> {
+        let (Some(key), Some(rates)) = (&caller.key, &self.shared.rates) else {
+            return Ok(());
+        };
+        let Some(rate) = key.record.rate else {
+            return Ok(());
+        };
+        match rates.take_rate(&key.record.id, rate).await {
+            Ok(None) => Ok(()),
+            Ok(Some(wait)) => Err(GatewayError::KeyRateLimited {
+                retry_after_secs: crate::error::retry_after_secs(wait),
+            }),
+            Err(_) => local_rate(key),
+        }
     }
 
     /// Whether `parts` carries the admin key, or a local key with the
@@ -522,6 +550,20 @@ fn exact_decimal(text: &str) -> Option<Decimal> {
         .or_else(|_| Decimal::from_scientific(text))
         .or_else(|_| Decimal::from_str(text))
         .ok()
+}
+
+/// Takes one request from the key's own limiter in this process.
+fn local_rate(key: &LocalKey) -> Result<(), GatewayError> {
+    if let Some(limiter) = &key.limiter {
+        if let Err(not_until) = limiter.check() {
+            use governor::clock::{Clock, DefaultClock};
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            return Err(GatewayError::KeyRateLimited {
+                retry_after_secs: crate::error::retry_after_secs(wait),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The token a client presented: `Authorization: Bearer X` or `X-API-Key`.

@@ -13,6 +13,7 @@
 //! spent:{key}:{day}     STRING, exact decimal: the key's cost that day
 //! resv:{key}            HASH reservation id -> "{amount} {expires_at}"
 //! resv:next             INT, reservation ids
+//! rate:{key}            STRING, the key's own rate (GCRA arrival time, µs)
 //! ```
 //!
 //! Each write is one script (see `scripts`), atomic across replicas. A key
@@ -36,6 +37,7 @@ use super::portable;
 use super::store::{Reserve, StoreError};
 use super::token;
 use crate::cluster::{Cluster, Event};
+use crate::config::Rate;
 
 /// The Redis backend.
 #[derive(Clone, Debug)]
@@ -74,12 +76,38 @@ impl RedisKeys {
         self.cluster.run(answer).await.map_err(StoreError::Redis)
     }
 
+    /// Whether Redis answered the last command.
+    pub fn is_up(&self) -> bool {
+        self.cluster.is_up()
+    }
+
     fn up(&self) -> Result<(), StoreError> {
         if self.cluster.is_up() {
             Ok(())
         } else {
             Err(StoreError::Redis("Redis is lost".into()))
         }
+    }
+
+    /// Takes one request from key `key_id`'s own `rate`, shared by every
+    /// replica: `Ok(None)` when it may go, `Ok(Some(wait))` when the rate
+    /// is spent.
+    ///
+    /// # Errors
+    /// Redis is lost or failed.
+    pub async fn take_rate(
+        &self,
+        key_id: &str,
+        rate: Rate,
+    ) -> Result<Option<std::time::Duration>, StoreError> {
+        let window = u64::try_from(rate.window.as_micros()).unwrap_or(u64::MAX / 2);
+        let interval = (window / u64::from(rate.max.max(1))).max(1);
+        let mut call = scripts::scripts().rate.prepare_invoke();
+        call.key(self.key(&["rate", key_id]))
+            .arg(interval)
+            .arg(interval.saturating_mul(u64::from(rate.max.max(1))));
+        let wait: u64 = self.call(&call).await?;
+        Ok((wait > 0).then(|| std::time::Duration::from_micros(wait)))
     }
 
     /// Tells every replica the keys changed, and waits for them.

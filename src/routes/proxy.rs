@@ -91,7 +91,7 @@ pub fn proxy(state: &AppState, request: Request, peer: Option<Peer>) -> (RouteCl
                     return finish(&state, class, None, Err(error));
                 }
                 match admit(&state, &parts, path.decoded(), Keys::Loaded) {
-                    Ok(caller) => match admitted(&state, parts, body, path, route, caller, peer) {
+                    Ok(caller) => match rated(&state, parts, body, path, route, caller, peer) {
                         Proxied::Now(response) => response,
                         Proxied::Later(answer) => answer.await,
                     },
@@ -104,10 +104,34 @@ pub fn proxy(state: &AppState, request: Request, peer: Option<Peer>) -> (RouteCl
             return (class, Proxied::Later(answer));
         }
     };
-    (
-        class,
-        admitted(state, parts, body, path, route, caller, peer),
-    )
+    (class, rated(state, parts, body, path, route, caller, peer))
+}
+
+/// An admitted request; in cluster mode, one whose key has a rate of its
+/// own first takes it from Redis (shared by every replica), cache hits
+/// too.
+fn rated(
+    state: &AppState,
+    parts: Parts,
+    body: axum::body::Body,
+    path: ApiPath,
+    route: Route,
+    caller: Caller,
+    peer: Option<Peer>,
+) -> Proxied {
+    if !state.broker.shares_rate(&caller) {
+        return admitted(state, parts, body, path, route, caller, peer);
+    }
+    let state = state.clone();
+    Proxied::Later(Box::pin(async move {
+        if let Err(error) = state.broker.take_shared_rate(&caller).await {
+            return finish(&state, route.class, None, Err(error));
+        }
+        match admitted(&state, parts, body, path, route, caller, peer) {
+            Proxied::Now(response) => response,
+            Proxied::Later(answer) => answer.await,
+        }
+    }))
 }
 
 /// An admitted request: a fresh hit at once, else the future that passes

@@ -153,6 +153,23 @@ end
 return out
 ";
 
+/// A key's own rate, shared by every replica: GCRA on Redis's clock, in
+/// microseconds (exact in Lua's doubles). KEYS: the key's theoretical
+/// arrival time. ARGV: emission interval, burst (interval × max).
+/// Returns 0 when the request may go, else the microseconds to wait.
+const RATE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local later = tat + interval
+local over = later - now - burst
+if over > 0 then return over end
+redis.call('SET', KEYS[1], string.format('%d', later), 'PX', math.max(1, math.ceil((later - now) / 1000)))
+return 0
+";
+
 /// The scripts, built once.
 pub(super) struct Scripts {
     pub(super) insert: Script,
@@ -161,6 +178,7 @@ pub(super) struct Scripts {
     pub(super) reserve: Script,
     pub(super) usage: Script,
     pub(super) read_usage: Script,
+    pub(super) rate: Script,
 }
 
 /// The scripts of the backend.
@@ -173,5 +191,6 @@ pub(super) fn scripts() -> &'static Scripts {
         reserve: Script::new(&format!("{DECIMAL}{RESERVE}")),
         usage: Script::new(&format!("{DECIMAL}{USAGE}")),
         read_usage: Script::new(READ_USAGE),
+        rate: Script::new(RATE),
     })
 }

@@ -139,6 +139,54 @@ async fn a_key_changed_through_any_replica_or_the_cli_holds_on_every_replica_at_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keys_own_rate_holds_across_replicas() {
+    let redis = RedisServer::start();
+    let sim = sim().await;
+    let gws = [
+        replica(&redis, &sim, "rate"),
+        replica(&redis, &sim, "rate"),
+        replica(&redis, &sim, "rate"),
+    ];
+    let spec = json!({"name": "ci", "role": "read", "rate": "6/min"});
+    let (token, _) = create_key(&gws[0], spec).await;
+    let mut statuses = Vec::new();
+    for n in 0..12 {
+        let response = client()
+            .get(gws[n % 3].url("/api/v1/agents"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        if status == 429 {
+            let wait: u64 = response.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(
+                (1..=10).contains(&wait),
+                "one slot comes back in 10 s: {wait}"
+            );
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["code"], "key_rate_limited");
+        }
+        statuses.push(status);
+    }
+    // 6 in the minute, whichever replica they reached: not 6 per replica.
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        6,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        6,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn verified_keys_keep_working_while_redis_is_lost_and_changes_wait_for_it() {
     let redis = RedisServer::start();
     let sim = sim().await;
