@@ -15,3 +15,4 @@ pub mod ring;
 pub mod scope;
 pub mod store;
 pub mod token;
+pub mod usage;

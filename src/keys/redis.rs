@@ -76,11 +76,6 @@ impl RedisKeys {
         self.cluster.run(answer).await.map_err(StoreError::Redis)
     }
 
-    /// Whether Redis answered the last command.
-    pub fn is_up(&self) -> bool {
-        self.cluster.is_up()
-    }
-
     fn up(&self) -> Result<(), StoreError> {
         if self.cluster.is_up() {
             Ok(())

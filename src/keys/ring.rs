@@ -14,6 +14,10 @@
 //! [`VerifyError::Stale`]: the caller reloads with [`KeyRing::refresh`]
 //! off the runtime (`spawn_blocking`), on a second connection that may
 //! wait, and verifies again with [`KeyRing::verify_loaded`].
+//!
+//! In cluster mode the keys are in Redis: the look is one atomic load of a
+//! flag that key events, resyncs and a generation poll set (see
+//! [`Remote`]), and the reload is [`KeyRing::refresh_remote`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
