@@ -21,6 +21,21 @@ use super::store::{Reserve, Store, StoreError};
 /// A backend call's outcome, later.
 pub type Fut<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
 
+/// Names one ledger write, so a write retried after a lost answer is
+/// applied once ([`KeyBackend::add_usage`], [`KeyBackend::settle`]).
+pub type WriteId = u64;
+
+/// A new [`WriteId`], random.
+pub fn write_id() -> WriteId {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut bytes = [0u8; 8];
+    // Without randomness: a counter per process still tells this
+    // process's writes apart.
+    let _ = getrandom::fill(&mut bytes);
+    u64::from_le_bytes(bytes) ^ NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// The broker's storage (module docs). Every call is atomic on its own:
 /// a reservation is decided and written in one step across every process
 /// that shares the backend.
@@ -31,16 +46,23 @@ pub trait KeyBackend: Send + Sync + std::fmt::Debug {
     fn key<'a>(&'a self, id: &'a str) -> Fut<'a, Option<KeyRecord>>;
     /// Stores a new key; [`StoreError::Duplicate`] when its id is taken.
     fn insert_key<'a>(&'a self, record: &'a KeyRecord) -> Fut<'a, ()>;
-    /// Revokes key `id` at `now` (kept if already revoked); `false` when
-    /// there is no such key.
-    fn revoke<'a>(&'a self, id: &'a str, now: i64) -> Fut<'a, bool>;
-    /// Gives key `id` the hash `new`, the old one valid until `until`;
-    /// `false` when there is no such key or it is revoked.
-    fn rotate<'a>(&'a self, id: &'a str, new: &'a KeyHash, until: i64) -> Fut<'a, bool>;
+    /// Revokes key `id` at `now` (kept if already revoked) and returns
+    /// it as it is now; `None` when there is no such key.
+    fn revoke<'a>(&'a self, id: &'a str, now: i64) -> Fut<'a, Option<KeyRecord>>;
+    /// Gives key `id` the hash `new`, the old one valid until `until`, and
+    /// returns it as it is now; `None` when there is no such key or it is
+    /// revoked.
+    fn rotate<'a>(
+        &'a self,
+        id: &'a str,
+        new: &'a KeyHash,
+        until: i64,
+    ) -> Fut<'a, Option<KeyRecord>>;
     /// A counter every key change moves.
     fn generation(&self) -> Fut<'_, i64>;
-    /// Adds usage (summed per key, day, agent and class), all or nothing.
-    fn add_usage<'a>(&'a self, deltas: &'a [UsageDelta]) -> Fut<'a, ()>;
+    /// Adds usage (summed per key, day, agent and class), all or nothing,
+    /// once per `write` however often it is retried.
+    fn add_usage<'a>(&'a self, write: WriteId, deltas: &'a [UsageDelta]) -> Fut<'a, ()>;
     /// Ledger rows from `since_day` (`YYYY-MM-DD`) on, of `key` if given,
     /// ordered by day, key, agent and class.
     fn usage<'a>(&'a self, key: Option<&'a str>, since_day: &'a str) -> Fut<'a, Vec<UsageRow>>;
@@ -54,8 +76,9 @@ pub trait KeyBackend: Send + Sync + std::fmt::Debug {
         now: i64,
         expires_at: i64,
     ) -> Fut<'a, Reserve>;
-    /// Frees reservation `id` and adds `delta` to the ledger, together.
-    fn settle<'a>(&'a self, id: i64, delta: &'a UsageDelta) -> Fut<'a, ()>;
+    /// Frees reservation `id` and adds `delta` to the ledger, together,
+    /// once per `write`.
+    fn settle<'a>(&'a self, write: WriteId, id: i64, delta: &'a UsageDelta) -> Fut<'a, ()>;
     /// Frees reservation `id` of `key_id` (nothing was spent).
     fn release<'a>(&'a self, key_id: &'a str, id: i64) -> Fut<'a, ()>;
 }
@@ -107,21 +130,34 @@ impl KeyBackend for SqliteBackend {
         self.blocking(move |s| s.insert_key(&record))
     }
 
-    fn revoke<'a>(&'a self, id: &'a str, now: i64) -> Fut<'a, bool> {
+    fn revoke<'a>(&'a self, id: &'a str, now: i64) -> Fut<'a, Option<KeyRecord>> {
         let id = id.to_string();
-        self.blocking(move |s| s.revoke(&id, now))
+        self.blocking(move |s| match s.revoke(&id, now)? {
+            true => s.key(&id),
+            false => Ok(None),
+        })
     }
 
-    fn rotate<'a>(&'a self, id: &'a str, new: &'a KeyHash, until: i64) -> Fut<'a, bool> {
+    fn rotate<'a>(
+        &'a self,
+        id: &'a str,
+        new: &'a KeyHash,
+        until: i64,
+    ) -> Fut<'a, Option<KeyRecord>> {
         let (id, new) = (id.to_string(), *new);
-        self.blocking(move |s| s.rotate(&id, &new, until))
+        self.blocking(move |s| match s.rotate(&id, &new, until)? {
+            true => s.key(&id),
+            false => Ok(None),
+        })
     }
 
     fn generation(&self) -> Fut<'_, i64> {
         self.blocking(Store::generation)
     }
 
-    fn add_usage<'a>(&'a self, deltas: &'a [UsageDelta]) -> Fut<'a, ()> {
+    // One SQLite transaction either commits or not: a failed write was
+    // not made, and its retry is its only application.
+    fn add_usage<'a>(&'a self, _: WriteId, deltas: &'a [UsageDelta]) -> Fut<'a, ()> {
         let deltas = deltas.to_vec();
         self.blocking(move |s| s.add_usage(&deltas))
     }
@@ -143,7 +179,7 @@ impl KeyBackend for SqliteBackend {
         self.blocking(move |s| s.reserve(&key_id, &budget, amount, now, expires_at))
     }
 
-    fn settle<'a>(&'a self, id: i64, delta: &'a UsageDelta) -> Fut<'a, ()> {
+    fn settle<'a>(&'a self, _: WriteId, id: i64, delta: &'a UsageDelta) -> Fut<'a, ()> {
         let delta = delta.clone();
         self.blocking(move |s| s.settle(id, &delta))
     }

@@ -16,7 +16,7 @@ use http::request::Parts;
 use http::{header, HeaderMap, Method};
 use rust_decimal::Decimal;
 
-use super::backend::{KeyBackend, SqliteBackend};
+use super::backend::{write_id, KeyBackend, SqliteBackend};
 use super::clock;
 use super::ledger::{Ledger, Owed};
 use super::model::{KeyHash, Role, UsageDelta};
@@ -467,17 +467,12 @@ impl Broker {
             estimates.insert((delta.key_id.clone(), agent.to_string()), delta.cost_usd);
         }
         let owed = match (reservation_id, delta) {
-            (Some(id), Some(delta)) => Owed::Settle(id, delta),
+            (Some(id), Some(delta)) => Owed::Settle(write_id(), id, delta),
             (Some(id), None) => Owed::Release(caller.id().to_string(), id),
-            (None, Some(delta)) => Owed::Add(delta),
+            (None, Some(delta)) => Owed::Add(write_id(), vec![delta]),
             (None, None) => return,
         };
-        let written = match &owed {
-            Owed::Settle(id, delta) => backend.settle(*id, delta).await,
-            Owed::Add(delta) => backend.add_usage(std::slice::from_ref(delta)).await,
-            Owed::Release(key, id) => backend.release(key, *id).await,
-        };
-        if let Err(error) = written {
+        if let Err(error) = owed.write(backend.as_ref()).await {
             // Never lost: the ledger retries it until it is written.
             tracing::error!(%error, "could not record an invocation's usage yet; retrying");
             self.shared.ledger.owe(owed);

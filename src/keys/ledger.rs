@@ -3,11 +3,13 @@
 //!
 //! Counting a request is a map update in memory; a task writes the counts
 //! to the backend every `auth.ledger_flush_ms` in one batch, and once more
-//! at shutdown. A write that fails is merged back and retried on the next
-//! tick. Invocations (tokens and cost) do not wait for a batch: they are
+//! at shutdown. A batch that fails is kept as it is and retried on the
+//! next tick. Invocations (tokens and cost) do not wait for a batch: they are
 //! written when they finish (see `Broker::settle_invocation`); one whose
 //! write failed (Redis lost, SQLite locked past its timeout) is kept here
-//! and retried on every tick until it is written, in order.
+//! and retried on every tick until it is written. Each write carries an id
+//! the Redis backend remembers for an hour, so a write whose answer was
+//! lost is not applied twice by its retry.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,22 +17,38 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 
-use super::backend::KeyBackend;
+use super::backend::{write_id, KeyBackend, WriteId};
 use super::clock;
 use super::model::UsageDelta;
+use super::store::StoreError;
 
 /// (key id, day, agent, class)
 type Slot = (String, String, String, &'static str);
 
-/// A write the backend still owes.
+/// A write the backend still owes. Retried under its [`WriteId`], so one
+/// whose answer was lost (it was made) is not made twice.
 #[derive(Debug)]
 pub enum Owed {
-    /// Free reservation `id` and add the usage.
-    Settle(i64, UsageDelta),
+    /// Free reservation `.1` and add the usage.
+    Settle(WriteId, i64, UsageDelta),
     /// Add the usage (no reservation).
-    Add(UsageDelta),
-    /// Free reservation `id` of key `.0`.
+    Add(WriteId, Vec<UsageDelta>),
+    /// Free reservation `.1` of key `.0`.
     Release(String, i64),
+}
+
+impl Owed {
+    /// Makes the write.
+    ///
+    /// # Errors
+    /// The backend failed; retry the same `Owed`.
+    pub async fn write(&self, store: &dyn KeyBackend) -> Result<(), StoreError> {
+        match self {
+            Self::Settle(write, id, delta) => store.settle(*write, *id, delta).await,
+            Self::Add(write, deltas) => store.add_usage(*write, deltas).await,
+            Self::Release(key, id) => store.release(key, *id).await,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -89,7 +107,7 @@ impl Ledger {
         pending.owed.push(owed);
     }
 
-    /// How many invocation writes are waiting for the backend.
+    /// How many writes are waiting for the backend.
     pub fn owed(&self) -> usize {
         let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         pending.owed.len()
@@ -112,12 +130,7 @@ async fn flush(pending: &Arc<Mutex<Pending>>, store: &dyn KeyBackend) {
             kept.push(owed);
             continue;
         }
-        let written = match &owed {
-            Owed::Settle(id, delta) => store.settle(*id, delta).await,
-            Owed::Add(delta) => store.add_usage(std::slice::from_ref(delta)).await,
-            Owed::Release(key, id) => store.release(key, *id).await,
-        };
-        if written.is_err() {
+        if owed.write(store).await.is_err() {
             kept.push(owed);
         }
     }
@@ -147,12 +160,12 @@ async fn flush(pending: &Arc<Mutex<Pending>>, store: &dyn KeyBackend) {
             ..UsageDelta::default()
         })
         .collect();
-    let Err(error) = store.add_usage(&deltas).await else {
+    let batch = Owed::Add(write_id(), deltas);
+    let Err(error) = batch.write(store).await else {
         return;
     };
     tracing::error!(%error, "ledger write failed; keeping the counts for the next try");
+    // As this batch, under its id: it may have been written after all.
     let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
-    for (slot, n) in taken {
-        *pending.counts.entry(slot).or_insert(0) += n;
-    }
+    pending.owed.push(batch);
 }

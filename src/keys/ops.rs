@@ -165,11 +165,8 @@ pub async fn rotate(
 ) -> Result<Issued, OpsError> {
     let minted = token::mint_for(id).map_err(|e| OpsError::Random(e.to_string()))?;
     let until = now.saturating_add(i64::try_from(grace_secs).unwrap_or(i64::MAX));
-    if !backend.rotate(id, &minted.hash, until).await? {
-        return Err(OpsError::NotFound(id.to_string()));
-    }
     let record = backend
-        .key(id)
+        .rotate(id, &minted.hash, until)
         .await?
         .ok_or_else(|| OpsError::NotFound(id.to_string()))?;
     Ok(Issued {
@@ -183,11 +180,8 @@ pub async fn rotate(
 /// # Errors
 /// No such key, or a store failure.
 pub async fn revoke(backend: &dyn KeyBackend, id: &str, now: i64) -> Result<KeyInfo, OpsError> {
-    if !backend.revoke(id, now).await? {
-        return Err(OpsError::NotFound(id.to_string()));
-    }
     let record = backend
-        .key(id)
+        .revoke(id, now)
         .await?
         .ok_or_else(|| OpsError::NotFound(id.to_string()))?;
     Ok(KeyInfo::from(&record))

@@ -12,7 +12,8 @@
 //!                       "…\tcost" -> exact decimal string
 //! spent:{key}:{day}     STRING, exact decimal: the key's cost that day
 //! resv:{key}            HASH reservation id -> "{amount} {expires_at}"
-//! resv:next             INT, reservation ids
+//! resv-next             INT, reservation ids
+//! done:{write}          a ledger write applied (an hour; retries skip it)
 //! rate:{key}            STRING, the key's own rate (GCRA arrival time, µs)
 //! ```
 //!
@@ -30,7 +31,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use rust_decimal::Decimal;
 
-use super::backend::{Fut, KeyBackend};
+use super::backend::{Fut, KeyBackend, WriteId};
 use super::clock;
 use super::model::{Budget, KeyHash, KeyRecord, UsageDelta, UsageRow};
 use super::portable;
@@ -105,12 +106,31 @@ impl RedisKeys {
         Ok((wait > 0).then(|| std::time::Duration::from_micros(wait)))
     }
 
+    /// Runs a script that changes one key and answers its fields (none:
+    /// nothing changed); tells the replicas when it did.
+    async fn changed_to(
+        &self,
+        call: &redis::ScriptInvocation<'_>,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        let fields: HashMap<String, String> = self.call(call).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        self.changed().await;
+        decode(&fields).map(Some)
+    }
+
     /// Tells every replica the keys changed, and waits for them.
     async fn changed(&self) {
         self.cluster.publish(Event::Keys).await;
     }
 
-    async fn add(&self, reservation: Option<i64>, deltas: &[UsageDelta]) -> Result<(), StoreError> {
+    async fn add(
+        &self,
+        write: WriteId,
+        reservation: Option<i64>,
+        deltas: &[UsageDelta],
+    ) -> Result<(), StoreError> {
         if deltas.is_empty() && reservation.is_none() {
             return Ok(());
         }
@@ -119,8 +139,12 @@ impl RedisKeys {
         let resv_of = deltas.first().map_or("-", |d| d.key_id.as_str());
         call.key(self.key(&["usage", "days"]))
             .key(self.key(&["resv", resv_of]))
+            .key(self.key(&["done", &format!("{write:016x}")]))
             .arg(reservation.map(|id| id.to_string()).unwrap_or_default());
         for delta in deltas {
+            if delta.cost_usd.is_sign_negative() && !delta.cost_usd.is_zero() {
+                tracing::warn!(cost = %delta.cost_usd, "a negative invocation cost is recorded as 0");
+            }
             call.key(self.key(&["usage", &delta.day]))
                 .key(self.key(&["spent", &delta.key_id, &delta.day]))
                 .arg(format!(
@@ -192,32 +216,29 @@ impl KeyBackend for RedisKeys {
         })
     }
 
-    fn revoke<'a>(&'a self, id: &'a str, now: i64) -> Fut<'a, bool> {
+    fn revoke<'a>(&'a self, id: &'a str, now: i64) -> Fut<'a, Option<KeyRecord>> {
         Box::pin(async move {
             let mut call = scripts::scripts().revoke.prepare_invoke();
             call.key(self.record_key(id))
                 .key(self.key(&["keys", "gen"]))
                 .arg(now);
-            let found = self.call::<i64>(&call).await? == 1;
-            if found {
-                self.changed().await;
-            }
-            Ok(found)
+            self.changed_to(&call).await
         })
     }
 
-    fn rotate<'a>(&'a self, id: &'a str, new: &'a KeyHash, until: i64) -> Fut<'a, bool> {
+    fn rotate<'a>(
+        &'a self,
+        id: &'a str,
+        new: &'a KeyHash,
+        until: i64,
+    ) -> Fut<'a, Option<KeyRecord>> {
         Box::pin(async move {
             let mut call = scripts::scripts().rotate.prepare_invoke();
             call.key(self.record_key(id))
                 .key(self.key(&["keys", "gen"]))
                 .arg(token::hex(new))
                 .arg(until);
-            let rotated = self.call::<i64>(&call).await? == 1;
-            if rotated {
-                self.changed().await;
-            }
-            Ok(rotated)
+            self.changed_to(&call).await
         })
     }
 
@@ -230,8 +251,8 @@ impl KeyBackend for RedisKeys {
         })
     }
 
-    fn add_usage<'a>(&'a self, deltas: &'a [UsageDelta]) -> Fut<'a, ()> {
-        Box::pin(self.add(None, deltas))
+    fn add_usage<'a>(&'a self, write: WriteId, deltas: &'a [UsageDelta]) -> Fut<'a, ()> {
+        Box::pin(self.add(write, None, deltas))
     }
 
     fn usage<'a>(&'a self, key: Option<&'a str>, since_day: &'a str) -> Fut<'a, Vec<UsageRow>> {
@@ -256,14 +277,13 @@ impl KeyBackend for RedisKeys {
         Box::pin(async move {
             let mut call = scripts::scripts().reserve.prepare_invoke();
             call.key(self.key(&["resv", key_id]))
-                .key(self.key(&["resv", "next"]));
+                .key(self.key(&["resv-next"]));
             for day in period_days(budget, now) {
                 call.key(self.key(&["spent", key_id, &day]));
             }
             call.arg(money(budget.usd))
                 .arg(money(amount))
-                .arg(now)
-                .arg(expires_at);
+                .arg(expires_at.saturating_sub(now).max(1));
             let (id, spent, reserved): (i64, String, String) = self.call(&call).await?;
             if id > 0 {
                 return Ok(Reserve::Granted(id));
@@ -276,8 +296,8 @@ impl KeyBackend for RedisKeys {
         })
     }
 
-    fn settle<'a>(&'a self, id: i64, delta: &'a UsageDelta) -> Fut<'a, ()> {
-        Box::pin(self.add(Some(id), std::slice::from_ref(delta)))
+    fn settle<'a>(&'a self, write: WriteId, id: i64, delta: &'a UsageDelta) -> Fut<'a, ()> {
+        Box::pin(self.add(write, Some(id), std::slice::from_ref(delta)))
     }
 
     fn release<'a>(&'a self, key_id: &'a str, id: i64) -> Fut<'a, ()> {
@@ -330,9 +350,13 @@ fn rows(flat: &[String], only: Option<&str>) -> Result<Vec<UsageRow>, StoreError
         let [day, field, value] = triple else {
             continue;
         };
-        let mut parts = field.split('\t');
-        let (Some(key_id), Some(agent), Some(class), Some(counter)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
+        // The key id and the class hold no tab; an agent slug may (it
+        // comes decoded from a path): split it off from both ends.
+        let Some((key_id, rest)) = field.split_once('\t') else {
+            continue;
+        };
+        let mut tail = rest.rsplitn(3, '\t');
+        let (Some(counter), Some(class), Some(agent)) = (tail.next(), tail.next(), tail.next())
         else {
             continue;
         };
@@ -395,15 +419,31 @@ mod tests {
             ("2026-11-22", "k1\tdemo\tinvoke\tcost", "0.000342"),
             ("2026-11-22", "k2\t\tcrud\trequests", "5"),
             ("2026-11-21", "k1\tdemo\tinvoke\trequests", "1"),
+            // A slug with tabs (decoded from %09) stays the agent's.
+            ("2026-11-21", "k3\tx\tinvoke\tcost\tcrud\trequests", "4"),
         ]
         .iter()
         .flat_map(|(d, f, v)| [d.to_string(), f.to_string(), v.to_string()])
         .collect();
         let all = rows(&flat, None).unwrap();
-        assert_eq!(all.len(), 3);
+        assert_eq!(all.len(), 4);
+        let tabbed = all.iter().find(|r| r.key_id == "k3").unwrap();
+        assert_eq!(
+            (
+                tabbed.agent.as_str(),
+                tabbed.class.as_str(),
+                tabbed.requests
+            ),
+            ("x\tinvoke\tcost", "crud", 4)
+        );
+        assert_eq!(tabbed.cost_usd, Decimal::ZERO);
         assert_eq!(all[0].day, "2026-11-21");
-        assert_eq!(all[1].cost_usd, Decimal::new(342, 6));
-        assert_eq!(all[1].invocations, 2);
+        let k1 = all
+            .iter()
+            .find(|r| r.key_id == "k1" && r.day == "2026-11-22")
+            .unwrap();
+        assert_eq!(k1.cost_usd, Decimal::new(342, 6));
+        assert_eq!(k1.invocations, 2);
         assert_eq!(rows(&flat, Some("k2")).unwrap().len(), 1);
     }
 }

@@ -12,7 +12,7 @@
 //! answering (already-verified keys keep working; keys created or revoked
 //! meanwhile wait for Redis). A table never loaded refuses with 503.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -26,22 +26,40 @@ use crate::cluster::{Cluster, Event};
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
 
 /// What a replica knows about the freshness of its key table.
+///
+/// Two counters rather than a flag: a reread that starts after the last
+/// sign of a change makes the table current only once it is installed, so
+/// a request verified meanwhile (or a reread given up half way) never
+/// trusts a table read before the change.
 #[derive(Debug)]
 struct Freshness {
-    stale: AtomicBool,
+    /// Moved by every sign that the keys may have changed.
+    wanted: AtomicU64,
+    /// The `wanted` that the installed table was read after.
+    installed: AtomicU64,
     /// The generation the table was read at; -1 before the first read.
     seen: AtomicI64,
+}
+
+impl Freshness {
+    fn want(&self) {
+        self.wanted.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn is_current(&self) -> bool {
+        self.installed.load(Ordering::Acquire) >= self.wanted.load(Ordering::Acquire)
+    }
 }
 
 impl Sink for Freshness {
     fn apply(&self, event: &Event) {
         if *event == Event::Keys {
-            self.stale.store(true, Ordering::Release);
+            self.want();
         }
     }
 
     fn resync(&self) {
-        self.stale.store(true, Ordering::Release);
+        self.want();
     }
 }
 
@@ -74,7 +92,8 @@ impl Remote {
         Self {
             backend,
             freshness: Arc::new(Freshness {
-                stale: AtomicBool::new(true),
+                wanted: AtomicU64::new(1),
+                installed: AtomicU64::new(0),
                 seen: AtomicI64::new(-1),
             }),
             loaded: AtomicBool::new(false),
@@ -96,12 +115,12 @@ impl Remote {
 
     /// Whether the table is known current.
     pub fn is_current(&self) -> bool {
-        !self.freshness.stale.load(Ordering::Acquire)
+        self.freshness.is_current()
     }
 
-    /// Marks the table stale (a config reload, tests).
+    /// Marks the table stale (a change made here, a config reload).
     pub fn mark_stale(&self) {
-        self.freshness.stale.store(true, Ordering::Release);
+        self.freshness.want();
     }
 
     /// The stored keys as last read.
@@ -126,20 +145,20 @@ impl Remote {
         if self.is_current() {
             return Ok(());
         }
-        // Cleared before the read: a change published during it marks
-        // the table stale again.
-        self.freshness.stale.store(false, Ordering::Release);
+        // Taken before the read: a change heard during it keeps the table
+        // stale after it.
+        let wanted = self.freshness.wanted.load(Ordering::Acquire);
         match self.read().await {
             Ok((generation, stored)) => {
                 self.freshness.seen.store(generation, Ordering::Release);
                 *self.stored.lock().unwrap_or_else(PoisonError::into_inner) = stored.clone();
                 install(stored);
+                self.freshness.installed.fetch_max(wanted, Ordering::AcqRel);
                 self.loaded.store(true, Ordering::Release);
                 self.warned.store(false, Ordering::Relaxed);
                 Ok(())
             }
             Err(error) => {
-                self.freshness.stale.store(true, Ordering::Release);
                 if !self.loaded.load(Ordering::Acquire) {
                     return Err(error);
                 }
@@ -177,7 +196,7 @@ fn spawn_poll(freshness: std::sync::Weak<Freshness>, backend: Arc<dyn KeyBackend
                 return;
             };
             if freshness.seen.load(Ordering::Acquire) != generation {
-                freshness.stale.store(true, Ordering::Release);
+                freshness.want();
             }
         }
     });
@@ -188,22 +207,29 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
-    use crate::keys::backend::Fut;
+    use crate::keys::backend::{Fut, WriteId};
     use crate::keys::model::{Budget, KeyHash, UsageDelta, UsageRow};
     use crate::keys::store::Reserve;
 
-    /// Answers `generation` and `keys` unless `down`; nothing else.
+    /// Answers `generation` and `keys` unless `down`; nothing else. While
+    /// `held`, `keys` waits for `gate`.
     #[derive(Debug, Default)]
     struct Flaky {
         down: AtomicBool,
         reads: AtomicUsize,
+        held: AtomicBool,
+        gate: tokio::sync::Notify,
     }
 
     impl KeyBackend for Flaky {
         fn keys(&self) -> Fut<'_, Vec<KeyRecord>> {
             self.reads.fetch_add(1, Ordering::Relaxed);
             let down = self.down.load(Ordering::Relaxed);
+            let held = self.held.load(Ordering::Relaxed);
             Box::pin(async move {
+                if held {
+                    self.gate.notified().await;
+                }
                 if down {
                     return Err(StoreError::Redis("lost".into()));
                 }
@@ -225,13 +251,13 @@ mod tests {
         fn insert_key<'a>(&'a self, _: &'a KeyRecord) -> Fut<'a, ()> {
             unreachable!()
         }
-        fn revoke<'a>(&'a self, _: &'a str, _: i64) -> Fut<'a, bool> {
+        fn revoke<'a>(&'a self, _: &'a str, _: i64) -> Fut<'a, Option<KeyRecord>> {
             unreachable!()
         }
-        fn rotate<'a>(&'a self, _: &'a str, _: &'a KeyHash, _: i64) -> Fut<'a, bool> {
+        fn rotate<'a>(&'a self, _: &'a str, _: &'a KeyHash, _: i64) -> Fut<'a, Option<KeyRecord>> {
             unreachable!()
         }
-        fn add_usage<'a>(&'a self, _: &'a [UsageDelta]) -> Fut<'a, ()> {
+        fn add_usage<'a>(&'a self, _: WriteId, _: &'a [UsageDelta]) -> Fut<'a, ()> {
             unreachable!()
         }
         fn usage<'a>(&'a self, _: Option<&'a str>, _: &'a str) -> Fut<'a, Vec<UsageRow>> {
@@ -247,7 +273,7 @@ mod tests {
         ) -> Fut<'a, Reserve> {
             unreachable!()
         }
-        fn settle<'a>(&'a self, _: i64, _: &'a UsageDelta) -> Fut<'a, ()> {
+        fn settle<'a>(&'a self, _: WriteId, _: i64, _: &'a UsageDelta) -> Fut<'a, ()> {
             unreachable!()
         }
         fn release<'a>(&'a self, _: &'a str, _: i64) -> Fut<'a, ()> {
@@ -289,5 +315,24 @@ mod tests {
         backend.down.store(false, Ordering::Relaxed);
         remote.refresh(install).await.unwrap();
         assert_eq!(installed.load(Ordering::Relaxed), 2, "reread once back");
+    }
+
+    #[tokio::test]
+    async fn a_change_heard_during_a_reread_keeps_the_table_stale() {
+        let backend = Arc::new(Flaky::default());
+        backend.held.store(true, Ordering::Relaxed);
+        let remote = Remote::new(backend.clone());
+        let reread = remote.refresh(|_| {});
+        tokio::pin!(reread);
+        let started = tokio::time::timeout(Duration::from_millis(20), &mut reread).await;
+        assert!(started.is_err(), "the read waits at the gate");
+        assert!(!remote.is_current(), "never current while it reads");
+        remote.freshness.apply(&Event::Keys);
+        backend.gate.notify_one();
+        reread.await.unwrap();
+        assert!(!remote.is_current(), "the change came after the read began");
+        backend.held.store(false, Ordering::Relaxed);
+        remote.refresh(|_| {}).await.unwrap();
+        assert!(remote.is_current());
     }
 }

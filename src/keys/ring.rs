@@ -273,6 +273,9 @@ impl KeyRing {
         let old = self.swap_declared(declared);
         if let Some(remote) = &self.remote {
             self.install(remote.stored());
+            // A reread racing this may have installed the old declared
+            // keys: the next request reads again.
+            remote.mark_stale();
             return Ok(());
         }
         self.refresh().inspect_err(|_| {

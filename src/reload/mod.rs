@@ -123,7 +123,17 @@ impl crate::server::Site for Live {
     }
 
     async fn stopped(&self) {
-        self.state().broker.ledger().flush().await;
+        let state = self.state();
+        let ledger = state.broker.ledger();
+        ledger.flush().await;
+        let owed = ledger.owed();
+        if owed > 0 {
+            // Said once, loudly: these records die with the process.
+            tracing::error!(
+                owed,
+                "stopping with usage records the key store never took (it was unreachable); they are lost"
+            );
+        }
     }
 }
 

@@ -58,11 +58,11 @@ pub async fn create(State(state): State<AppState>, request: Request) -> Response
         .collect();
     let names: Vec<&str> = upstreams.iter().map(String::as_str).collect();
     let result = match backend(&state) {
-        Ok(backend) => ops::create(backend, &new, &names, clock::now_unix())
-            .await
-            .inspect(|_| state.broker.ring().changed_here()),
+        Ok(backend) => ops::create(backend, &new, &names, clock::now_unix()).await,
         Err(error) => Err(error),
     };
+    // Whatever the outcome: a change may have been made.
+    state.broker.ring().changed_here();
     match result {
         Ok(issued) => {
             tracing::info!(key = %issued.info.id, role = %issued.info.role, "local key created");
@@ -84,11 +84,11 @@ pub async fn revoke(
         Err(refused) => return *refused,
     };
     let result = match backend(&state) {
-        Ok(backend) => ops::revoke(backend, &id, clock::now_unix())
-            .await
-            .inspect(|_| state.broker.ring().changed_here()),
+        Ok(backend) => ops::revoke(backend, &id, clock::now_unix()).await,
         Err(error) => Err(error),
     };
+    // Whatever the outcome: a change may have been made.
+    state.broker.ring().changed_here();
     match result {
         Ok(info) => {
             tracing::info!(key = %info.id, "local key revoked");
@@ -126,11 +126,11 @@ pub async fn rotate(
     };
     let grace = body.grace_secs.unwrap_or(state.broker.rotate_grace_secs());
     let result = match backend(&state) {
-        Ok(backend) => ops::rotate(backend, &id, grace, clock::now_unix())
-            .await
-            .inspect(|_| state.broker.ring().changed_here()),
+        Ok(backend) => ops::rotate(backend, &id, grace, clock::now_unix()).await,
         Err(error) => Err(error),
     };
+    // Whatever the outcome: a change may have been made.
+    state.broker.ring().changed_here();
     match result {
         Ok(issued) => {
             tracing::info!(key = %issued.info.id, grace_secs = grace, "local key rotated");

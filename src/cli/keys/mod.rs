@@ -42,10 +42,11 @@ pub(crate) struct KeysArgs {
         long,
         value_name = "URL",
         global = true,
-        env = "CASTARI_GATEWAY_REDIS_URL"
+        env = "CASTARI_GATEWAY_REDIS_URL",
+        hide_env_values = true
     )]
     redis: Option<String>,
-    /// With --redis: the cluster's key prefix (default: the config's
+    /// Cluster mode: the key prefix (default: the config's
     /// `cluster.prefix`).
     #[arg(long, value_name = "PREFIX", global = true)]
     prefix: Option<String>,
@@ -210,21 +211,32 @@ fn place(args: &KeysArgs, config: &Config) -> Result<Place, String> {
 }
 
 async fn open(place: Place) -> Result<Arc<dyn KeyBackend>, (i32, String)> {
-    match place {
-        Place::Sqlite(db) => match Store::open(&db) {
-            Ok(store) => Ok(Arc::new(SqliteBackend::new(store))),
-            Err(error) => Err((EXIT_FAILURE, error.to_string())),
-        },
-        Place::Redis(config) => match Cluster::connect(&config).await {
-            Ok(Some(cluster)) => {
-                // Live before a change is published, to hear the replicas
-                // confirm it.
-                cluster.wait_subscribed(cluster.op_timeout()).await;
-                Ok(Arc::new(RedisKeys::new(cluster)))
+    let config = match place {
+        Place::Sqlite(db) => {
+            return match Store::open(&db) {
+                Ok(store) => Ok(Arc::new(SqliteBackend::new(store))),
+                Err(error) => Err((EXIT_FAILURE, error.to_string())),
             }
-            Ok(None) => Err((EXIT_CONFIG, "cluster.redis_url: not set".into())),
-            Err(error) => Err((EXIT_CONFIG, error.to_string())),
-        },
+        }
+        Place::Redis(config) => config,
+    };
+    // Warnings (a replica that did not confirm a change in time) go to
+    // stderr; never a URL or a secret.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::WARN)
+        .without_time()
+        .with_target(false)
+        .try_init();
+    match Cluster::connect(&config).await {
+        Ok(Some(cluster)) => {
+            // Live before a change is published, to hear the replicas
+            // confirm it.
+            cluster.wait_subscribed(cluster.op_timeout()).await;
+            Ok(Arc::new(RedisKeys::new(cluster)))
+        }
+        Ok(None) => Err((EXIT_CONFIG, "cluster.redis_url: not set".into())),
+        Err(error) => Err((EXIT_CONFIG, error.to_string())),
     }
 }
 

@@ -14,7 +14,7 @@ use redis::Script;
 const DECIMAL: &str = r"
 local function split(s)
   local i, f = string.match(s, '^(%d+)%.?(%d*)$')
-  if not i then return '0', '' end
+  if not i then error('not a plain non-negative decimal: ' .. tostring(s)) end
   return i, f
 end
 local function align(a, b)
@@ -62,30 +62,32 @@ redis.call('INCR', KEYS[3])
 return 1
 ";
 
-/// KEYS: key hash, generation. ARGV: now. Returns 1, or 0 for no key.
+/// KEYS: key hash, generation. ARGV: now. Returns the key's fields as
+/// they are now, or none for no key.
 const REVOKE: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
 if redis.call('HEXISTS', KEYS[1], 'revoked_at') == 0 then
   redis.call('HSET', KEYS[1], 'revoked_at', ARGV[1])
   redis.call('INCR', KEYS[2])
 end
-return 1
+return redis.call('HGETALL', KEYS[1])
 ";
 
-/// KEYS: key hash, generation. ARGV: new hash, grace until. Returns 1, or
-/// 0 for no key or a revoked one.
+/// KEYS: key hash, generation. ARGV: new hash, grace until. Returns the
+/// key's fields as they are now, or none for no key or a revoked one.
 const ROTATE: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if redis.call('HEXISTS', KEYS[1], 'revoked_at') == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+if redis.call('HEXISTS', KEYS[1], 'revoked_at') == 1 then return {} end
 local old = redis.call('HGET', KEYS[1], 'hash')
 redis.call('HSET', KEYS[1], 'prev_hash', old, 'prev_until', ARGV[2], 'hash', ARGV[1])
 redis.call('INCR', KEYS[2])
-return 1
+return redis.call('HGETALL', KEYS[1])
 ";
 
 /// KEYS: reservations hash, reservation counter, then the key's spent
-/// string of each day of the period. ARGV: limit, amount, now, expires.
-/// Returns {id, spent, reserved}; id 0 when refused.
+/// string of each day of the period. ARGV: limit, amount, seconds the
+/// reservation lives. Expiry is on Redis's clock, so replicas' clocks do
+/// not matter. Returns {id, spent, reserved}; id 0 when refused.
 const RESERVE: &str = r"
 local spent = '0'
 for i = 3, #KEYS do
@@ -93,7 +95,7 @@ for i = 3, #KEYS do
   if v then spent = dec_add(spent, v) end
 end
 local reserved = '0'
-local now = tonumber(ARGV[3])
+local now = tonumber(redis.call('TIME')[1])
 local held = redis.call('HGETALL', KEYS[1])
 for i = 1, #held, 2 do
   local amount, expires = string.match(held[i + 1], '^(%S+) (%-?%d+)$')
@@ -105,21 +107,26 @@ for i = 1, #held, 2 do
 end
 if dec_ge(dec_add(spent, reserved), ARGV[1]) then return {0, spent, reserved} end
 local id = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], id, ARGV[2] .. ' ' .. ARGV[4])
-redis.call('EXPIRE', KEYS[1], math.max(1, tonumber(ARGV[4]) - now))
+local ttl = math.max(1, tonumber(ARGV[3]))
+redis.call('HSET', KEYS[1], id, ARGV[2] .. ' ' .. string.format('%d', now + ttl))
+redis.call('EXPIRE', KEYS[1], ttl, 'NX')
+redis.call('EXPIRE', KEYS[1], ttl, 'GT')
 return {id, spent, reserved}
 ";
 
-/// KEYS: days zset, reservations hash, then per delta its day's usage
-/// hash and its key's spent string of that day. ARGV: the reservation id
-/// to free (or ''), then per delta: field prefix, day, requests,
-/// invocations, input tokens, output tokens, cost.
+/// KEYS: days zset, reservations hash, this write's marker, then per
+/// delta its day's usage hash and its key's spent string of that day.
+/// ARGV: the reservation id to free (or ''), then per delta: field
+/// prefix, day, requests, invocations, input tokens, output tokens, cost.
+/// A write whose marker is there was applied already (a retry after a
+/// lost answer): nothing is added again. Returns 1, or 0 for a repeat.
 const USAGE: &str = r"
+if not redis.call('SET', KEYS[3], 1, 'NX', 'EX', 3600) then return 0 end
 if ARGV[1] ~= '' then redis.call('HDEL', KEYS[2], ARGV[1]) end
 local n = (#ARGV - 1) / 7
 for d = 0, n - 1 do
   local a = 2 + d * 7
-  local usage, spent = KEYS[3 + d * 2], KEYS[4 + d * 2]
+  local usage, spent = KEYS[4 + d * 2], KEYS[5 + d * 2]
   local field, day = ARGV[a], ARGV[a + 1]
   redis.call('ZADD', KEYS[1], 0, day)
   local names = {'requests', 'invocations', 'input_tokens', 'output_tokens'}

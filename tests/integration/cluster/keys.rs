@@ -369,7 +369,14 @@ async fn redis_adds_and_compares_money_exactly() {
             cost_usd: cost,
             ..UsageDelta::default()
         };
-        keys.add_usage(std::slice::from_ref(&delta)).await.unwrap();
+        let write = 1_000 + n as u64;
+        keys.add_usage(write, std::slice::from_ref(&delta))
+            .await
+            .unwrap();
+        // The same write again (a retry after a lost answer): not counted.
+        keys.add_usage(write, std::slice::from_ref(&delta))
+            .await
+            .unwrap();
     }
     let rows = keys.usage(Some("k1"), "2026-12-01").await.unwrap();
     let total: Decimal = rows.iter().map(|r| r.cost_usd).sum();
@@ -388,7 +395,7 @@ async fn redis_adds_and_compares_money_exactly() {
         cost_usd: cost.parse().unwrap(),
         ..UsageDelta::default()
     };
-    keys.add_usage(&[spend("k2", "0.999999999999999999")])
+    keys.add_usage(1, &[spend("k2", "0.999999999999999999")])
         .await
         .unwrap();
     let tiny: Decimal = "0.000000000000000001".parse().unwrap();
@@ -399,7 +406,7 @@ async fn redis_adds_and_compares_money_exactly() {
     let Reserve::Granted(held) = granted else {
         panic!("one unit short of the limit must grant: {granted:?}");
     };
-    keys.settle(held, &spend("k2", "0.000000000000000001"))
+    keys.settle(2, held, &spend("k2", "0.000000000000000001"))
         .await
         .unwrap();
     let refused = keys
