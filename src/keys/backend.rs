@@ -30,9 +30,14 @@ pub fn write_id() -> WriteId {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let mut bytes = [0u8; 8];
-    // Without randomness: a counter per process still tells this
-    // process's writes apart.
-    let _ = getrandom::fill(&mut bytes);
+    if getrandom::fill(&mut bytes).is_err() {
+        // Without randomness: the time and the process id still tell
+        // replicas apart, the counter this process's writes.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        bytes = (nanos ^ (u64::from(std::process::id()) << 40)).to_le_bytes();
+    }
     u64::from_le_bytes(bytes) ^ NEXT.fetch_add(1, Ordering::Relaxed)
 }
 

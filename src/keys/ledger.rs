@@ -164,8 +164,15 @@ async fn flush(pending: &Arc<Mutex<Pending>>, store: &dyn KeyBackend) {
     let Err(error) = batch.write(store).await else {
         return;
     };
+    let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
+    if matches!(error, StoreError::RedisLost) {
+        // Never sent: back with the counts still to come, one batch later.
+        for (slot, n) in taken {
+            *pending.counts.entry(slot).or_insert(0) += n;
+        }
+        return;
+    }
     tracing::error!(%error, "ledger write failed; keeping the counts for the next try");
     // As this batch, under its id: it may have been written after all.
-    let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
     pending.owed.push(batch);
 }

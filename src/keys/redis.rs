@@ -81,7 +81,7 @@ impl RedisKeys {
         if self.cluster.is_up() {
             Ok(())
         } else {
-            Err(StoreError::Redis("Redis is lost".into()))
+            Err(StoreError::RedisLost)
         }
     }
 

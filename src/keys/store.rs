@@ -134,6 +134,10 @@ pub enum StoreError {
     /// never carry its URL or password.
     #[error("Redis: {0}")]
     Redis(String),
+    /// Redis is known lost: the call was not sent (so retrying it later
+    /// cannot apply it twice).
+    #[error("Redis is lost; nothing was sent")]
+    RedisLost,
     /// The blocking task running a SQLite operation failed.
     #[error("the store task failed: {0}")]
     Task(String),

@@ -119,28 +119,53 @@ return {id, spent, reserved}
 /// ARGV: the reservation id to free (or ''), then per delta: field
 /// prefix, day, requests, invocations, input tokens, output tokens, cost.
 /// A write whose marker is there was applied already (a retry after a
-/// lost answer): nothing is added again. Returns 1, or 0 for a repeat.
+/// lost answer): nothing is added again. Every sum is computed before the
+/// first write (a bad amount fails the script with nothing written), and
+/// the marker is set last. Returns 1, or 0 for a repeat.
 const USAGE: &str = r"
-if not redis.call('SET', KEYS[3], 1, 'NX', 'EX', 3600) then return 0 end
-if ARGV[1] ~= '' then redis.call('HDEL', KEYS[2], ARGV[1]) end
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+local names = {'requests', 'invocations', 'input_tokens', 'output_tokens'}
 local n = (#ARGV - 1) / 7
+local sums, order = {}, {}
+local function add(key, field, amount)
+  local slot = key .. '\n' .. field
+  if not sums[slot] then
+    local was
+    if field == '' then was = redis.call('GET', key) else was = redis.call('HGET', key, field) end
+    sums[slot] = {key, field, was or '0'}
+    order[#order + 1] = slot
+  end
+  sums[slot][3] = dec_add(sums[slot][3], amount)
+end
 for d = 0, n - 1 do
   local a = 2 + d * 7
   local usage, spent = KEYS[4 + d * 2], KEYS[5 + d * 2]
-  local field, day = ARGV[a], ARGV[a + 1]
-  redis.call('ZADD', KEYS[1], 0, day)
-  local names = {'requests', 'invocations', 'input_tokens', 'output_tokens'}
-  for c = 1, 4 do
-    local by = ARGV[a + 1 + c]
-    if by ~= '0' then redis.call('HINCRBY', usage, field .. '\t' .. names[c], by) end
-  end
   local cost = ARGV[a + 6]
-  local was = redis.call('HGET', usage, field .. '\tcost') or '0'
-  redis.call('HSET', usage, field .. '\tcost', dec_add(was, cost))
-  if cost ~= '0' then
-    redis.call('SET', spent, dec_add(redis.call('GET', spent) or '0', cost), 'EX', 3456000)
+  add(usage, ARGV[a] .. '\tcost', cost)
+  if cost ~= '0' then add(spent, '', cost) end
+  for c = 1, 4 do
+    if not string.match(ARGV[a + 1 + c], '^%d+$') then error('not a count') end
   end
 end
+if ARGV[1] ~= '' then redis.call('HDEL', KEYS[2], ARGV[1]) end
+for d = 0, n - 1 do
+  local a = 2 + d * 7
+  local usage = KEYS[4 + d * 2]
+  redis.call('ZADD', KEYS[1], 0, ARGV[a + 1])
+  for c = 1, 4 do
+    local by = ARGV[a + 1 + c]
+    if by ~= '0' then redis.call('HINCRBY', usage, ARGV[a] .. '\t' .. names[c], by) end
+  end
+end
+for _, slot in ipairs(order) do
+  local key, field, value = sums[slot][1], sums[slot][2], sums[slot][3]
+  if field == '' then
+    redis.call('SET', key, value, 'EX', 3456000)
+  else
+    redis.call('HSET', key, field, value)
+  end
+end
+redis.call('SET', KEYS[3], 1, 'EX', 3600)
 return 1
 ";
 

@@ -421,6 +421,44 @@ async fn redis_adds_and_compares_money_exactly() {
             limit: Decimal::ONE
         }
     );
+
+    // A write the script cannot finish (a corrupt stored amount) writes
+    // nothing and leaves no marker: once mended, its retry applies it once.
+    let mut raw = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let spent_key = format!("it-money:spent:k3:{}", clock::day(now));
+    let set = |value: &str| redis::cmd("SET").arg(&spent_key).arg(value).clone();
+    set("garbage").query_async::<()>(&mut raw).await.unwrap();
+    let mut delta = spend("k3", "1");
+    delta.requests = 5;
+    assert!(keys
+        .add_usage(77, std::slice::from_ref(&delta))
+        .await
+        .is_err());
+    // Redis counts as lost after a failed script until a probe answers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let rows = loop {
+        match keys.usage(Some("k3"), "2000-01-01").await {
+            Ok(rows) => break rows,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("Redis never came back: {error}"),
+        }
+    };
+    assert!(rows.is_empty(), "nothing half-written: {rows:?}");
+    set("0").query_async::<()>(&mut raw).await.unwrap();
+    for _ in 0..2 {
+        keys.add_usage(77, std::slice::from_ref(&delta))
+            .await
+            .unwrap();
+    }
+    let rows = keys.usage(Some("k3"), "2000-01-01").await.unwrap();
+    assert_eq!((rows.len(), rows[0].requests), (1, 5), "{rows:?}");
+    assert_eq!(rows[0].cost_usd, Decimal::ONE);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
