@@ -32,6 +32,8 @@
 //! (`cluster::SharedBudget`), a write's cache effects
 //! (`ResponseCache::written`, published on `cluster::events`) and session
 //! turns (`cluster::turns`). The queue and the cache entries stay local.
+//! The key broker's keys, rates, USD budgets and ledger move to Redis
+//! behind `keys::backend::KeyBackend` (`keys::redis`).
 //!
 //! The binary (`src/main.rs`) only parses arguments and calls into this
 //! library, so tests build exactly the production app.
