@@ -59,6 +59,16 @@ pub enum Proxied {
     Later(Pin<Box<dyn Future<Output = Response> + Send>>),
 }
 
+impl Proxied {
+    /// The answer, waiting for it if it comes later.
+    pub async fn answer(self) -> Response {
+        match self {
+            Self::Now(response) => response,
+            Self::Later(answer) => answer.await,
+        }
+    }
+}
+
 /// Takes one request; every failure becomes a Castari-shaped error. The
 /// route class comes back beside the answer, for the access record.
 ///
@@ -91,10 +101,11 @@ pub fn proxy(state: &AppState, request: Request, peer: Option<Peer>) -> (RouteCl
                     return finish(&state, class, None, Err(error));
                 }
                 match admit(&state, &parts, path.decoded(), Keys::Loaded) {
-                    Ok(caller) => match rated(&state, parts, body, path, route, caller, peer) {
-                        Proxied::Now(response) => response,
-                        Proxied::Later(answer) => answer.await,
-                    },
+                    Ok(caller) => {
+                        rated(&state, parts, body, path, route, caller, peer)
+                            .answer()
+                            .await
+                    }
                     Err(Unidentified::Refused(error)) => finish(&state, class, None, Err(error)),
                     Err(Unidentified::Stale) => {
                         finish(&state, class, None, Err(GatewayError::StoreUnavailable))
@@ -127,10 +138,9 @@ fn rated(
         if let Err(error) = state.broker.take_shared_rate(&caller).await {
             return finish(&state, route.class, None, Err(error));
         }
-        match admitted(&state, parts, body, path, route, caller, peer) {
-            Proxied::Now(response) => response,
-            Proxied::Later(answer) => answer.await,
-        }
+        admitted(&state, parts, body, path, route, caller, peer)
+            .answer()
+            .await
     }))
 }
 

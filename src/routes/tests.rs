@@ -12,7 +12,7 @@ use http::{Method, StatusCode};
 
 use super::call::Call;
 use super::forward::forward;
-use super::proxy::{proxy, Proxied};
+use super::proxy::proxy;
 use crate::config::Config;
 use crate::keys::broker::Broker;
 use crate::route::Route;
@@ -103,10 +103,7 @@ async fn through(state: &AppState, method: Method, raw: &str) -> Response {
         .uri(raw)
         .body(Body::empty())
         .unwrap();
-    match proxy(state, request, None).1 {
-        Proxied::Now(response) => response,
-        Proxied::Later(answer) => answer.await,
-    }
+    proxy(state, request, None).1.answer().await
 }
 
 #[tokio::test]
