@@ -34,7 +34,7 @@ use axum::body::Body;
 use axum::http::header::{self, Entry};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use futures_util::future::Either;
@@ -45,7 +45,7 @@ use tower_http::sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequ
 
 use crate::error::{error_response, GatewayError};
 use crate::routes::proxy::{self, Proxied};
-use crate::routes::{admin, health, keys};
+use crate::routes::{actions, admin, events, health, keys, login, page};
 use crate::state::AppState;
 use crate::telemetry::{Access, RequestIds};
 use crate::types::Peer;
@@ -89,7 +89,7 @@ fn local_routes(state: AppState) -> Router {
         )
         .route(
             "/admin/config/reload",
-            axum::routing::post(admin::reload).fallback(method_not_allowed),
+            post(admin::reload).fallback(method_not_allowed),
         )
         .route(
             "/admin/keys",
@@ -103,11 +103,48 @@ fn local_routes(state: AppState) -> Router {
         )
         .route(
             "/admin/keys/{id}/rotate",
-            axum::routing::post(keys::rotate).fallback(method_not_allowed),
+            post(keys::rotate).fallback(method_not_allowed),
         )
         .route(
             "/admin/usage",
             get(keys::usage).fallback(method_not_allowed),
+        )
+        .route(
+            "/admin/events",
+            get(events::events).fallback(method_not_allowed),
+        )
+        .route(
+            "/admin/snapshot",
+            get(events::snapshot).fallback(method_not_allowed),
+        )
+        .route("/", get(page::index).fallback(method_not_allowed))
+        .route("/ui", get(page::index).fallback(method_not_allowed))
+        .route("/ui/app.js", get(page::script).fallback(method_not_allowed))
+        .route("/ui/app.css", get(page::style).fallback(method_not_allowed))
+        .route(
+            "/ui/favicon.svg",
+            get(page::icon).fallback(method_not_allowed),
+        )
+        .route(
+            "/ui/session",
+            get(login::session).fallback(method_not_allowed),
+        )
+        .route("/ui/login", post(login::login).fallback(method_not_allowed))
+        .route(
+            "/ui/logout",
+            post(login::logout).fallback(method_not_allowed),
+        )
+        .route(
+            "/ui/actions/revoke",
+            post(actions::revoke).fallback(method_not_allowed),
+        )
+        .route(
+            "/ui/actions/purge",
+            post(actions::purge).fallback(method_not_allowed),
+        )
+        .route(
+            "/ui/actions/reload",
+            post(actions::reload).fallback(method_not_allowed),
         )
         .fallback(not_found)
         .with_state(state)
@@ -196,8 +233,8 @@ where
             proxy::proxy(&self.state, request, peer)
         }));
         match proxied {
-            Ok((class, proxied)) => {
-                access.class(class);
+            Ok((taken, proxied)) => {
+                access.taken(taken.class, taken.key, peer);
                 match proxied {
                     Proxied::Later(answer) => self.later(access, id, answer),
                     Proxied::Now(response) => {

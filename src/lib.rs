@@ -44,6 +44,7 @@ pub mod cache;
 pub mod cluster;
 pub mod config;
 pub mod config_status;
+pub mod console;
 pub mod counters;
 pub mod error;
 pub mod grant;
@@ -58,6 +59,7 @@ pub mod state;
 pub mod telemetry;
 pub mod types;
 pub mod upstream;
+pub mod view;
 
 pub use app::build_app;
 pub use config::Config;
@@ -105,7 +107,10 @@ async fn serve_with(
     let live = reload::Live::new(build_state_with(config, cluster)?);
     let reloader =
         reload.map(|(load, source)| reload::Reloader::new(live.clone(), load, source).spawn());
+    let watched = live.clone();
+    let sampler = view::sampler::spawn(move || watched.state());
     let served = server::serve(listener, live, shutdown).await;
+    sampler.abort();
     if let Some(task) = reloader {
         task.abort();
     }

@@ -15,6 +15,7 @@ use crate::cache::ResponseCache;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::config_status::ConfigStatus;
+use crate::console::Console;
 use crate::keys::broker::Broker;
 use crate::keys::store::StoreError;
 use crate::metrics::Metrics;
@@ -55,6 +56,9 @@ pub struct Inner {
     pub breaker: Breaker,
     /// Cluster mode: Redis, shared by every config version.
     pub cluster: Option<Cluster>,
+    /// What the operator page and `status` show: the last requests,
+    /// history, login sessions, the event feed.
+    pub console: Arc<Console>,
 }
 
 /// Why a new configuration could not be put in place.
@@ -104,6 +108,7 @@ impl AppState {
             retrier,
             breaker,
             cluster,
+            console: Arc::new(Console::new()),
         }))
     }
 
@@ -147,6 +152,7 @@ impl AppState {
             cluster: self.cluster.clone(),
             readiness: self.readiness.clone(),
             status: self.status.clone(),
+            console: self.console.clone(),
             config,
         })))
     }

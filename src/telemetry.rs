@@ -3,7 +3,8 @@
 //! `init` installs the tracing subscriber (text or JSON, non-blocking stdout).
 //! [`Access`] is each request's record, kept by the app's frame: it counts
 //! the request in metrics and writes one line with the request id, method, path
-//! (never the query), route class, status, error code and latencies. It never
+//! (never the query), route class, status, error code and latencies, and
+//! hands `/api/v1` requests to the console's recent requests. It never
 //! sees bodies or credentials.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +17,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
 use crate::config::{LogFormat, TelemetryConfig};
+use crate::console::recent::{Client, Record};
 use crate::error::ErrorCode;
 use crate::metrics::{method_label, RequestLabels};
 use crate::route::RouteClass;
@@ -139,41 +141,63 @@ impl RequestIds {
 }
 
 /// One request's access record: begun when it arrives, finished when its
-/// response headers are ready.
+/// response headers are ready. `/api/v1` requests also go into the
+/// console's recent requests (`console::recent`).
 #[derive(Debug)]
 pub struct Access {
     started: Instant,
     method: &'static str,
-    /// `Local` unless the proxy says otherwise ([`Access::class`]).
+    /// `Local` unless the proxy says otherwise ([`Access::taken`]).
     class: RouteClass,
-    /// Path and request id, captured only when logged: two allocations
-    /// per request otherwise.
-    logged: Option<(String, String)>,
+    /// The path: captured for `/api/v1` requests (the console's recent
+    /// requests) and when logged; one allocation.
+    path: Option<Box<str>>,
+    /// Whether this is an `/api/v1` request.
+    api: bool,
+    /// Who sent it, once the proxy took it.
+    client: Client,
+    /// The request id, captured only when logged.
+    logged: Option<String>,
 }
 
 impl Access {
     /// Starts the record of `request`.
     pub fn begin<B>(state: &AppState, request: &http::Request<B>) -> Self {
+        let path = request.uri().path();
+        let api = path.starts_with("/api/v1/");
         let logged = state.config.telemetry.access_log.then(|| {
-            let request_id = request
+            request
                 .headers()
                 .get(crate::upstream::headers::X_REQUEST_ID)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
-                .to_owned();
-            (request.uri().path().to_owned(), request_id)
+                .to_owned()
         });
         Self {
             started: Instant::now(),
             method: method_label(request.method()),
             class: RouteClass::Local,
+            path: (api || logged.is_some()).then(|| path.into()),
+            api,
+            client: Client::Unknown,
             logged,
         }
     }
 
-    /// The route class of a request the proxy took.
-    pub fn class(&mut self, class: RouteClass) {
+    /// What the proxy learnt of a request at once: its route class, and
+    /// its local key (keys mode) or else the peer it came from.
+    pub fn taken(
+        &mut self,
+        class: RouteClass,
+        key: Option<std::sync::Arc<str>>,
+        peer: Option<crate::types::Peer>,
+    ) {
         self.class = class;
+        self.client = match (key, peer) {
+            (Some(key), _) => Client::Key(key),
+            (None, Some(peer)) => Client::Peer(peer.remote.ip()),
+            (None, None) => Client::Unknown,
+        };
     }
 
     /// Counts the request in metrics and writes its access line.
@@ -201,9 +225,6 @@ impl Access {
             status,
             code,
         });
-        let Some((path, request_id)) = self.logged else {
-            return;
-        };
         // The `X-Cache` the client sees is the record: no extension to
         // allocate on every hit. Only the gateway's own values count; an
         // upstream's header of that name on a route the cache does not
@@ -213,19 +234,34 @@ impl Access {
             .get(crate::cache::X_CACHE)
             .and_then(crate::cache::CacheStatus::of_header)
             .map_or("", crate::cache::CacheStatus::as_str);
-        tracing::info!(
-            target: "access",
-            request_id = %request_id,
-            method,
-            path = %path,
-            class = class.as_str(),
-            status,
-            code,
-            cache,
-            latency_ms = self.started.elapsed().as_secs_f64() * 1000.0,
-            upstream_ms = upstream.map(|l| l.as_secs_f64() * 1000.0),
-            overhead_ms = overhead.as_secs_f64() * 1000.0,
-        );
+        if let Some(request_id) = &self.logged {
+            tracing::info!(
+                target: "access",
+                request_id = %request_id,
+                method,
+                path = self.path.as_deref().unwrap_or(""),
+                class = class.as_str(),
+                status,
+                code,
+                cache,
+                latency_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+                upstream_ms = upstream.map(|l| l.as_secs_f64() * 1000.0),
+                overhead_ms = overhead.as_secs_f64() * 1000.0,
+            );
+        }
+        if let (true, Some(path)) = (self.api, self.path) {
+            state.console.recent.push(Record {
+                seq: 0,
+                at_ms: crate::console::unix_ms(),
+                client: self.client,
+                method,
+                path,
+                status,
+                cache,
+                waited,
+                upstream,
+            });
+        }
     }
 }
 

@@ -361,10 +361,10 @@ impl ResponseCache {
         );
     }
 
-    /// A summary for `GET /admin/cache`.
+    /// A summary for `GET /admin/cache`: [`glance`](Self::glance) after
+    /// pending evictions, with the largest entries.
     pub async fn summary(&self) -> CacheSummary {
         self.refresh_gauges().await;
-        let routes = ALL_ROUTES;
         let now = Instant::now();
         let mut largest: Vec<(String, u64, u64)> = self
             .core
@@ -380,6 +380,24 @@ impl ResponseCache {
             .collect();
         largest.sort_by_key(|entry| std::cmp::Reverse(entry.1));
         largest.truncate(10);
+        let mut summary = self.glance();
+        summary.largest = largest
+            .into_iter()
+            .map(|(path, body_bytes, age_secs)| LargeEntry {
+                path,
+                body_bytes,
+                age_secs,
+            })
+            .collect();
+        summary
+    }
+
+    /// Counters and sizes without walking the entries; `largest` is
+    /// empty. The sizes are as of the last
+    /// [`refresh_gauges`](Self::refresh_gauges). The operator page's
+    /// sampler reads it every second.
+    pub fn glance(&self) -> CacheSummary {
+        let routes = ALL_ROUTES;
         CacheSummary {
             entries: self.core.store.entry_count(),
             bytes: self.core.store.weighted_size(),
@@ -396,14 +414,7 @@ impl ResponseCache {
             invalidations: self.core.metrics.invalidations_total(),
             in_flight: self.core.flights.len(),
             agents_in_motion: self.core.agents.snapshot(),
-            largest: largest
-                .into_iter()
-                .map(|(path, body_bytes, age_secs)| LargeEntry {
-                    path,
-                    body_bytes,
-                    age_secs,
-                })
-                .collect(),
+            largest: Vec::new(),
         }
     }
 }

@@ -49,6 +49,12 @@ pub(crate) async fn run(args: HealthcheckArgs) -> i32 {
 }
 
 fn default_url() -> String {
+    format!("{}/healthz", default_base())
+}
+
+/// `http://ADDR` of the configured listen address (env
+/// CASTARI_GATEWAY_LISTEN, else the default), 0.0.0.0 mapped to loopback.
+pub(crate) fn default_base() -> String {
     let listen = std::env::var(castari_gateway::config::ENV_LISTEN)
         .ok()
         .and_then(|v| v.parse::<SocketAddr>().ok())
@@ -58,5 +64,5 @@ fn default_url() -> String {
     } else {
         listen.ip()
     };
-    format!("http://{}/healthz", SocketAddr::new(ip, listen.port()))
+    format!("http://{}", SocketAddr::new(ip, listen.port()))
 }

@@ -8,10 +8,12 @@
 //! | `sim` | the Castari API simulator alone |
 //! | `healthcheck` | exit 0 when a running gateway answers `/healthz` (for Docker) |
 //! | `keys` | create, list, revoke, rotate local keys; read usage |
+//! | `status` | the operator page's picture in the terminal (`--watch`, `--json`) |
 
 mod demo;
 mod healthcheck;
 mod keys;
+mod status;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +52,8 @@ enum Command {
     Healthcheck(healthcheck::HealthcheckArgs),
     /// Manage local keys (create, list, revoke, rotate) and read usage.
     Keys(keys::KeysArgs),
+    /// Show a running gateway's budget, queue, cache, upstream and keys.
+    Status(status::StatusArgs),
 }
 
 /// Where the configuration comes from.
@@ -104,6 +108,7 @@ pub(crate) fn run(cli: Cli) -> i32 {
         }),
         Command::Healthcheck(args) => runtime.block_on(healthcheck::run(args)),
         Command::Keys(args) => keys::run(args),
+        Command::Status(args) => runtime.block_on(status::run(args)),
     }
 }
 

@@ -22,6 +22,7 @@ pub mod retry;
 pub mod server;
 pub mod shaper;
 pub mod telemetry;
+pub mod ui;
 pub mod upstream;
 
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +41,7 @@ pub use retry::RetryConfig;
 pub use server::ServerConfig;
 pub use shaper::ShaperConfig;
 pub use telemetry::{LogFormat, TelemetryConfig};
+pub use ui::UiConfig;
 pub use upstream::{CredentialSource, UpstreamConfig};
 
 use crate::types::Secret;
@@ -87,6 +89,8 @@ pub struct Config {
     pub reload: ReloadConfig,
     /// `[cluster]`: replicas sharing budgets and cache truth through Redis.
     pub cluster: ClusterConfig,
+    /// `[ui]`: the operator page.
+    pub ui: UiConfig,
     /// The upstream API key, resolved from `CASTARI_API_KEY` or
     /// `upstream.api_key_file`. Never read from the TOML text itself.
     #[serde(skip)]
@@ -290,6 +294,7 @@ impl Config {
         self.breaker.validate()?;
         self.reload.validate()?;
         self.cluster.validate()?;
+        self.ui.validate()?;
         if self.cluster.redis_url.is_some() && self.auth.db_path.is_some() {
             return Err(ConfigError::new(
                 "auth.db_path",

@@ -109,6 +109,11 @@ impl ConfigStatus {
         self.requests.get()
     }
 
+    /// The last reload attempt, if any.
+    pub fn last_attempt(&self) -> Option<Attempt> {
+        self.lock().last.clone()
+    }
+
     /// The `GET /admin/config` body for `config` at `version`.
     pub fn view(&self, version: u64, config: &Config) -> Value {
         let history = self.lock();

@@ -29,6 +29,7 @@ use super::token;
 pub use super::usage::InvocationUsage;
 use crate::cluster::Cluster;
 use crate::config::{AuthMode, Config};
+use crate::console::session::Principal;
 use crate::error::GatewayError;
 use crate::upstream::credential::{Credential, Credentials};
 use crate::upstream::headers::X_API_KEY;
@@ -350,6 +351,49 @@ impl Broker {
             self.shared.ring.verify_loaded(Some(presented), clock::now_unix()),
             Ok(key) if key.record.role == Role::Admin
         )
+    }
+
+    /// Who `token` is, if an admin: the admin key, or a local key with the
+    /// `admin` role (by the key table as loaded: call
+    /// [`refresh_keys`](Self::refresh_keys) first). The operator page's
+    /// login.
+    pub fn admin_principal(&self, token: &str) -> Option<Principal> {
+        let hash = token::hash(token);
+        if let Some(admin) = &self.admin_hash {
+            if token::same(&hash, admin) {
+                return Some(Principal::AdminKey(hash));
+            }
+        }
+        match self
+            .shared
+            .ring
+            .verify_loaded(Some(token), clock::now_unix())
+        {
+            Ok(key) if key.record.role == Role::Admin => {
+                Some(Principal::Key(key.record.id.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether `principal` is still an admin: the admin key unchanged, or
+    /// the key not revoked, expired or moved off the `admin` role.
+    pub fn still_admin(&self, principal: &Principal) -> bool {
+        match principal {
+            Principal::AdminKey(hash) => self
+                .admin_hash
+                .as_ref()
+                .is_some_and(|admin| token::same(hash, admin)),
+            Principal::Key(id) => self.shared.ring.all().iter().any(|key| {
+                key.record.id == *id
+                    && key.record.role == Role::Admin
+                    && key.record.revoked_at.is_none()
+                    && key
+                        .record
+                        .expires_at
+                        .is_none_or(|at| at > clock::now_unix())
+            }),
+        }
     }
 
     /// Reloads the key table if the store moved, on the blocking pool

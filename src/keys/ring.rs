@@ -36,6 +36,8 @@ use crate::error::GatewayError;
 /// A verified local key, with what the request path needs of it.
 #[derive(Debug)]
 pub struct LocalKey {
+    /// Its id, shared: the request path labels requests with it.
+    pub id: Arc<str>,
     /// The stored record.
     pub record: KeyRecord,
     /// Its agent globs, compiled.
@@ -379,6 +381,7 @@ impl KeyRing {
             table.insert(
                 id,
                 Arc::new(LocalKey {
+                    id: Arc::from(record.id.as_str()),
                     record,
                     globs,
                     limiter,

@@ -117,6 +117,9 @@ impl crate::server::Site for Live {
 
     fn drain(&self, deadline: std::time::Instant) {
         let state = self.state();
+        // Event streams never end by themselves: end them, or they would
+        // hold the drain for its whole grace.
+        state.console.close();
         for shaper in state.credentials.iter().filter_map(|c| c.shaper()) {
             shaper.drain(deadline);
         }

@@ -63,6 +63,7 @@ pub fn changed(running: &Config, next: &Config) -> Vec<&'static str> {
     section!("retry", retry);
     section!("breaker", breaker);
     section!("reload", reload);
+    section!("ui", ui);
     section!("upstream key", upstream_key);
     section!("named upstream keys", named_keys);
     section!("admin key", admin_key);

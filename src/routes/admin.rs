@@ -55,10 +55,15 @@ pub async fn cache_purge(State(state): State<AppState>, request: Request) -> Res
     if let Some(denied) = deny_non_loopback(&request) {
         return denied;
     }
+    purge(&state, query_param(&request, "prefix")).await
+}
+
+/// Drops the entries at and below `prefix` (every entry when `None`): `DELETE
+/// /admin/cache` and the operator page's action.
+pub(super) async fn purge(state: &AppState, prefix: Option<String>) -> Response {
     let Some(cache) = &state.cache else {
         return cache_disabled();
     };
-    let prefix = query_param(&request, "prefix");
     let purged = match prefix.as_deref() {
         None => cache.purge(None).await,
         Some(prefix) => {
@@ -100,6 +105,12 @@ pub async fn reload(State(state): State<AppState>, request: Request) -> Response
     if let Some(denied) = deny_non_loopback(&request) {
         return denied;
     }
+    reload_now(&state).await
+}
+
+/// Reloads now and answers with the outcome: `POST /admin/config/reload`
+/// and the operator page's action.
+pub(super) async fn reload_now(state: &AppState) -> Response {
     let Some(requests) = state.status.requests() else {
         return error_response(
             StatusCode::CONFLICT,
@@ -145,7 +156,7 @@ fn cache_disabled() -> Response {
     )
 }
 
-fn deny_non_loopback(request: &Request) -> Option<Response> {
+pub(super) fn deny_non_loopback(request: &Request) -> Option<Response> {
     let loopback = request
         .extensions()
         .get::<Peer>()
@@ -160,7 +171,7 @@ fn deny_non_loopback(request: &Request) -> Option<Response> {
 }
 
 /// The first value of query parameter `name`.
-fn query_param(request: &Request, name: &str) -> Option<String> {
+pub(super) fn query_param(request: &Request, name: &str) -> Option<String> {
     request.uri().query().and_then(|query| {
         url::form_urlencoded::parse(query.as_bytes())
             .find(|(n, _)| n == name)

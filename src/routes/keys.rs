@@ -18,7 +18,6 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
-use http_body_util::BodyExt;
 use serde::Deserialize;
 
 use crate::error::error_response;
@@ -27,6 +26,8 @@ use crate::keys::model::KeyInfo;
 use crate::keys::ops::{self, NewKey, OpsError};
 use crate::keys::{clock, model::Origin};
 use crate::state::AppState;
+
+use super::reply::{json_body, no_store};
 
 /// Largest admin request body.
 const MAX_BODY: usize = 16 << 10;
@@ -47,7 +48,7 @@ pub async fn create(State(state): State<AppState>, request: Request) -> Response
     if let Some(denied) = deny(&state, request.headers()).await {
         return denied;
     }
-    let new: NewKey = match json_body(request).await {
+    let new: NewKey = match json_body(request.into_body(), MAX_BODY).await {
         Ok(new) => new,
         Err(response) => return response,
     };
@@ -79,12 +80,20 @@ pub async fn revoke(
     id: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> Response {
-    let id = match key_id(&state, request.headers(), id).await {
-        Ok(id) => id,
-        Err(refused) => return *refused,
-    };
-    let result = match backend(&state) {
-        Ok(backend) => ops::revoke(backend, &id, clock::now_unix()).await,
+    match key_id(&state, request.headers(), id).await {
+        Ok(id) => revoke_id(&state, &id).await,
+        Err(refused) => *refused,
+    }
+}
+
+/// Revokes key `id` for a caller known to be an admin: `DELETE
+/// /admin/keys/{id}` and the operator page's action.
+pub(super) async fn revoke_id(state: &AppState, id: &str) -> Response {
+    if let Some(conflict) = declared(state, id) {
+        return conflict;
+    }
+    let result = match backend(state) {
+        Ok(backend) => ops::revoke(backend, id, clock::now_unix()).await,
         Err(error) => Err(error),
     };
     // Whatever the outcome: a change may have been made.
@@ -119,7 +128,7 @@ pub async fn rotate(
     let body: RotateBody = if empty {
         RotateBody::default()
     } else {
-        match json_body(request).await {
+        match json_body(request.into_body(), MAX_BODY).await {
             Ok(body) => body,
             Err(response) => return response,
         }
@@ -241,24 +250,6 @@ fn declared(state: &AppState, id: &str) -> Option<Response> {
     is_declared.then(|| failure(&OpsError::Declared(id.to_string())))
 }
 
-async fn json_body<T: serde::de::DeserializeOwned>(request: Request) -> Result<T, Response> {
-    let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY);
-    let bytes = limited.collect().await.map_err(|_| {
-        error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "Admin request bodies are at most 16 KiB",
-        )
-    })?;
-    serde_json::from_slice(&bytes.to_bytes()).map_err(|e| {
-        error_response(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
-            &format!("Invalid JSON body: {e}"),
-        )
-    })
-}
-
 fn backend(state: &AppState) -> Result<&dyn KeyBackend, OpsError> {
     match state.broker.backend() {
         Some(backend) => Ok(backend.as_ref()),
@@ -289,11 +280,4 @@ fn store_unavailable() -> Response {
         "key_store_unavailable",
         "The key store is unavailable",
     )
-}
-
-fn no_store(mut response: Response) -> Response {
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }

@@ -10,16 +10,28 @@
 //! | `GET`, `DELETE /admin/cache` | [`admin::cache_summary`], [`admin::cache_purge`]: the response cache, loopback clients only |
 //! | `GET`, `POST /admin/keys`, `DELETE /admin/keys/{id}`, `POST /admin/keys/{id}/rotate` | [`keys`]: local keys, admin key required |
 //! | `GET /admin/usage` | [`keys::usage`]: the usage ledger, JSON or CSV, admin key required |
+//! | `GET /`, `/ui`, `/ui/app.js`, `/ui/app.css`, `/ui/favicon.svg` | [`page`]: the operator page's files |
+//! | `GET /ui/session`, `POST /ui/login`, `POST /ui/logout` | [`login`]: the page's login session |
+//! | `GET /admin/events`, `GET /admin/snapshot` | [`events`]: the live picture, as server-sent events or JSON |
+//! | `POST /ui/actions/{revoke,purge,reload}` | [`actions`]: the page's actions |
 //! | anything else | 404, Castari-shaped |
+//!
+//! Who may see the page's data and act: [`gate`].
 
+pub mod actions;
 pub mod admin;
 mod brokered;
 mod cached;
 mod call;
+pub mod events;
 mod forward;
+mod gate;
 pub mod health;
 pub mod keys;
+pub mod login;
+pub mod page;
 pub mod proxy;
+mod reply;
 mod shaped;
 
 pub use shaped::QUEUE_WAIT_HEADER;

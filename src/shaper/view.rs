@@ -59,8 +59,10 @@ impl Shaper {
                         .as_millis() as u64,
                 })
                 .collect();
+            let next_free = self.ready_at(&mut core, lane, 0, now);
             lanes.push(LaneSnapshot {
                 lane: lane.as_str(),
+                next_free_ms: next_free.saturating_duration_since(now).as_millis() as u64,
                 limit: limit.max,
                 window_ms: limit.window.as_millis() as u64,
                 budget_remaining: remaining_now,
@@ -136,6 +138,8 @@ pub struct LaneSnapshot {
     pub budget_remaining: u32,
     /// `X-RateLimit-Remaining` as clients see it (less those queued).
     pub rate_limit_view: u32,
+    /// Time until the lane's next send may go; 0: now.
+    pub next_free_ms: u64,
     /// Longest wait allowed.
     pub max_wait_ms: u64,
     /// Most waiters allowed.

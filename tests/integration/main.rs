@@ -11,6 +11,7 @@
 
 mod binary;
 mod breaker;
+mod browser;
 mod cache;
 mod cluster;
 mod deadlines;
@@ -24,6 +25,7 @@ mod keys_cli;
 mod leaks;
 mod ops;
 mod overhead;
+mod page;
 mod proxy;
 mod reload;
 mod retries;

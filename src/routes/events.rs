@@ -1,0 +1,106 @@
+//! `GET /admin/events` (server-sent events) and `GET /admin/snapshot`
+//! (the same picture once, as JSON, for scripts and `status`).
+//!
+//! A stream starts with `hello` (fifteen minutes of history, the newest
+//! 100 requests, a fresh snapshot), then relays the sampler's messages:
+//! `snapshot` about once a second, and `queue`, `breaker` and `reload`
+//! events. Every stream reads the same serialized messages: an open page
+//! costs no snapshot of its own and nothing upstream. A stream ends when
+//! its session ends (logout, expiry, the admin key revoked) or the gateway
+//! shuts down.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::console::Feed;
+use crate::state::AppState;
+
+use super::gate::{self, Viewer};
+use super::reply::no_store;
+
+/// `GET /admin/snapshot`.
+pub async fn snapshot(State(state): State<AppState>, request: Request) -> Response {
+    let (request, _) = request.into_parts();
+    if let Err(refused) = gate::viewer(&state, &request).await {
+        return refused.into_response();
+    }
+    no_store(axum::Json(crate::view::full(&state).await).into_response())
+}
+
+/// `GET /admin/events`.
+pub async fn events(State(state): State<AppState>, request: Request) -> Response {
+    let (request, _) = request.into_parts();
+    let viewer = match gate::viewer(&state, &request).await {
+        Ok(viewer) => viewer,
+        Err(refused) => return refused.into_response(),
+    };
+    // Subscribed before the hello is built: nothing falls between.
+    let feed = state.console.subscribe();
+    let snapshot = crate::view::full(&state).await;
+    let hello = serde_json::json!({
+        "history": {
+            "step_ms": crate::view::sampler::EVERY.as_millis() as u64,
+            "points": serde_json::value::RawValue::from_string(state.console.history_json()).ok(),
+        },
+        "recent": snapshot.recent,
+        "snapshot": snapshot,
+    });
+    let stream = Stream {
+        state: state.clone(),
+        viewer,
+        feed,
+        closed: Box::pin(state.console.closed()),
+        hello: Some(Event::default().event("hello").data(hello.to_string())),
+    };
+    let mut response = Sse::new(futures_util::stream::unfold(stream, Stream::next))
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Proxies in front must pass each event on at once.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+struct Stream {
+    state: AppState,
+    viewer: Viewer,
+    feed: Feed,
+    closed: Pin<Box<dyn Future<Output = ()> + Send>>,
+    hello: Option<Event>,
+}
+
+impl Stream {
+    async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
+        if let Some(hello) = self.hello.take() {
+            return Some((Ok(hello), self));
+        }
+        loop {
+            let message = tokio::select! {
+                () = &mut self.closed => return None,
+                message = self.feed.recv() => message,
+            };
+            match message {
+                Ok(message) => {
+                    if let Viewer::Session(token) = &self.viewer {
+                        if !gate::session_valid(&self.state, token).await {
+                            return None;
+                        }
+                    }
+                    let event = Event::default().event(message.event).data(&*message.data);
+                    return Some((Ok(event), self));
+                }
+                // A slow reader missed some: the next snapshot is whole.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+}
