@@ -22,6 +22,7 @@
 #   LAT_ROUNDS=7 LAT_DURATION=5 RATE=5000 RATE_CONNECTIONS=50 (fixed-rate runs)
 #   SERVER_CPU=0 LOAD_CPU=1 BUILD=1 OUT_DIR=bench/out
 #   GATEWAY_BIN=target/release/castari-gateway
+#   PAGES=0   operator pages held open on the gateway (curl reading /admin/events)
 #   FLOOR_BIN=target/release/examples/hyper_floor
 #
 # Every target is measured ROUNDS times at saturation and LAT_ROUNDS times
@@ -52,6 +53,8 @@ BUILD=${BUILD:-1}
 GATEWAY_BIN=${GATEWAY_BIN:-$REPO_DIR/target/release/castari-gateway}
 FLOOR_BIN=${FLOOR_BIN:-$REPO_DIR/target/release/examples/hyper_floor}
 OUT_DIR=${OUT_DIR:-$BENCH_DIR/out}
+PAGES=${PAGES:-0}
+PAGE_PIDS=()
 
 API_KEY=bench-key
 CLK_TCK=$(getconf CLK_TCK)
@@ -67,7 +70,7 @@ die() {
     exit 1
 }
 
-for v in ROUNDS DURATION LAT_ROUNDS LAT_DURATION WARMUP RATE CONNECTIONS RATE_CONNECTIONS SERVER_CPU LOAD_CPU; do
+for v in ROUNDS DURATION LAT_ROUNDS LAT_DURATION WARMUP RATE CONNECTIONS RATE_CONNECTIONS SERVER_CPU LOAD_CPU PAGES; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number (got '${!v}')"
 done
 ((ROUNDS > 0 && LAT_ROUNDS > 0 && RATE > 0 && DURATION > 0 && LAT_DURATION > 0 && CONNECTIONS > 0 && RATE_CONNECTIONS > 0)) ||
@@ -236,6 +239,7 @@ start_haproxy
 wait_http "haproxy" "${WORKER[haproxy]}" "http://127.0.0.1:${PORT[haproxy]}${SIZE_PATH[1k]}"
 start_gateway
 start_floor
+open_pages "${PORT[gateway]}" "$PAGES"
 
 for size in "${SIZES[@]}"; do
     for t in "${TARGETS[@]}"; do prime_and_check "$t" "$size"; done
@@ -333,7 +337,7 @@ table() {
 REPORT=$(
     echo "## Cache hits: castari-gateway vs nginx proxy_cache vs HAProxy cache"
     echo
-    echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); machine: $NPROC cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo); busy before the run: ${BUSY}%"
+    echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); machine: $NPROC cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo); busy before the run: ${BUSY}%; operator pages open on the gateway: $PAGES"
     echo "- $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(haproxy -v 2>&1 | head -n 1), wrk $(wrk -v 2>&1 | awk 'NR == 1 { print $2 }'), gateway $("$GATEWAY_BIN" --version 2>/dev/null || echo '?') at git $(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo '?')"
     echo "- servers pinned to core $SERVER_CPU (HAProxy nbthread 1, nginx 1 worker, gateway and hyper floor TOKIO_WORKER_THREADS=1), wrk to core $LOAD_CPU"
     echo "- GET ${SIZE_PATH[1k]} (1024-byte JSON) and ${SIZE_PATH[20k]} (20480-byte JSON), every measured request a hit"

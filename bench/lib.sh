@@ -186,6 +186,25 @@ start_nginx() { # name template [extra KEY=value...]
     WORKER[$name]=$worker
 }
 
+open_pages() { # port count: COUNT operator pages (/admin/events streams) on LOAD_CPU
+    # Each is a curl reading the stream to /dev/null, as an open page
+    # would, ended by cleanup (or after an hour at the latest).
+    local port=$1 count=$2 i pid
+    ((count > 0)) || return 0
+    for ((i = 0; i < count; i++)); do
+        taskset -c "$LOAD_CPU" curl -sSN --max-time 3600 \
+            "http://127.0.0.1:$port/admin/events" >/dev/null 2>&1 &
+        pid=$!
+        PIDS+=("$pid")
+        PAGE_PIDS+=("$pid")
+    done
+    sleep 2
+    for pid in "${PAGE_PIDS[@]}"; do
+        alive "$pid" || die "an operator page's stream did not stay open (port $port)"
+    done
+    log "$count operator pages open on the gateway (/admin/events)"
+}
+
 record_cmd() { # adds a command line to the report once
     local c
     for c in "${WRK_CMDS[@]}"; do [[ $c == "$1" ]] && return 0; done

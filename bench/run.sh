@@ -24,6 +24,8 @@
 #   BUILD=1              0: use the existing target/release binary
 #   GATEWAY_BIN=...      gateway binary (default target/release/castari-gateway)
 #   OUT_DIR=bench/out    where results.md and the raw wrk outputs go
+#   PAGES=0              operator pages held open on the gateway during the
+#                          runs (curl reading /admin/events), e.g. PAGES=20
 #   MAX_OTHER=5          % of the servers' core other work may take during a
 #   RETRIES=2              run; a run above it is repeated up to RETRIES times
 set -euo pipefail
@@ -47,6 +49,8 @@ BUILD=${BUILD:-1}
 GATEWAY_BIN=${GATEWAY_BIN:-$REPO_DIR/target/release/castari-gateway}
 FLOOR_BIN=$REPO_DIR/target/release/examples/proxy_floor
 OUT_DIR=${OUT_DIR:-$BENCH_DIR/out}
+PAGES=${PAGES:-0}
+PAGE_PIDS=()
 MAX_OTHER=${MAX_OTHER:-5}
 RETRIES=${RETRIES:-2}
 
@@ -62,7 +66,7 @@ die() {
     exit 1
 }
 
-for v in DURATION LAT_DURATION C1_DURATION WARMUP RATE CONNECTIONS RATE_CONNECTIONS SERVER_CPU LOAD_CPU MAX_OTHER RETRIES GATEWAY FLOORS BUILD; do
+for v in DURATION LAT_DURATION C1_DURATION WARMUP RATE CONNECTIONS RATE_CONNECTIONS SERVER_CPU LOAD_CPU MAX_OTHER RETRIES GATEWAY FLOORS BUILD PAGES; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number (got '${!v}')"
 done
 ((RATE > 0 && RATE_CONNECTIONS > 0 && CONNECTIONS > 0 && DURATION > 0 && LAT_DURATION > 0)) ||
@@ -315,6 +319,7 @@ fi
 if ((GATEWAY)); then
     log "starting gateway (access log off)"
     start_gateway gateway false "$RUN/gateway.log"
+    open_pages "${PORT[gateway]}" "$PAGES"
     log "starting gateway (access log on, stdout to /dev/null)"
     start_gateway gateway_log true /dev/null
     TARGETS+=(gateway gateway_log)
@@ -473,6 +478,7 @@ facts() {
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "- machine: $NPROC cores, ${model:-unknown CPU}, $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $kernel"
     echo "- machine busy before the run: ${BUSY}% of all cores"
+    echo "- operator pages open on the gateway: $PAGES"
     if ((${#REPEATS[@]} > 0)); then
         echo "- runs repeated because other work took > ${MAX_OTHER}% of the servers' core: ${REPEATS[*]}"
     fi

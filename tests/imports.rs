@@ -66,6 +66,12 @@ fn named_paths(module: &Module, is_dir_module: bool, code: &str) -> Vec<Module> 
     let mut found = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
+        // Paths are ASCII; a character of several bytes (`·` in a format
+        // string) is stepped over.
+        if !code.is_char_boundary(i) {
+            i += 1;
+            continue;
+        }
         let rest = &code[i..];
         let boundary = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
         let (mut base, skip) = if boundary && rest.starts_with("crate::") {

@@ -25,7 +25,15 @@ async fn expect_error(response: reqwest::Response, status: u16, code: &str) -> V
 async fn paths_outside_the_api_are_404_and_never_forwarded() {
     let sim = sim().await;
     let gw = TestGateway::start(&sim.url()).await;
-    for path in ["/", "/api/v2/agents", "/api/v1", "/admin", "/_sim/requests"] {
+    // `/` is the operator page (`page.rs`).
+    for path in [
+        "/index.html",
+        "/api/v2/agents",
+        "/api/v1",
+        "/admin",
+        "/_sim/requests",
+        "/ui/x",
+    ] {
         let response = client().get(gw.url(path)).send().await.unwrap();
         expect_error(response, 404, "not_found").await;
     }

@@ -3,6 +3,7 @@
 //! the simulator (the upstream) saw.
 
 mod keys;
+mod page;
 mod redis;
 
 use std::time::{Duration, Instant};
