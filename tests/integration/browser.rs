@@ -187,6 +187,28 @@ impl Browser {
     }
 }
 
+/// chromedriver's `POST /session/{id}/goog/cdp/execute`: one DevTools
+/// command (here, emulating the dark color scheme).
+#[derive(Debug)]
+struct Cdp(Value);
+
+impl WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(self.0.to_string()))
+    }
+}
+
 /// chromedriver's `POST /session/{id}/se/log` for the browser console.
 #[derive(Debug)]
 struct BrowserLog;
@@ -302,6 +324,20 @@ async fn the_page_shows_live_budget_and_queue_in_a_real_browser() {
     assert!(browser.text("#queue-body").await.contains(&slug));
     let wide = browser.screenshot(1280, "page-1280").await;
     let narrow = browser.screenshot(390, "page-390").await;
+    let dark = json!({
+        "cmd": "Emulation.setEmulatedMedia",
+        "params": { "features": [{ "name": "prefers-color-scheme", "value": "dark" }] },
+    });
+    browser.client.issue_cmd(Cdp(dark)).await.unwrap();
+    let background = browser
+        .js("return getComputedStyle(document.body).backgroundColor")
+        .await;
+    let dark_shot = browser.screenshot(390, "page-390-dark").await;
+    assert_ne!(
+        background,
+        json!("rgb(255, 255, 255)"),
+        "dark scheme applied"
+    );
     browser.client.set_window_size(1280, 900).await.unwrap();
     browser
         .until(
@@ -322,8 +358,51 @@ async fn the_page_shows_live_budget_and_queue_in_a_real_browser() {
     browser.assert_nothing_leaks(&[UPSTREAM_KEY]).await;
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
-    println!("screenshots: {} {}", wide.display(), narrow.display());
+    keyboard_reaches_an_action_and_its_confirm_step(&browser).await;
+    assert!(seen(&sim).await.iter().all(|r| !r.path.contains("reload")));
+    println!(
+        "screenshots: {} {} {}",
+        wide.display(),
+        narrow.display(),
+        dark_shot.display()
+    );
     browser.close().await;
+}
+
+/// Tab reaches `Reload config…`, Enter opens its confirm step, Escape
+/// closes it without sending.
+async fn keyboard_reaches_an_action_and_its_confirm_step(browser: &Browser) {
+    browser
+        .js("document.activeElement.blur(); window.scrollTo(0, 0)")
+        .await;
+    let body = browser.client.find(Locator::Css("body")).await.unwrap();
+    let mut reached = false;
+    for _ in 0..40 {
+        body.send_keys("\u{E004}").await.unwrap(); // Tab
+        if browser.js("return document.activeElement.id").await == json!("reload") {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "Tab never reached the reload button");
+    let focused = browser.client.active_element().await.unwrap();
+    focused.send_keys("\u{E007}").await.unwrap(); // Enter
+    browser
+        .until(
+            Duration::from_secs(3),
+            "the confirm step",
+            "return document.getElementById('confirm').open",
+        )
+        .await;
+    let confirm = browser.client.active_element().await.unwrap();
+    confirm.send_keys("\u{E00C}").await.unwrap(); // Escape
+    browser
+        .until(
+            Duration::from_secs(3),
+            "the confirm step to close",
+            "return !document.getElementById('confirm').open",
+        )
+        .await;
 }
 
 #[tokio::test]
