@@ -35,6 +35,14 @@
 //! The key broker's keys, rates, USD budgets and ledger move to Redis
 //! behind `keys::backend::KeyBackend` (`keys::redis`).
 //!
+//! The views (the operator page at `/`, `/admin/events`, `/admin/snapshot`
+//! and `castari-gateway status`) look at the gateway from the side:
+//! `console` keeps what only they need (the last requests, fifteen minutes
+//! of history, login sessions, the event feed) and `view` builds the
+//! picture once a second on one sampler task, only while someone watches.
+//! The request path's one part in it is a record in the console's ring of
+//! recent requests, written by the access record (stage 6).
+//!
 //! The binary (`src/main.rs`) only parses arguments and calls into this
 //! library, so tests build exactly the production app.
 
