@@ -17,7 +17,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
 use crate::config::{LogFormat, TelemetryConfig};
-use crate::console::recent::{Client, Record};
+use crate::console::recent::{Client, Record, ShortPath};
 use crate::error::ErrorCode;
 use crate::metrics::{method_label, RequestLabels};
 use crate::route::RouteClass;
@@ -149,11 +149,11 @@ pub struct Access {
     method: &'static str,
     /// `Local` unless the proxy says otherwise ([`Access::taken`]).
     class: RouteClass,
-    /// The path: captured for `/api/v1` requests (the console's recent
-    /// requests) and when logged; one allocation.
+    /// An `/api/v1` request's path, for the console's recent requests
+    /// (kept inline: no allocation).
+    api: Option<ShortPath>,
+    /// The path, when logged.
     path: Option<Box<str>>,
-    /// Whether this is an `/api/v1` request.
-    api: bool,
     /// Who sent it, once the proxy took it.
     client: Client,
     /// The request id, captured only when logged.
@@ -164,7 +164,6 @@ impl Access {
     /// Starts the record of `request`.
     pub fn begin<B>(state: &AppState, request: &http::Request<B>) -> Self {
         let path = request.uri().path();
-        let api = path.starts_with("/api/v1/");
         let logged = state.config.telemetry.access_log.then(|| {
             request
                 .headers()
@@ -177,8 +176,8 @@ impl Access {
             started: Instant::now(),
             method: method_label(request.method()),
             class: RouteClass::Local,
-            path: (api || logged.is_some()).then(|| path.into()),
-            api,
+            api: path.starts_with("/api/v1/").then(|| ShortPath::new(path)),
+            path: logged.is_some().then(|| path.into()),
             client: Client::Unknown,
             logged,
         }
@@ -249,10 +248,10 @@ impl Access {
                 overhead_ms = overhead.as_secs_f64() * 1000.0,
             );
         }
-        if let (true, Some(path)) = (self.api, self.path) {
+        if let Some(path) = self.api {
             state.console.recent.push(Record {
                 seq: 0,
-                at_ms: crate::console::unix_ms(),
+                at: self.started,
                 client: self.client,
                 method,
                 path,

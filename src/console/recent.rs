@@ -1,14 +1,15 @@
 //! The last requests the gateway answered on `/api/v1`: what the page's
 //! request table and the upstream latency figures read.
 //!
-//! One short lock per request and one small allocation (the path); paths
-//! are kept as sent, without the query, and turned into route templates
-//! only when a snapshot is built.
+//! One short lock per request and no allocation: a path is kept inline
+//! ([`ShortPath`]), as sent and without the query, and the time as the
+//! access record's `Instant`; both are turned into what the page shows
+//! (a route template, a wall-clock time) only when a snapshot is built.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Records kept: the page shows the newest 100; the upstream latency
 /// figures read them all.
@@ -30,14 +31,14 @@ pub enum Client {
 pub struct Record {
     /// Increases by one per record: what a stream has already sent.
     pub seq: u64,
-    /// Unix milliseconds when it was answered.
-    pub at_ms: u64,
+    /// When it arrived.
+    pub at: Instant,
     /// Who sent it.
     pub client: Client,
     /// Its method, as the metrics label it.
     pub method: &'static str,
     /// Its path, without the query.
-    pub path: Box<str>,
+    pub path: ShortPath,
     /// The status answered.
     pub status: u16,
     /// `X-Cache`: `hit`, `miss`, `stale`, `bypass` or empty.
@@ -46,6 +47,51 @@ pub struct Record {
     pub waited: Duration,
     /// Time the upstream took, when it was asked.
     pub upstream: Option<Duration>,
+}
+
+/// Bytes of a path kept.
+pub const PATH_BYTES: usize = 96;
+
+/// A path kept without allocating: its first [`PATH_BYTES`] bytes, cut at
+/// a character boundary.
+#[derive(Clone, Copy)]
+pub struct ShortPath {
+    bytes: [u8; PATH_BYTES],
+    len: u8,
+    cut: bool,
+}
+
+impl ShortPath {
+    /// Keeps `path`, or as much of it as fits.
+    pub fn new(path: &str) -> Self {
+        let mut len = path.len().min(PATH_BYTES);
+        while !path.is_char_boundary(len) {
+            len -= 1;
+        }
+        let mut bytes = [0; PATH_BYTES];
+        bytes[..len].copy_from_slice(&path.as_bytes()[..len]);
+        Self {
+            bytes,
+            len: len as u8,
+            cut: len < path.len(),
+        }
+    }
+
+    /// The path kept.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+
+    /// Whether the path was longer than what is kept.
+    pub fn is_cut(&self) -> bool {
+        self.cut
+    }
+}
+
+impl std::fmt::Debug for ShortPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}{}", self.as_str(), if self.cut { "…" } else { "" })
+    }
 }
 
 /// The ring of the last [`KEPT`] records.
@@ -111,10 +157,10 @@ mod tests {
     fn record(status: u16, upstream_ms: Option<u64>) -> Record {
         Record {
             seq: 0,
-            at_ms: 0,
+            at: Instant::now(),
             client: Client::Unknown,
             method: "GET",
-            path: "/api/v1/agents".into(),
+            path: ShortPath::new("/api/v1/agents"),
             status,
             cache: "",
             waited: Duration::ZERO,
@@ -137,6 +183,18 @@ mod tests {
         let seqs: Vec<u64> = newer.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, [KEPT as u64 + 9, KEPT as u64 + 8, KEPT as u64 + 7]);
         assert_eq!(recent.since(None, 100).len(), 100);
+    }
+
+    #[test]
+    fn paths_are_kept_inline_up_to_a_character_boundary() {
+        let short = ShortPath::new("/api/v1/agents/a");
+        assert_eq!(short.as_str(), "/api/v1/agents/a");
+        assert!(!short.is_cut());
+        let long = format!("/api/v1/agents/{}", "é".repeat(60));
+        let kept = ShortPath::new(&long);
+        assert!(kept.is_cut());
+        assert!(kept.as_str().len() <= PATH_BYTES && long.starts_with(kept.as_str()));
+        assert_eq!(kept.as_str().len(), 95, "cut before the two-byte character");
     }
 
     #[test]

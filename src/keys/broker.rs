@@ -376,6 +376,12 @@ impl Broker {
         }
     }
 
+    /// Who the key in `headers` (`Authorization: Bearer` or `X-API-Key`)
+    /// is, if an admin; as [`admin_principal`](Self::admin_principal).
+    pub fn admin_principal_in(&self, headers: &HeaderMap) -> Option<Principal> {
+        presented(headers).and_then(|token| self.admin_principal(token))
+    }
+
     /// Whether `principal` is still an admin: the admin key unchanged, or
     /// the key not revoked, expired or moved off the `admin` role.
     pub fn still_admin(&self, principal: &Principal) -> bool {

@@ -6,8 +6,9 @@
 //! `snapshot` about once a second, and `queue`, `breaker` and `reload`
 //! events. Every stream reads the same serialized messages: an open page
 //! costs no snapshot of its own and nothing upstream. A stream ends when
-//! its session ends (logout, expiry, the admin key revoked) or the gateway
-//! shuts down.
+//! its session ends (logout, expiry), when the key it was opened with is
+//! no admin's any more (the admin key changed; an admin-role key revoked,
+//! expired or moved to another role), or when the gateway shuts down.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -89,10 +90,8 @@ impl Stream {
             };
             match message {
                 Ok(message) => {
-                    if let Viewer::Session(token) = &self.viewer {
-                        if !gate::session_valid(&self.state, token).await {
-                            return None;
-                        }
+                    if !gate::still_allowed(&self.state, &self.viewer).await {
+                        return None;
                     }
                     let event = Event::default().event(message.event).data(&*message.data);
                     return Some((Ok(event), self));

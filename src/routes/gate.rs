@@ -28,8 +28,9 @@ use crate::types::Peer;
 pub(super) enum Viewer {
     /// Open mode from loopback.
     Loopback,
-    /// The admin key (or an admin-role key) in `Authorization`.
-    Bearer,
+    /// The admin key (or an admin-role key) in `Authorization`: who, to
+    /// check again while streaming.
+    Bearer(Principal),
     /// A login session: its token, to check it again while streaming.
     Session(String),
 }
@@ -95,10 +96,11 @@ pub(super) async fn viewer(state: &AppState, request: &Parts) -> Result<Viewer, 
     enabled(state)?;
     let headers = &request.headers;
     if headers.contains_key(header::AUTHORIZATION) {
-        if state.broker.refresh_keys().await.is_ok() && state.broker.is_admin(headers) {
-            return Ok(Viewer::Bearer);
-        }
-        return Err(Refused::NotAdmin);
+        let admin = match state.broker.refresh_keys().await {
+            Ok(()) => state.broker.admin_principal_in(headers),
+            Err(_) => None,
+        };
+        return admin.map(Viewer::Bearer).ok_or(Refused::NotAdmin);
     }
     if let Some(token) = session_token(headers) {
         if session_valid(state, token).await {
@@ -115,21 +117,36 @@ pub(super) async fn viewer(state: &AppState, request: &Parts) -> Result<Viewer, 
 /// unless the admin key came in `Authorization`.
 pub(super) async fn actor(state: &AppState, request: &Parts) -> Result<Viewer, Refused> {
     let viewer = viewer(state, request).await?;
-    if !matches!(viewer, Viewer::Bearer) {
+    if !matches!(viewer, Viewer::Bearer(_)) {
         same_origin(&request.headers)?;
     }
     Ok(viewer)
 }
 
+/// Whether `viewer` may still see the page (a stream asks before each
+/// message).
+pub(super) async fn still_allowed(state: &AppState, viewer: &Viewer) -> bool {
+    match viewer {
+        Viewer::Loopback => true,
+        Viewer::Bearer(principal) => still_admin(state, principal).await,
+        Viewer::Session(token) => session_valid(state, token).await,
+    }
+}
+
 /// Whether the session of `token` is open and its admin still one.
 pub(super) async fn session_valid(state: &AppState, token: &str) -> bool {
-    let Some(principal) = state.console.sessions.find(token) else {
-        return false;
-    };
+    match state.console.sessions.find(token) {
+        Some(principal) => still_admin(state, &principal).await,
+        None => false,
+    }
+}
+
+/// Whether `principal` is still an admin, by the key table as it is now.
+async fn still_admin(state: &AppState, principal: &Principal) -> bool {
     if matches!(principal, Principal::Key(_)) && state.broker.refresh_keys().await.is_err() {
         return false;
     }
-    state.broker.still_admin(&principal)
+    state.broker.still_admin(principal)
 }
 
 /// The session token the request's cookie carries.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::AuthMode;
-use crate::console::recent::{Client, Record};
+use crate::console::recent::{Client, Record, ShortPath};
 use crate::state::AppState;
 
 use super::model::{
@@ -26,10 +26,11 @@ pub type Names = HashMap<Arc<str>, String>;
 /// sampler, which reads them on its own schedule.
 pub async fn snapshot(state: &AppState, after: Option<u64>) -> Snapshot {
     let names = names(state);
+    let clock = (std::time::Instant::now(), crate::console::unix_ms());
     let credentials = credentials(state, &names);
     let cache = cache(state).await;
     let point = Point {
-        t: crate::console::unix_ms(),
+        t: clock.1,
         hit_ratio: None,
         lanes: points(&credentials),
     };
@@ -58,7 +59,7 @@ pub async fn snapshot(state: &AppState, after: Option<u64>) -> Snapshot {
             .recent
             .since(after, RECENT_SHOWN)
             .into_iter()
-            .map(|r| request(r, &names))
+            .map(|r| request(r, &names, clock))
             .collect(),
     }
 }
@@ -190,22 +191,35 @@ fn percentile(sorted: &[Duration], p: usize) -> Option<Duration> {
     sorted.get(rank - 1).copied()
 }
 
-fn request(record: Record, names: &Names) -> Req {
+/// `record` as shown; `clock` is an `Instant` and the Unix milliseconds
+/// at the same moment, to turn the record's `Instant` into a time.
+fn request(record: Record, names: &Names, clock: (std::time::Instant, u64)) -> Req {
+    let ago = clock.0.saturating_duration_since(record.at).as_millis() as u64;
     Req {
         seq: record.seq,
-        t: record.at_ms,
+        t: clock.1.saturating_sub(ago),
         client: match &record.client {
             Client::Key(id) => key_label(id, names),
             Client::Peer(ip) => format!("ip:{ip}"),
             Client::Unknown => "unknown".into(),
         },
         method: record.method.to_string(),
-        route: super::template::of(&record.path),
+        route: route_of(&record.path),
         status: record.status,
         cache: record.cache.to_string(),
         waited_ms: record.waited.as_secs_f64() * 1000.0,
         upstream_ms: record.upstream.map(|u| u.as_secs_f64() * 1000.0),
     }
+}
+
+/// The route template of a kept path; a path cut short loses its partial
+/// last segment and shows `/…` instead.
+fn route_of(path: &ShortPath) -> String {
+    if !path.is_cut() {
+        return super::template::of(path.as_str());
+    }
+    let whole = path.as_str().rsplit_once('/').map_or("", |(head, _)| head);
+    format!("{}/…", super::template::of(whole))
 }
 
 /// A queue's client label (`key:ID`, a fingerprint, `ip:ADDR`) as shown.
@@ -235,6 +249,17 @@ mod tests {
         assert_eq!(percentile(&times, 99), Some(ms(99)));
         assert_eq!(percentile(&[ms(7)], 99), Some(ms(7)));
         assert_eq!(percentile(&[], 50), None);
+    }
+
+    #[test]
+    fn a_long_path_shows_its_whole_segments() {
+        let long = format!("/api/v1/agents/bot/sessions/{}", "s".repeat(200));
+        assert_eq!(
+            route_of(&ShortPath::new(&long)),
+            "/api/v1/agents/{slug}/sessions/…"
+        );
+        let short = ShortPath::new("/api/v1/agents/bot");
+        assert_eq!(route_of(&short), "/api/v1/agents/{slug}");
     }
 
     #[test]

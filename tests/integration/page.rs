@@ -452,34 +452,41 @@ async fn an_admin_role_keys_session_and_stream_end_when_it_is_revoked() {
     let gw = &broker.gw;
     let (token, info) = broker.create(json!({"name": "ops", "role": "admin"})).await;
     let cookie = login(gw, &token).await;
-    let mut events = Events::open(
+    // One stream on the session, one with the key as a bearer (a script).
+    let mut by_session = Events::open(
         client()
             .get(gw.url("/admin/events"))
             .header("cookie", cookie.clone()),
     )
     .await;
-    assert_eq!(
-        events.next(Duration::from_secs(5)).await.unwrap().0,
-        "hello"
-    );
-    assert!(
-        events.next(Duration::from_secs(3)).await.is_some(),
-        "snapshots flow"
-    );
+    let mut by_bearer =
+        Events::open(client().get(gw.url("/admin/events")).bearer_auth(&token)).await;
+    for events in [&mut by_session, &mut by_bearer] {
+        assert_eq!(
+            events.next(Duration::from_secs(5)).await.unwrap().0,
+            "hello"
+        );
+        assert!(
+            events.next(Duration::from_secs(3)).await.is_some(),
+            "snapshots flow"
+        );
+    }
     let id = info["id"].as_str().unwrap();
     let revoked = broker
         .admin(reqwest::Method::DELETE, &format!("/admin/keys/{id}"))
         .await;
     assert_eq!(revoked.status(), 200);
-    // The stream ends at its next message; the cookie opens nothing more.
-    let mut ended = false;
-    for _ in 0..5 {
-        if events.next(Duration::from_secs(3)).await.is_none() {
-            ended = true;
-            break;
+    // Each stream ends at its next message; the cookie opens nothing more.
+    for (name, events) in [("session", &mut by_session), ("bearer", &mut by_bearer)] {
+        let mut ended = false;
+        for _ in 0..5 {
+            if events.next(Duration::from_secs(3)).await.is_none() {
+                ended = true;
+                break;
+            }
         }
+        assert!(ended, "the {name} stream went on after the key was revoked");
     }
-    assert!(ended, "the stream went on after the key was revoked");
     let after = client()
         .get(gw.url("/admin/snapshot"))
         .header("cookie", cookie)
