@@ -11,8 +11,8 @@
 //!    (metrics and one log line per request, `telemetry::Access`), a caught
 //!    panic turned into a Castari-shaped 500, and the dispatch: `/api/v1/*`
 //!    straight to the proxy handler, everything else to the router of the
-//!    local endpoints (`/healthz`, `/readyz`, `/metrics`, `/admin/*`; 404
-//!    for the rest).
+//!    local endpoints (`/healthz`, `/readyz`, `/metrics`, `/admin/*`, the
+//!    operator page at `/` and `/ui/*`; 404 for the rest).
 //!
 //! The frame is one hand-written service rather than a `from_fn`
 //! middleware, two catch-panic layers, tower-http's two request-id layers

@@ -3,7 +3,7 @@
 //!
 //! This module holds the state those views need that no other part keeps:
 //! the last requests ([`recent`]), fifteen minutes of once-a-second points
-//! ([`History`]), the page's login sessions ([`session`]) and the feed the
+//! ([`Console::record_point`]), the page's login sessions ([`session`]) and the feed the
 //! event streams read ([`Feed`]). The picture itself is built from the
 //! gateway's own state once a second by one sampler task (`view`), never
 //! per page: twenty open pages cost one snapshot, serialized once.

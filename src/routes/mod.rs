@@ -16,7 +16,7 @@
 //! | `POST /ui/actions/{revoke,purge,reload}` | [`actions`]: the page's actions |
 //! | anything else | 404, Castari-shaped |
 //!
-//! Who may see the page's data and act: [`gate`].
+//! Who may see the page's data and act: `gate.rs`.
 
 pub mod actions;
 pub mod admin;
