@@ -3,10 +3,11 @@
 //!
 //! This module holds the state those views need that no other part keeps:
 //! the last requests ([`recent`]), fifteen minutes of once-a-second points
-//! ([`Console::record_point`]), the page's login sessions ([`session`]) and the feed the
-//! event streams read ([`Feed`]). The picture itself is built from the
-//! gateway's own state once a second by one sampler task (`view`), never
-//! per page: twenty open pages cost one snapshot, serialized once.
+//! ([`Console::record_point`]), the page's login sessions ([`session`]) and
+//! the feed the event streams read ([`Feed`]). The picture itself is built
+//! from the gateway's own state once a second by one sampler task (`view`),
+//! not per page (a page builds one only when it opens): twenty open pages
+//! cost one snapshot a second, serialized once.
 //!
 //! The request path touches this module once per request: the access
 //! record pushes one entry into [`recent::Recent`] (a short lock, no
@@ -16,6 +17,7 @@ pub mod recent;
 pub mod session;
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{broadcast, watch};
@@ -33,6 +35,8 @@ pub struct Console {
     history: Mutex<VecDeque<Arc<str>>>,
     feed: broadcast::Sender<Message>,
     closed: watch::Sender<bool>,
+    /// The configuration version serving new requests.
+    version: AtomicU64,
 }
 
 /// One server-sent event, serialized once for every stream.
@@ -63,6 +67,7 @@ impl Console {
             history: Mutex::new(VecDeque::with_capacity(HISTORY_POINTS)),
             feed,
             closed: watch::Sender::new(false),
+            version: AtomicU64::new(1),
         }
     }
 
@@ -107,6 +112,18 @@ impl Console {
     /// Streams open now: the sampler builds snapshots only when one is.
     pub fn watchers(&self) -> usize {
         self.feed.receiver_count()
+    }
+
+    /// Configuration version `version` now serves new requests.
+    pub fn installed(&self, version: u64) {
+        self.version.fetch_max(version, Ordering::Release);
+    }
+
+    /// Whether a stream opened on configuration `version` is behind the
+    /// one serving now: it ends, and the page reconnects to the new one
+    /// (its admin key, its settings).
+    pub fn outdated(&self, version: u64) -> bool {
+        self.version.load(Ordering::Acquire) > version
     }
 
     /// Shutdown began: every stream ends, so connections can drain.

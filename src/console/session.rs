@@ -80,14 +80,12 @@ impl Sessions {
     }
 
     /// Opens a session for `principal` that lasts `ttl`: the token for
-    /// the cookie.
-    pub fn open(&self, principal: Principal, ttl: Duration) -> String {
+    /// the cookie, or `None` without the OS's randomness (no safe token).
+    pub fn open(&self, principal: Principal, ttl: Duration) -> Option<String> {
         let mut bytes = [0u8; 32];
-        // Without the OS's randomness there is no safe token: the session
-        // cannot open (an empty token never matches).
         if getrandom::fill(&mut bytes).is_err() {
             tracing::error!("no randomness for a session token; login refused");
-            return String::new();
+            return None;
         }
         let token = hex(&bytes);
         let now = Instant::now();
@@ -100,14 +98,11 @@ impl Sessions {
                 principal,
             },
         );
-        token
+        Some(token)
     }
 
     /// Who the session of `token` belongs to, while it lasts.
     pub fn find(&self, token: &str) -> Option<Principal> {
-        if token.is_empty() {
-            return None;
-        }
         let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         open.get(&digest(token))
             .filter(|s| s.expires > Instant::now())
@@ -154,7 +149,9 @@ mod tests {
     #[test]
     fn a_session_is_found_by_its_token_until_closed_or_expired() {
         let sessions = Sessions::new();
-        let token = sessions.open(Principal::AdminKey([7; 32]), Duration::from_secs(60));
+        let token = sessions
+            .open(Principal::AdminKey([7; 32]), Duration::from_secs(60))
+            .unwrap();
         assert_eq!(token.len(), 64);
         assert_eq!(sessions.find(&token), Some(Principal::AdminKey([7; 32])));
         assert_eq!(sessions.find("nope"), None);
@@ -162,15 +159,21 @@ mod tests {
         sessions.close(&token);
         assert_eq!(sessions.find(&token), None);
 
-        let token = sessions.open(Principal::Key("key_a".into()), Duration::ZERO);
+        let token = sessions
+            .open(Principal::Key("key_a".into()), Duration::ZERO)
+            .unwrap();
         assert_eq!(sessions.find(&token), None, "expired at once");
     }
 
     #[test]
     fn tokens_differ_and_only_their_hashes_are_kept() {
         let sessions = Sessions::new();
-        let a = sessions.open(Principal::AdminKey([7; 32]), Duration::from_secs(60));
-        let b = sessions.open(Principal::AdminKey([7; 32]), Duration::from_secs(60));
+        let a = sessions
+            .open(Principal::AdminKey([7; 32]), Duration::from_secs(60))
+            .unwrap();
+        let b = sessions
+            .open(Principal::AdminKey([7; 32]), Duration::from_secs(60))
+            .unwrap();
         assert_ne!(a, b);
         let kept = format!("{:?}", sessions.open.lock().unwrap());
         assert!(!kept.contains(&a) && !kept.contains(&b));

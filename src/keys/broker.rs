@@ -339,18 +339,7 @@ impl Broker {
     /// `admin` role, by the key table as loaded: call
     /// [`refresh_keys`](Self::refresh_keys) first.
     pub fn is_admin(&self, headers: &HeaderMap) -> bool {
-        let Some(presented) = presented(headers) else {
-            return false;
-        };
-        if let Some(admin) = &self.admin_hash {
-            if token::same(&token::hash(presented), admin) {
-                return true;
-            }
-        }
-        matches!(
-            self.shared.ring.verify_loaded(Some(presented), clock::now_unix()),
-            Ok(key) if key.record.role == Role::Admin
-        )
+        self.admin_principal_in(headers).is_some()
     }
 
     /// Who `token` is, if an admin: the admin key, or a local key with the

@@ -36,16 +36,34 @@ pub fn day(unix_secs: i64) -> String {
 /// The first day (`YYYY-MM-DD`) of the budget period containing `unix_secs`.
 /// Days compare as strings, so `day >= period_start(..)` selects the period.
 pub fn period_start(period: Period, unix_secs: i64) -> String {
-    let (y, m, d) = civil(unix_secs);
+    day(period_start_unix(period, unix_secs))
+}
+
+/// Unix seconds of the UTC midnight that starts the budget period
+/// containing `unix_secs`.
+pub fn period_start_unix(period: Period, unix_secs: i64) -> i64 {
+    let today = unix_secs.div_euclid(86_400);
     match period {
-        Period::Day => format!("{y:04}-{m:02}-{d:02}"),
-        Period::Month => format!("{y:04}-{m:02}-01"),
+        Period::Day => today * 86_400,
+        Period::Month => {
+            let (_, _, day) = civil(unix_secs);
+            (today - i64::from(day) + 1) * 86_400
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn periods_start_at_midnight_and_on_the_first() {
+        // 2026-11-22 13:00:00 UTC
+        let now = 1_795_305_600 + 13 * 3600;
+        assert_eq!(day(period_start_unix(Period::Day, now)), "2026-11-22");
+        assert_eq!(period_start_unix(Period::Day, now) % 86_400, 0);
+        assert_eq!(day(period_start_unix(Period::Month, now)), "2026-11-01");
+    }
 
     #[test]
     fn days_match_known_dates() {

@@ -76,7 +76,11 @@ impl Live {
 
     fn install(&self, state: AppState) {
         let app = crate::build_app(state.clone());
+        let (console, version) = (state.console.clone(), state.version);
         self.current.store(Arc::new(Served { state, app }));
+        // Open event streams hold the version they were opened on (its
+        // admin key, its settings): they end and reconnect to this one.
+        console.installed(version);
     }
 }
 

@@ -156,7 +156,7 @@ fn cache_disabled() -> Response {
     )
 }
 
-pub(super) fn deny_non_loopback(request: &Request) -> Option<Response> {
+fn deny_non_loopback(request: &Request) -> Option<Response> {
     let loopback = request
         .extensions()
         .get::<Peer>()
@@ -171,7 +171,7 @@ pub(super) fn deny_non_loopback(request: &Request) -> Option<Response> {
 }
 
 /// The first value of query parameter `name`.
-pub(super) fn query_param(request: &Request, name: &str) -> Option<String> {
+fn query_param(request: &Request, name: &str) -> Option<String> {
     request.uri().query().and_then(|query| {
         url::form_urlencoded::parse(query.as_bytes())
             .find(|(n, _)| n == name)

@@ -7,8 +7,10 @@
 //! events. Every stream reads the same serialized messages: an open page
 //! costs no snapshot of its own and nothing upstream. A stream ends when
 //! its session ends (logout, expiry), when the key it was opened with is
-//! no admin's any more (the admin key changed; an admin-role key revoked,
-//! expired or moved to another role), or when the gateway shuts down.
+//! no admin's any more (an admin-role key revoked, expired or moved to
+//! another role), after a reload (the page reconnects within a second to
+//! the new version, where a changed admin key ends its session), or when
+//! the gateway shuts down.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -58,7 +60,13 @@ pub async fn events(State(state): State<AppState>, request: Request) -> Response
         viewer,
         feed,
         closed: Box::pin(state.console.closed()),
-        hello: Some(Event::default().event("hello").data(hello.to_string())),
+        hello: Some(
+            Event::default()
+                .event("hello")
+                .retry(RECONNECT)
+                .data(hello.to_string()),
+        ),
+        ending: false,
     };
     let mut response = Sse::new(futures_util::stream::unfold(stream, Stream::next))
         .keep_alive(KeepAlive::default())
@@ -70,18 +78,27 @@ pub async fn events(State(state): State<AppState>, request: Request) -> Response
     response
 }
 
+/// How soon a page's `EventSource` reconnects after a stream ends.
+const RECONNECT: std::time::Duration = std::time::Duration::from_secs(1);
+
 struct Stream {
+    /// The configuration version the stream was opened on.
     state: AppState,
     viewer: Viewer,
     feed: Feed,
     closed: Pin<Box<dyn Future<Output = ()> + Send>>,
     hello: Option<Event>,
+    /// A newer configuration serves: this was the last message.
+    ending: bool,
 }
 
 impl Stream {
     async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
         if let Some(hello) = self.hello.take() {
             return Some((Ok(hello), self));
+        }
+        if self.ending {
+            return None;
         }
         loop {
             let message = tokio::select! {
@@ -93,6 +110,11 @@ impl Stream {
                     if !gate::still_allowed(&self.state, &self.viewer).await {
                         return None;
                     }
+                    // Checked by the version it was opened on: after a
+                    // reload it sends this message and ends, and the page
+                    // comes back to the new version (a changed admin key
+                    // ends its session there).
+                    self.ending = self.state.console.outdated(self.state.version);
                     let event = Event::default().event(message.event).data(&*message.data);
                     return Some((Ok(event), self));
                 }

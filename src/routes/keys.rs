@@ -124,6 +124,9 @@ pub async fn rotate(
         Ok(id) => id,
         Err(refused) => return *refused,
     };
+    if let Some(conflict) = declared(&state, &id) {
+        return conflict;
+    }
     let empty = axum::body::HttpBody::size_hint(request.body()).upper() == Some(0);
     let body: RotateBody = if empty {
         RotateBody::default()
@@ -220,8 +223,7 @@ async fn deny(state: &AppState, headers: &http::HeaderMap) -> Option<Response> {
     ))
 }
 
-/// The `{id}` of a key route, once the caller is known to be an admin and
-/// the key is not declared in the config file (409).
+/// The `{id}` of a key route, once the caller is known to be an admin.
 async fn key_id(
     state: &AppState,
     headers: &http::HeaderMap,
@@ -237,10 +239,7 @@ async fn key_id(
             "The key id in the path is not valid",
         )));
     };
-    match declared(state, &id) {
-        Some(conflict) => Err(Box::new(conflict)),
-        None => Ok(id),
-    }
+    Ok(id)
 }
 
 /// 409 for a key declared in the config file.

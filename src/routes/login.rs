@@ -103,10 +103,9 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Response 
     };
     tracing::info!(%client, who = ?principal, "operator page: logged in");
     let ttl = Duration::from_secs(state.config.ui.session_ttl_secs);
-    let token = state.console.sessions.open(principal, ttl);
-    if token.is_empty() {
+    let Some(token) = state.console.sessions.open(principal, ttl) else {
         return crate::error::GatewayError::Internal.into_response();
-    }
+    };
     let cookie = format!(
         "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
         ttl.as_secs(),

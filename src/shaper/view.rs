@@ -5,13 +5,17 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::{lane_limit, Lane, RateView, Shaper};
+use super::{lane_limit, Core, Lane, RateView, Shaper};
 
 impl Shaper {
     /// The gateway's `X-RateLimit-*` view of `lane`.
     pub fn view(&self, lane: Lane) -> RateView {
-        let now = Instant::now();
-        let mut core = self.lock();
+        self.view_locked(&mut self.lock(), lane, Instant::now()).0
+    }
+
+    /// [`view`](Self::view) under a lock already held, with the instant
+    /// the lane's next send may go.
+    fn view_locked(&self, core: &mut Core, lane: Lane, now: Instant) -> (RateView, Instant) {
         let waiting = core.queues[lane.index()].len();
         let free = if core.shared_up {
             core.remaining(lane, now)
@@ -22,7 +26,7 @@ impl Shaper {
                 .min()
                 .unwrap_or(0)
         };
-        let next_free = self.ready_at(&mut core, lane, 0, now);
+        let next_free = self.ready_at(core, lane, 0, now);
         let reset = if core.shared_up {
             next_free
         } else if free > 0 {
@@ -30,11 +34,12 @@ impl Shaper {
         } else {
             next_free
         };
-        RateView {
+        let view = RateView {
             limit: lane_limit(&self.settings(), lane).max,
             remaining: free.saturating_sub(u32::try_from(waiting).unwrap_or(u32::MAX)),
             reset_unix: unix_seconds_ceil(reset, now),
-        }
+        };
+        (view, next_free)
     }
 
     /// What `/admin/queue` shows.
@@ -42,8 +47,8 @@ impl Shaper {
         let now = Instant::now();
         let mut lanes = Vec::new();
         for lane in Lane::ALL {
-            let view = self.view(lane);
             let mut core = self.lock();
+            let (view, next_free) = self.view_locked(&mut core, lane, now);
             let remaining_now = core.remaining(lane, now);
             let limit = lane_limit(&self.settings(), lane);
             let waiting = core.queues[lane.index()]
@@ -59,7 +64,6 @@ impl Shaper {
                         .as_millis() as u64,
                 })
                 .collect();
-            let next_free = self.ready_at(&mut core, lane, 0, now);
             lanes.push(LaneSnapshot {
                 lane: lane.as_str(),
                 next_free_ms: next_free.saturating_duration_since(now).as_millis() as u64,

@@ -62,7 +62,7 @@ pub async fn rows(state: &AppState) -> Option<Vec<KeyRow>> {
                     runs_out: runs_out(
                         spent,
                         budget.usd,
-                        period_start_unix(budget.period, now),
+                        clock::period_start_unix(budget.period, now),
                         now,
                     ),
                 }
@@ -85,18 +85,6 @@ fn ratio(spent: Decimal, limit: Decimal) -> f64 {
     match (spent.to_f64(), limit.to_f64()) {
         (Some(spent), Some(limit)) if limit > 0.0 => spent / limit,
         _ => 0.0,
-    }
-}
-
-/// Unix seconds of the start of the period containing `now`.
-fn period_start_unix(period: Period, now: i64) -> i64 {
-    let today = now.div_euclid(86_400);
-    match period {
-        Period::Day => today * 86_400,
-        Period::Month => {
-            let (_, _, day) = clock::civil(now);
-            (today - i64::from(day) + 1) * 86_400
-        }
     }
 }
 
@@ -125,21 +113,6 @@ mod tests {
 
     fn usd(s: &str) -> Decimal {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn periods_start_at_midnight_and_on_the_first() {
-        // 2026-11-22 13:00:00 UTC
-        let now = 1_795_305_600 + 13 * 3600;
-        assert_eq!(
-            clock::day(period_start_unix(Period::Day, now)),
-            "2026-11-22"
-        );
-        assert_eq!(period_start_unix(Period::Day, now) % 86_400, 0);
-        assert_eq!(
-            clock::day(period_start_unix(Period::Month, now)),
-            "2026-11-01"
-        );
     }
 
     #[test]

@@ -110,6 +110,19 @@ impl Browser {
         }
     }
 
+    /// Clicks the element at `selector`.
+    async fn click(&self, selector: &str) {
+        let element = self.client.find(Locator::Css(selector)).await.unwrap();
+        element.click().await.unwrap();
+    }
+
+    /// Types `key` into the login form and submits it.
+    async fn log_in(&self, key: &str) {
+        let field = self.client.find(Locator::Css("#login-key")).await.unwrap();
+        field.send_keys(key).await.unwrap();
+        self.click("#login-submit").await;
+    }
+
     /// The page's text at `selector`, trimmed.
     async fn text(&self, selector: &str) -> String {
         let script = format!(
@@ -434,20 +447,7 @@ async fn keys_mode_login_an_action_and_logout_in_a_real_browser() {
     let shot = browser.screenshot(390, "login-390").await;
 
     // A wrong key: the form says so.
-    let key = browser
-        .client
-        .find(Locator::Css("#login-key"))
-        .await
-        .unwrap();
-    key.send_keys("not-the-key").await.unwrap();
-    browser
-        .client
-        .find(Locator::Css("#login-submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.log_in("not-the-key").await;
     browser
         .until(
             Duration::from_secs(5),
@@ -469,20 +469,7 @@ async fn keys_mode_login_an_action_and_logout_in_a_real_browser() {
     );
 
     // The admin key: in, and the key is gone from the form at once.
-    let key = browser
-        .client
-        .find(Locator::Css("#login-key"))
-        .await
-        .unwrap();
-    key.send_keys(ADMIN_KEY).await.unwrap();
-    browser
-        .client
-        .find(Locator::Css("#login-submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.log_in(ADMIN_KEY).await;
     browser
         .until(
             Duration::from_secs(10),
@@ -506,14 +493,7 @@ async fn keys_mode_login_an_action_and_logout_in_a_real_browser() {
 
     // Revoke, through the confirm step.
     assert_eq!(get(gw, &token, "/api/v1/agents").await.0, 200);
-    browser
-        .client
-        .find(Locator::Css(&format!("{row} button.revoke")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click(&format!("{row} button.revoke")).await;
     browser
         .until(
             Duration::from_secs(5),
@@ -527,14 +507,7 @@ async fn keys_mode_login_an_action_and_logout_in_a_real_browser() {
         200,
         "nothing before the confirm"
     );
-    browser
-        .client
-        .find(Locator::Css("#confirm-ok"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click("#confirm-ok").await;
     browser
         .until(
             Duration::from_secs(5),
@@ -549,14 +522,7 @@ async fn keys_mode_login_an_action_and_logout_in_a_real_browser() {
     );
 
     // Logout: the session is over for the browser.
-    browser
-        .client
-        .find(Locator::Css("#logout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click("#logout").await;
     browser
         .until(
             Duration::from_secs(5),

@@ -64,6 +64,17 @@ impl Events {
         }
     }
 
+    /// Whether the stream ends within its next five messages (those
+    /// already on their way are read first).
+    pub async fn ends(&mut self) -> bool {
+        for _ in 0..5 {
+            if self.next(Duration::from_secs(3)).await.is_none() {
+                return true;
+            }
+        }
+        false
+    }
+
     /// The first event within `within` that `wanted` accepts.
     pub async fn until(
         &mut self,
@@ -272,13 +283,18 @@ fn from_page(gw: &TestGateway, request: reqwest::RequestBuilder) -> reqwest::Req
     request.header("origin", format!("http://{}", gw.addr))
 }
 
-/// Logs in with `key`; the session cookie (`name=value`).
-async fn login(gw: &TestGateway, key: &str) -> String {
-    let response = from_page(gw, client().post(gw.url("/ui/login")))
+/// `POST /ui/login` with `key`, from the page's origin.
+async fn try_login(gw: &TestGateway, key: &str) -> reqwest::Response {
+    from_page(gw, client().post(gw.url("/ui/login")))
         .json(&json!({ "key": key }))
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Logs in with `key`; the session cookie (`name=value`).
+async fn login(gw: &TestGateway, key: &str) -> String {
+    let response = try_login(gw, key).await;
     assert_eq!(response.status(), 204, "login");
     let cookie = response.headers()["set-cookie"]
         .to_str()
@@ -313,11 +329,7 @@ async fn keys_mode_needs_a_login_whose_session_is_a_strict_http_only_cookie() {
 
     // A wrong key, a non-admin key and a cross-site form are refused.
     for key in ["wrong", token.as_str()] {
-        let response = from_page(gw, client().post(gw.url("/ui/login")))
-            .json(&json!({ "key": key }))
-            .send()
-            .await
-            .unwrap();
+        let response = try_login(gw, key).await;
         assert_eq!(response.status(), 401);
         assert!(response.headers().get("set-cookie").is_none());
         let body: Value = response.json().await.unwrap();
@@ -422,11 +434,7 @@ async fn logins_are_rate_limited_per_address() {
     let gw = &broker.gw;
     let mut statuses = Vec::new();
     for _ in 0..12 {
-        let response = from_page(gw, client().post(gw.url("/ui/login")))
-            .json(&json!({ "key": "guess" }))
-            .send()
-            .await
-            .unwrap();
+        let response = try_login(gw, "guess").await;
         statuses.push(response.status().as_u16());
         if response.status() == 429 {
             assert!(response.headers().contains_key("retry-after"));
@@ -437,11 +445,7 @@ async fn logins_are_rate_limited_per_address() {
     assert_eq!(&statuses[..10], &[401; 10]);
     assert_eq!(&statuses[10..], &[429, 429]);
     // Even the right key waits now.
-    let right = from_page(gw, client().post(gw.url("/ui/login")))
-        .json(&json!({ "key": ADMIN_KEY }))
-        .send()
-        .await
-        .unwrap();
+    let right = try_login(gw, ADMIN_KEY).await;
     assert_eq!(right.status(), 429);
 }
 
@@ -478,17 +482,65 @@ async fn an_admin_role_keys_session_and_stream_end_when_it_is_revoked() {
     assert_eq!(revoked.status(), 200);
     // Each stream ends at its next message; the cookie opens nothing more.
     for (name, events) in [("session", &mut by_session), ("bearer", &mut by_bearer)] {
-        let mut ended = false;
-        for _ in 0..5 {
-            if events.next(Duration::from_secs(3)).await.is_none() {
-                ended = true;
-                break;
-            }
-        }
-        assert!(ended, "the {name} stream went on after the key was revoked");
+        assert!(
+            events.ends().await,
+            "the {name} stream went on after the key was revoked"
+        );
     }
     let after = client()
         .get(gw.url("/admin/snapshot"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 401);
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_the_admin_key_ends_its_sessions_open_streams() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("admin.key");
+    std::fs::write(&key_file, ADMIN_KEY).unwrap();
+    let file = dir.path().join("gateway.toml");
+    let toml = format!(
+        "[auth]\nmode = \"keys\"\ndb_path = {:?}\nadmin_key_file = {:?}\n",
+        dir.path().join("keys.db").display().to_string(),
+        key_file.display().to_string()
+    );
+    std::fs::write(&file, toml).unwrap();
+    let env = [("CASTARI_API_KEY", UPSTREAM_KEY)];
+    let gw = TestGateway::start_from_file(&sim.url(), &file, &env).await;
+    let cookie = login(&gw, ADMIN_KEY).await;
+    let mut events = Events::open(
+        client()
+            .get(gw.url("/admin/events"))
+            .header("cookie", cookie.clone()),
+    )
+    .await;
+    assert_eq!(
+        events.next(Duration::from_secs(5)).await.unwrap().0,
+        "hello"
+    );
+    assert!(
+        events.next(Duration::from_secs(3)).await.is_some(),
+        "snapshots flow"
+    );
+
+    std::fs::write(&key_file, "a-new-admin-key-0123456789abcdef").unwrap();
+    let reload = client()
+        .post(gw.url("/admin/config/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reload.status(), 200, "{}", reload.text().await.unwrap());
+    // The stream opened under the old key ends; the cookie opens nothing.
+    assert!(
+        events.ends().await,
+        "the stream went on under the replaced admin key"
+    );
+    let after = client()
+        .get(gw.url("/admin/events"))
         .header("cookie", cookie)
         .send()
         .await
@@ -565,10 +617,6 @@ async fn open_streams_end_at_shutdown_without_holding_the_drain() {
     );
     // Each ends after what was already on its way.
     for mut events in streams {
-        let mut left = 0;
-        while events.next(Duration::from_secs(2)).await.is_some() {
-            left += 1;
-            assert!(left < 5, "a stream went on after shutdown");
-        }
+        assert!(events.ends().await, "a stream went on after shutdown");
     }
 }
