@@ -689,7 +689,7 @@
     const h = obj(d.history);
     state.stepMs = num(h.step_ms) > 0 ? h.step_ms : 1000;
     state.points = list(h.points).filter(isPoint).slice(-MAX_POINTS);
-    state.recent = list(d.recent).filter(isReq).slice(0, MAX_RECENT).map(normReq);
+    state.recent = [];
     recentRecs.clear();
     $('recent-body').replaceChildren();
     state.snap = isObj(d.snapshot) ? d.snapshot : null;

@@ -1,8 +1,8 @@
 //! `GET /admin/events` (server-sent events) and `GET /admin/snapshot`
 //! (the same picture once, as JSON, for scripts and `status`).
 //!
-//! A stream starts with `hello` (fifteen minutes of history, the newest
-//! 100 requests, a fresh snapshot), then relays the sampler's messages:
+//! A stream starts with `hello` (fifteen minutes of history and a fresh
+//! snapshot, which carries the newest 100 requests), then relays the sampler's messages:
 //! `snapshot` about once a second, and `queue`, `breaker` and `reload`
 //! events. Every stream reads the same serialized messages: an open page
 //! costs no snapshot of its own and nothing upstream. A stream ends when
@@ -52,7 +52,6 @@ pub async fn events(State(state): State<AppState>, request: Request) -> Response
             "step_ms": crate::view::sampler::EVERY.as_millis() as u64,
             "points": serde_json::value::RawValue::from_string(state.console.history_json()).ok(),
         },
-        "recent": snapshot.recent,
         "snapshot": snapshot,
     });
     let stream = Stream {

@@ -164,7 +164,7 @@ async fn the_stream_follows_traffic_and_costs_nothing_upstream() {
     assert_eq!(start["upstream"]["breaker"], "closed");
     let used_before = lane(start, "crud")["used"].as_u64().unwrap();
     assert!(used_before >= 1, "the agent's creation is counted: {start}");
-    assert_eq!(hello["recent"][0]["route"], "/api/v1/agents");
+    assert_eq!(hello["snapshot"]["recent"][0]["route"], "/api/v1/agents");
     let upstream_before = seen(&sim).await.len();
 
     for _ in 0..3 {
