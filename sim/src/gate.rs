@@ -1,6 +1,8 @@
 //! The middleware in front of every `/api/v1` route, in order: record the
-//! request, apply faults, authenticate, rate-limit, then the handler; the
-//! response gets `X-RateLimit-*` headers and its status is recorded.
+//! request, apply faults, authenticate (configured keys, minus revoked
+//! ones), rate-limit, then the handler; the response, 401s included, gets
+//! `X-RateLimit-*` headers, any plain-text error becomes FastAPI's JSON,
+//! and its status is recorded.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use futures_util::StreamExt;
 use rand::Rng;
 
 use crate::error::detail;
-use crate::limits::Class;
+use crate::limits::{Class, Verdict};
 use crate::record::{RecordedRequest, LOG_CAPACITY};
 use crate::server::ConnToken;
 use crate::util::now_ms;
@@ -92,30 +94,24 @@ pub(crate) async fn gate(State(sim): State<Arc<Shared>>, request: Request, next:
         Fault::Stall(hold) => stalled(hold),
         Fault::None => authorize_and_run(&sim, &method, &template, request, next).await,
     };
-    let response = json_405(response);
+    let response = tidy(response).await;
     record.body_len = declared.unwrap_or_else(|| counted.load(Ordering::Relaxed));
     finish(&sim, record, response.status().as_u16());
     response
 }
 
+/// The key a request was authenticated with, for handlers that act on
+/// "the key in use" (`GET /auth/me`, `DELETE /auth/api-key`).
+#[derive(Clone, Debug)]
+pub(crate) struct Principal(pub(crate) String);
+
 async fn authorize_and_run(
     sim: &Shared,
     method: &http::Method,
     template: &str,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    let key = match bearer(&request) {
-        Ok(key) => key,
-        Err(message) => {
-            sim.lock().unauthorized += 1;
-            return detail(StatusCode::UNAUTHORIZED, message);
-        }
-    };
-    if !sim.config.api_keys.is_empty() && !sim.config.api_keys.contains(&key) {
-        sim.lock().unauthorized += 1;
-        return detail(StatusCode::UNAUTHORIZED, "Invalid API key");
-    }
     let is_invoke = method == http::Method::POST
         && (template.ends_with("/invoke") || template.ends_with("/stream"));
     let classes: &[Class] = match (is_invoke, sim.config.invoke_counts_as_crud) {
@@ -123,7 +119,32 @@ async fn authorize_and_run(
         (true, false) => &[Class::Invoke],
         (false, _) => &[Class::Crud],
     };
+    let refused = |message: &str| {
+        let mut inner = sim.lock();
+        inner.unauthorized += 1;
+        // The reference says every response carries X-RateLimit-*, and is
+        // silent on what they say to an unknown key. A 401 spends nothing,
+        // so they show the route's limit (CRUD, or the invocation limit on
+        // invoke routes, as admitted requests there show) with the whole
+        // budget remaining and a reset one window away.
+        let verdict = inner
+            .limiter
+            .untouched(classes.last().copied().unwrap_or(Class::Crud));
+        drop(inner);
+        let mut response = detail(StatusCode::UNAUTHORIZED, message);
+        rate_headers(&mut response, &verdict);
+        response
+    };
+    let key = match bearer(&request) {
+        Ok(key) => key,
+        Err(message) => return refused(message),
+    };
+    let configured = sim.config.api_keys.is_empty() || sim.config.api_keys.contains(&key);
+    if !configured || sim.lock().revoked.contains(&key) {
+        return refused("Invalid API key");
+    }
     let verdict = sim.lock().limiter.check(&key, classes, Instant::now());
+    request.extensions_mut().insert(Principal(key));
     let mut response = if verdict.admitted {
         next.run(request).await
     } else {
@@ -138,6 +159,11 @@ async fn authorize_and_run(
             .insert(header::RETRY_AFTER, HeaderValue::from(verdict.retry_after));
         r
     };
+    rate_headers(&mut response, &verdict);
+    response
+}
+
+fn rate_headers(response: &mut Response, verdict: &Verdict) {
     let headers = response.headers_mut();
     headers.insert("x-ratelimit-limit", HeaderValue::from(verdict.limit));
     headers.insert(
@@ -145,7 +171,6 @@ async fn authorize_and_run(
         HeaderValue::from(verdict.remaining),
     );
     headers.insert("x-ratelimit-reset", HeaderValue::from(verdict.reset_unix));
-    response
 }
 
 fn bearer(request: &Request) -> Result<String, &'static str> {
@@ -232,18 +257,45 @@ fn stalled(hold: Duration) -> Response {
     response
 }
 
-/// axum answers a wrong method with an empty 405; FastAPI says why.
-fn json_405(response: Response) -> Response {
-    if response.status() == StatusCode::METHOD_NOT_ALLOWED
-        && !response.headers().contains_key(header::CONTENT_TYPE)
-    {
-        let mut replaced = detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-        if let Some(allow) = response.headers().get(header::ALLOW) {
-            replaced.headers_mut().insert(header::ALLOW, allow.clone());
-        }
-        return replaced;
+/// FastAPI answers every error as JSON `{"detail": ...}`. axum does not
+/// always: a wrong method is an empty 405, and extractor rejections are
+/// `text/plain`. Those become JSON here, keeping the other headers
+/// (`Allow`, `X-RateLimit-*`).
+async fn tidy(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
     }
-    response
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let plain = match content_type.as_deref() {
+        None if status == StatusCode::METHOD_NOT_ALLOWED => false,
+        Some(t) if t.starts_with("text/plain") => true,
+        _ => return response,
+    };
+    let (parts, body) = response.into_parts();
+    let message = if plain {
+        let bytes = axum::body::to_bytes(body, 64 * 1024)
+            .await
+            .unwrap_or_default();
+        String::from_utf8_lossy(&bytes).trim().to_string()
+    } else {
+        String::new()
+    };
+    let message = if message.is_empty() {
+        status.canonical_reason().unwrap_or("Error").to_string()
+    } else {
+        message
+    };
+    let mut replaced = detail(status, message);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            replaced.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    replaced
 }
 
 fn count_body(request: Request, counter: Arc<AtomicU64>) -> Request {

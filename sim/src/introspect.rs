@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /_sim/requests` | `{"requests": [RecordedRequest...]}`, oldest first |
 //! | `GET /_sim/stats` | [`crate::Stats`] |
-//! | `POST /_sim/reset` | clear state, log, counters, windows, faults |
+//! | `POST /_sim/reset` | clear state, log, counters, windows, faults, revoked keys |
 //! | `GET /_sim/faults` | the current [`crate::Faults`] |
 //! | `POST /_sim/faults` | replace them with the JSON body |
 

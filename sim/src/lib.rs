@@ -29,8 +29,9 @@ mod routes;
 mod server;
 mod state;
 mod util;
+mod validate;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -111,7 +112,7 @@ impl Simulator {
         self.shared.stats()
     }
 
-    /// Clears state, log, counters, limiter windows and faults.
+    /// Clears state, log, counters, limiter windows, faults and revoked keys.
     pub fn reset(&self) {
         self.shared.reset();
     }
@@ -152,6 +153,10 @@ pub(crate) struct Inner {
     pub(crate) total: u64,
     pub(crate) routes: BTreeMap<String, u64>,
     pub(crate) unauthorized: u64,
+    /// Keys revoked through the API (`DELETE /auth/api-key`,
+    /// `DELETE /api-keys/{id}`): refused from then on, whatever
+    /// `api_keys` says, until a reset.
+    pub(crate) revoked: HashSet<String>,
 }
 
 impl Shared {
@@ -210,6 +215,7 @@ impl Inner {
             total: 0,
             routes: BTreeMap::new(),
             unauthorized: 0,
+            revoked: HashSet::new(),
         }
     }
 }

@@ -124,6 +124,19 @@ impl Limiter {
         shown
     }
 
+    /// What the headers say to a request that spends nothing: a full
+    /// budget, resetting one window from now.
+    pub fn untouched(&self, class: Class) -> Verdict {
+        let limit = self.limits[&class];
+        Verdict {
+            admitted: false,
+            limit: limit.max,
+            remaining: limit.max,
+            reset_unix: unix_after(limit.window),
+            retry_after: ceil_secs(limit.window).max(1),
+        }
+    }
+
     fn peek(&mut self, key: &str, class: Class, now: Instant) -> Verdict {
         let limit = self.limits[&class];
         let kind = self.kind;

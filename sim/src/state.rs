@@ -115,6 +115,9 @@ pub struct ApiKey {
     pub prefix: String,
     pub created_at: String,
     pub last_used_at: Option<String>,
+    /// The full key, never serialized: revoking the record revokes it.
+    #[serde(skip)]
+    pub key: String,
 }
 
 /// A storage bucket.

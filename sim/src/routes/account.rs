@@ -3,23 +3,24 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Extension, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::error::{detail, invalid, no_content, object, ok, optional, Reply};
+use super::Seg;
+use crate::error::{detail, no_content, ok, Reply};
+use crate::gate::Principal;
 use crate::state::{ApiKey, USER_EMAIL, USER_ID};
 use crate::util::{date, hex_token, id, iso, now_ms, usd};
+use crate::validate::int::Bounds;
+use crate::validate::query::Params;
+use crate::validate::Body;
 use crate::Shared;
 
 /// `GET /auth/me`: the user, with the prefix of the key in use.
-pub(crate) async fn me(headers: HeaderMap) -> Reply {
-    let key = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+pub(crate) async fn me(Extension(Principal(key)): Extension<Principal>) -> Reply {
     let prefix = key
         .starts_with("cast_")
         .then(|| key.chars().take(13).collect::<String>());
@@ -36,27 +37,26 @@ pub(crate) async fn list_keys(State(sim): State<Arc<Shared>>) -> Reply {
     ok(json!({ "api_keys": sim.lock().account.api_keys }))
 }
 
-/// `POST /api-keys {name}`: the full key, once. Keys made here are not added
-/// to the accepted keys (the simulator's `--api-key` list decides that).
+/// `POST /api-keys {name}`: the full key, once. The body is required
+/// (`{}` takes the default name). Keys made here are not added to the
+/// accepted keys (the simulator's `--api-key` list decides that).
 pub(crate) async fn create_key(State(sim): State<Arc<Shared>>, body: Bytes) -> Reply {
-    let body = object(&body, true)?;
-    let name = optional(&body, "name")?.unwrap_or_else(|| "Default".into());
-    let (info, key) = new_key(name);
+    let mut body = Body::parse(&body)?;
+    let name = body.opt_str("name");
+    body.done()?;
+    let (info, key) = new_key(name.unwrap_or_else(|| "Default".into()));
     sim.lock().account.api_keys.push(info.clone());
     ok(json!({ "api_key": info, "key": key }))
 }
 
-/// `DELETE /api-keys/{id}`.
-pub(crate) async fn delete_key(
-    State(sim): State<Arc<Shared>>,
-    Path(key_id): Path<String>,
-) -> Reply {
+/// `DELETE /api-keys/{id}`: the key stops working.
+pub(crate) async fn delete_key(State(sim): State<Arc<Shared>>, Seg(key_id): Seg<String>) -> Reply {
     let mut inner = sim.lock();
-    let before = inner.account.api_keys.len();
-    inner.account.api_keys.retain(|k| k.id != key_id);
-    if inner.account.api_keys.len() == before {
+    let Some(i) = inner.account.api_keys.iter().position(|k| k.id == key_id) else {
         return Err(detail(StatusCode::NOT_FOUND, "API key not found"));
-    }
+    };
+    let removed = inner.account.api_keys.remove(i);
+    inner.revoked.insert(removed.key);
     no_content()
 }
 
@@ -72,13 +72,15 @@ pub(crate) async fn legacy_create(State(sim): State<Arc<Shared>>) -> Reply {
     ok(json!({ "api_key": key, "prefix": prefix }))
 }
 
-/// Legacy `DELETE /auth/api-key`: revokes "the" key.
-pub(crate) async fn legacy_revoke(State(sim): State<Arc<Shared>>) -> Reply {
+/// Legacy `DELETE /auth/api-key`: revokes the key this request was made
+/// with (empty answer). Every later request with it gets 401.
+pub(crate) async fn legacy_revoke(
+    State(sim): State<Arc<Shared>>,
+    Extension(Principal(key)): Extension<Principal>,
+) -> Reply {
     let mut inner = sim.lock();
-    if inner.account.api_keys.is_empty() {
-        return Err(detail(StatusCode::NOT_FOUND, "No API key"));
-    }
-    inner.account.api_keys.remove(0);
+    inner.account.api_keys.retain(|k| k.key != key);
+    inner.revoked.insert(key);
     no_content()
 }
 
@@ -91,25 +93,18 @@ fn new_key(name: String) -> (ApiKey, String) {
         prefix: format!("cast_{middle}"),
         created_at: iso(now_ms()),
         last_used_at: None,
+        key: key.clone(),
     };
     (info, key)
 }
 
-fn days(q: &HashMap<String, String>) -> Result<u64, axum::response::Response> {
-    match q.get("days") {
-        None => Ok(30),
-        Some(v) => v
-            .parse::<u64>()
-            .ok()
-            .filter(|d| (1..=365).contains(d))
-            .ok_or_else(|| {
-                invalid(
-                    &["query", "days"],
-                    "ensure this value is between 1 and 365",
-                    "value_error.number",
-                )
-            }),
-    }
+/// `days`: 1..=365, default 30. The reference names the parameter [I] and
+/// gives no range; the bounds are the simulator's.
+fn days(q: &HashMap<String, String>) -> Result<u64, Response> {
+    let mut params = Params::new(q);
+    let days = params.int("days", 30, Bounds::between(1, 365));
+    params.done()?;
+    Ok(days.map_or(30, |d| d.saturating_u64()))
 }
 
 /// `GET /usage?days=N`: totals over the recorded invocations.

@@ -4,20 +4,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Multipart, Path, Query, State};
+use axum::extract::{Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::page;
-use crate::error::{
-    agent_not_found, detail, invalid, missing, no_content, object, ok, optional, optional_u64,
-    required, Reply,
-};
+use super::Seg;
+use crate::error::{agent_not_found, detail, loc, missing, no_content, ok, unprocessable, Reply};
 use crate::state::{Agent, USER_ID};
-use crate::util::{id, iso, now_ms, slugify};
+use crate::util::{id, iso, now_ms};
+use crate::validate::int::{Bounds, BIGINT_MAX};
+use crate::validate::query::Params;
+use crate::validate::{form, slug, Body};
 use crate::Shared;
 
 /// `GET /agents`.
@@ -25,7 +25,9 @@ pub(crate) async fn list(
     State(sim): State<Arc<Shared>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Reply {
-    let (limit, offset) = page(&q, 20)?;
+    let mut params = Params::new(&q);
+    let page = params.page(20);
+    params.done()?;
     let mut inner = sim.lock();
     let now = Instant::now();
     let total = inner.account.agents.len();
@@ -33,51 +35,41 @@ pub(crate) async fn list(
         .account
         .agents
         .values_mut()
-        .skip(offset)
-        .take(limit)
+        .skip(page.offset)
+        .take(page.limit)
         .map(|a| {
             a.settle(now);
             json!(a)
         })
         .collect();
-    ok(json!({
-        "agents": agents,
-        "meta": {"total": total, "limit": limit, "offset": offset, "has_more": offset + limit < total},
-    }))
+    Ok(page.reply("agents", agents, total))
 }
 
 /// `POST /agents`.
 pub(crate) async fn create(State(sim): State<Arc<Shared>>, body: Bytes) -> Reply {
-    let body = object(&body, false)?;
-    let name = required(&body, "name")?;
-    let slug = match optional(&body, "slug")? {
+    let mut body = Body::parse(&body)?;
+    let name = body.str("name");
+    let given = slug::given(&mut body);
+    let description = body.opt_str("description");
+    let source_type = body
+        .opt_choice("source_type", &["git", "local"])
+        .unwrap_or_else(|| "git".into());
+    let git_repo_url = body.opt_str("git_repo_url");
+    body.done()?;
+    let slug = match given {
         Some(slug) => slug,
-        None => slugify(&name),
+        None => slug::derived(&mut body, &name),
     };
-    if slug.is_empty() || slug != slugify(&slug) {
-        return Err(invalid(
-            &["body", "slug"],
-            "slug must be lowercase letters, digits and hyphens",
-            "value_error",
-        ));
-    }
-    let source_type = optional(&body, "source_type")?.unwrap_or_else(|| "git".into());
-    if source_type != "git" && source_type != "local" {
-        return Err(invalid(
-            &["body", "source_type"],
-            "value is not a valid enumeration member; permitted: 'git', 'local'",
-            "type_error.enum",
-        ));
-    }
+    body.done()?;
     let now = iso(now_ms());
     let agent = Agent {
         id: id("agt_"),
         user_id: USER_ID.into(),
         name,
         slug: slug.clone(),
-        description: optional(&body, "description")?,
+        description,
         source_type,
-        git_repo_url: optional(&body, "git_repo_url")?,
+        git_repo_url,
         git_branch: "main".into(),
         source_hash: None,
         default_model: "claude-sonnet-4-5-20250929".into(),
@@ -103,7 +95,7 @@ pub(crate) async fn create(State(sim): State<Arc<Shared>>, body: Bytes) -> Reply
 }
 
 /// `GET /agents/{slug}`.
-pub(crate) async fn get(State(sim): State<Arc<Shared>>, Path(slug): Path<String>) -> Reply {
+pub(crate) async fn get(State(sim): State<Arc<Shared>>, Seg(slug): Seg<String>) -> Reply {
     let mut inner = sim.lock();
     let agent = inner
         .account
@@ -117,24 +109,20 @@ pub(crate) async fn get(State(sim): State<Arc<Shared>>, Path(slug): Path<String>
 /// `PATCH /agents/{slug}`.
 pub(crate) async fn patch(
     State(sim): State<Arc<Shared>>,
-    Path(slug): Path<String>,
+    Seg(slug): Seg<String>,
     body: Bytes,
 ) -> Reply {
-    let body = object(&body, true)?;
-    let name = optional(&body, "name")?;
-    let description = optional(&body, "description")?;
-    let git_repo_url = optional(&body, "git_repo_url")?;
-    let git_branch = optional(&body, "git_branch")?;
-    let default_model = optional(&body, "default_model")?;
-    let max_turns = optional_u64(&body, "max_turns")?;
-    let timeout = optional_u64(&body, "timeout_seconds")?;
-    if timeout.is_some_and(|t| t == 0 || t > 600) {
-        return Err(invalid(
-            &["body", "timeout_seconds"],
-            "ensure this value is between 1 and 600",
-            "value_error.number",
-        ));
-    }
+    let mut body = Body::parse(&body)?;
+    let name = body.opt_str("name");
+    let description = body.opt_str("description");
+    let git_repo_url = body.opt_str("git_repo_url");
+    let git_branch = body.opt_str("git_branch");
+    let default_model = body.opt_str("default_model");
+    // At least one turn; no documented maximum (BIGINT_MAX is a decision).
+    let max_turns = body.opt_int("max_turns", Bounds::between(1, BIGINT_MAX));
+    // Documented: at most 600 s.
+    let timeout = body.opt_int("timeout_seconds", Bounds::between(1, 600));
+    body.done()?;
     let mut inner = sim.lock();
     let agent = inner
         .account
@@ -145,10 +133,10 @@ pub(crate) async fn patch(
     if let Some(v) = name {
         agent.name = v;
     }
-    if body.contains_key("description") {
+    if body.sent("description") {
         agent.description = description;
     }
-    if body.contains_key("git_repo_url") {
+    if body.sent("git_repo_url") {
         agent.git_repo_url = git_repo_url;
     }
     if let Some(v) = git_branch {
@@ -169,7 +157,7 @@ pub(crate) async fn patch(
 
 /// `DELETE /agents/{slug}`: 204, and its secrets, sessions, history, mounts
 /// and file links go with it.
-pub(crate) async fn delete(State(sim): State<Arc<Shared>>, Path(slug): Path<String>) -> Reply {
+pub(crate) async fn delete(State(sim): State<Arc<Shared>>, Seg(slug): Seg<String>) -> Reply {
     if !sim.lock().account.delete_agent(&slug) {
         return Err(agent_not_found());
     }
@@ -177,7 +165,7 @@ pub(crate) async fn delete(State(sim): State<Arc<Shared>>, Path(slug): Path<Stri
 }
 
 /// `POST /agents/{slug}/deploy` and `/redeploy`.
-pub(crate) async fn deploy(State(sim): State<Arc<Shared>>, Path(slug): Path<String>) -> Reply {
+pub(crate) async fn deploy(State(sim): State<Arc<Shared>>, Seg(slug): Seg<String>) -> Reply {
     let delay = deploy_delay(&sim);
     let mut inner = sim.lock();
     let agent = inner
@@ -192,7 +180,7 @@ pub(crate) async fn deploy(State(sim): State<Arc<Shared>>, Path(slug): Path<Stri
 }
 
 /// `DELETE /agents/{slug}/sandbox` and legacy `POST /agents/{slug}/stop`.
-pub(crate) async fn stop(State(sim): State<Arc<Shared>>, Path(slug): Path<String>) -> Reply {
+pub(crate) async fn stop(State(sim): State<Arc<Shared>>, Seg(slug): Seg<String>) -> Reply {
     let mut inner = sim.lock();
     let agent = inner
         .account
@@ -210,49 +198,45 @@ pub(crate) async fn stop(State(sim): State<Arc<Shared>>, Path(slug): Path<String
 }
 
 /// `POST /agents/{slug}/upload-code?auto_deploy=true`: multipart field
-/// `file`, hashed chunk by chunk (never buffered whole).
+/// `file`, hashed chunk by chunk (never buffered whole). As in FastAPI,
+/// the query and form are validated before the agent is looked up.
 pub(crate) async fn upload_code(
     State(sim): State<Arc<Shared>>,
-    Path(slug): Path<String>,
+    Seg(slug): Seg<String>,
     Query(q): Query<HashMap<String, String>>,
-    mut form: Multipart,
+    request: Request,
 ) -> Reply {
-    let auto_deploy = match q.get("auto_deploy").map(String::as_str) {
-        None | Some("true") | Some("1") => true,
-        Some("false") | Some("0") => false,
-        Some(_) => {
-            return Err(invalid(
-                &["query", "auto_deploy"],
-                "value could not be parsed to a boolean",
-                "type_error.bool",
-            ))
-        }
-    };
-    if !sim.lock().account.agents.contains_key(&slug) {
-        return Err(agent_not_found());
-    }
+    let mut params = Params::new(&q);
+    let auto_deploy = params.bool("auto_deploy", true);
+    let mut issues = params.into_issues();
     let mut hash = None;
-    while let Some(mut field) = form.next_field().await.map_err(|e| {
-        detail(
-            StatusCode::BAD_REQUEST,
-            format!("Invalid multipart body: {e}"),
-        )
-    })? {
-        if field.name() != Some("file") {
-            continue;
+    let mut not_upload = None;
+    if let Some(mut form) = form::open(request).await? {
+        while let Some(mut field) = form.next_field().await.map_err(form::broken)? {
+            if field.name() != Some("file") {
+                continue;
+            }
+            if field.file_name().is_none() {
+                not_upload = Some(field.text().await.map_err(form::broken)?);
+                hash = None;
+                continue;
+            }
+            let mut hasher = Sha256::new();
+            while let Some(chunk) = field.chunk().await.map_err(form::broken)? {
+                hasher.update(&chunk);
+            }
+            hash = Some(hex(&hasher.finalize()));
+            not_upload = None;
         }
-        let mut hasher = Sha256::new();
-        while let Some(chunk) = field.chunk().await.map_err(|e| {
-            detail(
-                StatusCode::BAD_REQUEST,
-                format!("Invalid multipart body: {e}"),
-            )
-        })? {
-            hasher.update(&chunk);
-        }
-        hash = Some(hex(&hasher.finalize()));
     }
-    let source_hash = hash.ok_or_else(|| missing(&["body", "file"]))?;
+    match (&hash, not_upload) {
+        (Some(_), _) => {}
+        (None, Some(text)) => issues.push(form::not_an_upload("file", text)),
+        (None, None) => issues.push(missing(&loc(&["body", "file"]), Value::Null)),
+    }
+    let Some(source_hash) = hash.filter(|_| issues.is_empty()) else {
+        return Err(unprocessable(issues));
+    };
     let delay = deploy_delay(&sim);
     let mut inner = sim.lock();
     let agent = inner

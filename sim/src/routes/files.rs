@@ -1,32 +1,30 @@
-//! Managed files: multipart upload, the presigned flow, metadata, download,
-//! quota, and files attached to agents.
+//! Managed files: multipart upload, the presigned flow, metadata, quota.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::{Multipart, Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::agents::hex;
-use super::page;
-use crate::error::{
-    agent_not_found, detail, invalid, missing, no_content, object, ok, optional, optional_bool,
-    optional_u64, required, Reply,
-};
-use crate::state::{AgentFile, File};
+use super::Seg;
+use crate::error::{detail, loc, missing, no_content, ok, unprocessable, Reply};
+use crate::state::File;
 use crate::util::{hex_token, id, iso, now_ms};
+use crate::validate::int::Bounds;
+use crate::validate::query::Params;
+use crate::validate::{form, Body};
 use crate::Shared;
 
 /// The free plan's storage quota.
 const QUOTA_MB: u64 = 100;
 const QUOTA_BYTES: u64 = QUOTA_MB * 1024 * 1024;
 
-fn file_not_found() -> Response {
+pub(crate) fn file_not_found() -> Response {
     detail(StatusCode::NOT_FOUND, "File not found")
 }
 
@@ -64,16 +62,10 @@ pub(crate) async fn list(
     State(sim): State<Arc<Shared>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Reply {
-    let (limit, offset) = page(&q, 20)?;
-    if q.get("scope")
-        .is_some_and(|s| !matches!(s.as_str(), "user" | "agent" | "session"))
-    {
-        return Err(invalid(
-            &["query", "scope"],
-            "value is not a valid enumeration member; permitted: 'user', 'agent', 'session'",
-            "type_error.enum",
-        ));
-    }
+    let mut params = Params::new(&q);
+    let page = params.page(20);
+    let scope = params.choice("scope", &["user", "agent", "session"]);
+    params.done()?;
     let tags: Vec<&str> = q
         .get("tags")
         .map(|t| {
@@ -84,7 +76,7 @@ pub(crate) async fn list(
         })
         .unwrap_or_default();
     let search = q.get("search").map(|s| s.to_lowercase());
-    let scope_ok = q.get("scope").is_none_or(|s| s == "user");
+    let scope_ok = scope.is_none_or(|s| s == "user");
     let inner = sim.lock();
     let matching: Vec<&File> = inner
         .account
@@ -103,52 +95,59 @@ pub(crate) async fn list(
     let total = matching.len();
     let files: Vec<Value> = matching
         .into_iter()
-        .skip(offset)
-        .take(limit)
+        .skip(page.offset)
+        .take(page.limit)
         .map(file_json)
         .collect();
-    ok(
-        json!({"files": files, "meta": {"total": total, "limit": limit, "offset": offset, "has_more": offset + limit < total}}),
-    )
+    Ok(page.reply("files", files, total))
 }
 
 /// `POST /files`: multipart `file`, `description`, `tags` (comma-joined).
-pub(crate) async fn upload(State(sim): State<Arc<Shared>>, mut form: Multipart) -> Reply {
-    let bad = |e: axum::extract::multipart::MultipartError| {
-        detail(
-            StatusCode::BAD_REQUEST,
-            format!("Invalid multipart body: {e}"),
-        )
-    };
-    let (mut file, mut description, mut tags) = (None, None, Vec::new());
-    while let Some(mut field) = form.next_field().await.map_err(bad)? {
-        match field.name() {
-            Some("file") => {
-                let filename = field.file_name().unwrap_or("upload").to_string();
-                let content_type = field.content_type().map(str::to_string);
-                let mut content = BytesMut::new();
-                while let Some(chunk) = field.chunk().await.map_err(bad)? {
-                    if (content.len() + chunk.len()) as u64 > QUOTA_BYTES {
-                        return Err(quota_exceeded());
-                    }
-                    content.extend_from_slice(&chunk);
+/// A body that is not multipart is an empty form (422 for `file`).
+pub(crate) async fn upload(State(sim): State<Arc<Shared>>, request: Request) -> Reply {
+    let (mut file, mut not_upload, mut description, mut tags) = (None, None, None, Vec::new());
+    if let Some(mut form) = form::open(request).await? {
+        while let Some(mut field) = form.next_field().await.map_err(form::broken)? {
+            match field.name() {
+                Some("file") if field.file_name().is_none() => {
+                    not_upload = Some(field.text().await.map_err(form::broken)?);
+                    file = None;
                 }
-                file = Some(new_file(filename, content_type, content.freeze()));
+                Some("file") => {
+                    let filename = field.file_name().unwrap_or("upload").to_string();
+                    let content_type = field.content_type().map(str::to_string);
+                    let mut content = BytesMut::new();
+                    while let Some(chunk) = field.chunk().await.map_err(form::broken)? {
+                        if (content.len() + chunk.len()) as u64 > QUOTA_BYTES {
+                            return Err(quota_exceeded());
+                        }
+                        content.extend_from_slice(&chunk);
+                    }
+                    file = Some(new_file(filename, content_type, content.freeze()));
+                    not_upload = None;
+                }
+                Some("description") => {
+                    description = Some(field.text().await.map_err(form::broken)?);
+                }
+                Some("tags") => {
+                    let text = field.text().await.map_err(form::broken)?;
+                    tags = text
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_string)
+                        .collect();
+                }
+                _ => {}
             }
-            Some("description") => description = Some(field.text().await.map_err(bad)?),
-            Some("tags") => {
-                let text = field.text().await.map_err(bad)?;
-                tags = text
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_string)
-                    .collect();
-            }
-            _ => {}
         }
     }
-    let mut file = file.ok_or_else(|| missing(&["body", "file"]))?;
+    let Some(mut file) = file else {
+        return Err(unprocessable(vec![match not_upload {
+            Some(text) => form::not_an_upload("file", text),
+            None => missing(&loc(&["body", "file"]), Value::Null),
+        }]));
+    };
     file.description = description;
     file.tags = tags;
     let mut inner = sim.lock();
@@ -190,29 +189,24 @@ pub(crate) async fn usage(State(sim): State<Arc<Shared>>) -> Reply {
 /// `POST /files/upload-url`: a pending file and an upload URL served by the
 /// simulator itself.
 pub(crate) async fn upload_url(State(sim): State<Arc<Shared>>, body: Bytes) -> Reply {
-    let body = object(&body, false)?;
-    let filename = required(&body, "filename")?;
-    let size =
-        optional_u64(&body, "size_bytes")?.ok_or_else(|| missing(&["body", "size_bytes"]))?;
-    let content_type = optional(&body, "content_type")?;
-    let tags: Vec<String> = body
-        .get("tags")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| t.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut body = Body::parse(&body)?;
+    let filename = body.str("filename");
+    // Not negative; no upper bound, so (as pydantic would) a size past 64
+    // bits is accepted here and refused by the quota below.
+    let size = body.int("size_bytes", Bounds::ge(0));
+    let content_type = body.opt_str("content_type");
+    let description = body.opt_str("description");
+    let tags = body.opt_str_list("tags").unwrap_or_default();
+    body.done()?;
     let mut inner = sim.lock();
-    if inner.account.storage_bytes() + size > QUOTA_BYTES {
+    if inner.account.storage_bytes().saturating_add(size) > QUOTA_BYTES {
         return Err(quota_exceeded());
     }
     let mut file = new_file(filename, content_type.clone(), Bytes::new());
     file.size_bytes = size;
     file.sha256_hash = String::new();
     file.upload_status = "pending".into();
-    file.description = optional(&body, "description")?;
+    file.description = description;
     file.tags = tags;
     let sig = hex_token(16);
     file.upload_sig = Some(sig.clone());
@@ -227,29 +221,12 @@ pub(crate) async fn upload_url(State(sim): State<Arc<Shared>>, body: Bytes) -> R
     ok(value)
 }
 
-/// `PUT /_sim/uploads/{file_id}?sig=`: step 2 of the presigned flow.
-pub(crate) async fn presigned_put(
-    State(sim): State<Arc<Shared>>,
-    Path(file_id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-    body: Bytes,
-) -> Response {
-    let mut inner = sim.lock();
-    let Some(file) = inner.account.files.get_mut(&file_id) else {
-        return (StatusCode::NOT_FOUND, "NoSuchUpload").into_response();
-    };
-    if file.upload_sig.is_none() || file.upload_sig.as_ref() != q.get("sig") {
-        return (StatusCode::FORBIDDEN, "SignatureDoesNotMatch").into_response();
-    }
-    file.content = body;
-    StatusCode::OK.into_response()
-}
-
 /// `POST /files/confirm-upload {file_id, sha256_hash}`.
 pub(crate) async fn confirm(State(sim): State<Arc<Shared>>, body: Bytes) -> Reply {
-    let body = object(&body, false)?;
-    let file_id = required(&body, "file_id")?;
-    let claimed = required(&body, "sha256_hash")?.to_lowercase();
+    let mut body = Body::parse(&body)?;
+    let file_id = body.str("file_id");
+    let claimed = body.str("sha256_hash").to_lowercase();
+    body.done()?;
     let mut inner = sim.lock();
     let file = inner
         .account
@@ -281,7 +258,7 @@ pub(crate) async fn confirm(State(sim): State<Arc<Shared>>, body: Bytes) -> Repl
 }
 
 /// `GET /files/{id}`.
-pub(crate) async fn get(State(sim): State<Arc<Shared>>, Path(file_id): Path<String>) -> Reply {
+pub(crate) async fn get(State(sim): State<Arc<Shared>>, Seg(file_id): Seg<String>) -> Reply {
     let inner = sim.lock();
     ok(file_json(
         inner
@@ -295,33 +272,20 @@ pub(crate) async fn get(State(sim): State<Arc<Shared>>, Path(file_id): Path<Stri
 /// `PATCH /files/{id} {description?, tags?}`.
 pub(crate) async fn patch(
     State(sim): State<Arc<Shared>>,
-    Path(file_id): Path<String>,
+    Seg(file_id): Seg<String>,
     body: Bytes,
 ) -> Reply {
-    let body = object(&body, true)?;
-    let description = optional(&body, "description")?;
-    let tags = match body.get("tags") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(a)) => Some(
-            a.iter()
-                .filter_map(|t| t.as_str().map(str::to_string))
-                .collect::<Vec<_>>(),
-        ),
-        Some(_) => {
-            return Err(invalid(
-                &["body", "tags"],
-                "value is not a valid list",
-                "type_error.list",
-            ))
-        }
-    };
+    let mut body = Body::parse(&body)?;
+    let description = body.opt_str("description");
+    let tags = body.opt_str_list("tags");
+    body.done()?;
     let mut inner = sim.lock();
     let file = inner
         .account
         .files
         .get_mut(&file_id)
         .ok_or_else(file_not_found)?;
-    if body.contains_key("description") {
+    if body.sent("description") {
         file.description = description;
     }
     if let Some(tags) = tags {
@@ -332,7 +296,7 @@ pub(crate) async fn patch(
 }
 
 /// `DELETE /files/{id}`: also detaches it from every agent.
-pub(crate) async fn delete(State(sim): State<Arc<Shared>>, Path(file_id): Path<String>) -> Reply {
+pub(crate) async fn delete(State(sim): State<Arc<Shared>>, Seg(file_id): Seg<String>) -> Reply {
     let mut inner = sim.lock();
     inner
         .account
@@ -341,162 +305,6 @@ pub(crate) async fn delete(State(sim): State<Arc<Shared>>, Path(file_id): Path<S
         .ok_or_else(file_not_found)?;
     for list in inner.account.agent_files.values_mut() {
         list.retain(|f| f.file_id != file_id);
-    }
-    no_content()
-}
-
-/// `GET /files/{id}/download`: the bytes, with Content-Type and Content-Length.
-pub(crate) async fn download(State(sim): State<Arc<Shared>>, Path(file_id): Path<String>) -> Reply {
-    let inner = sim.lock();
-    let file = inner
-        .account
-        .files
-        .get(&file_id)
-        .ok_or_else(file_not_found)?;
-    if file.upload_status != "confirmed" {
-        return Err(detail(StatusCode::NOT_FOUND, "File not found"));
-    }
-    Ok(bytes_response(file))
-}
-
-/// `GET /files/{id}/content`: a redirect to a signed blob URL.
-pub(crate) async fn content(State(sim): State<Arc<Shared>>, Path(file_id): Path<String>) -> Reply {
-    let inner = sim.lock();
-    let file = inner
-        .account
-        .files
-        .get(&file_id)
-        .ok_or_else(file_not_found)?;
-    let location = format!(
-        "{}/_sim/blobs/{}?sig={}",
-        sim.base_url, file.file_id, file.download_sig
-    );
-    let mut response = StatusCode::FOUND.into_response();
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    Ok(response)
-}
-
-/// `GET /_sim/blobs/{id}?sig=`: where `/content` redirects.
-pub(crate) async fn blob(
-    State(sim): State<Arc<Shared>>,
-    Path(file_id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let inner = sim.lock();
-    match inner.account.files.get(&file_id) {
-        Some(file) if q.get("sig") == Some(&file.download_sig) => bytes_response(file),
-        Some(_) => (StatusCode::FORBIDDEN, "SignatureDoesNotMatch").into_response(),
-        None => (StatusCode::NOT_FOUND, "NoSuchKey").into_response(),
-    }
-}
-
-fn bytes_response(file: &File) -> Response {
-    let mut response = Response::new(Body::from(file.content.clone()));
-    let h = response.headers_mut();
-    let ct = file
-        .content_type
-        .clone()
-        .unwrap_or_else(|| "application/octet-stream".into());
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(&ct).unwrap_or(HeaderValue::from_static("application/octet-stream")),
-    );
-    h.insert(
-        header::CONTENT_LENGTH,
-        HeaderValue::from(file.content.len()),
-    );
-    let disposition = format!(
-        "attachment; filename=\"{}\"",
-        file.filename.replace('"', "")
-    );
-    if let Ok(v) = HeaderValue::from_str(&disposition) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    response
-}
-
-/// `GET /agents/{slug}/files`.
-pub(crate) async fn agent_files(State(sim): State<Arc<Shared>>, Path(slug): Path<String>) -> Reply {
-    let inner = sim.lock();
-    if !inner.account.agents.contains_key(&slug) {
-        return Err(agent_not_found());
-    }
-    let files = inner
-        .account
-        .agent_files
-        .get(&slug)
-        .cloned()
-        .unwrap_or_default();
-    let total: u64 = files.iter().map(|f| f.size_bytes).sum();
-    ok(json!({"files": files, "total_size_bytes": total}))
-}
-
-/// `POST /agents/{slug}/files {file_id, mount_path?, read_only?}`.
-pub(crate) async fn attach(
-    State(sim): State<Arc<Shared>>,
-    Path(slug): Path<String>,
-    body: Bytes,
-) -> Reply {
-    let body = object(&body, false)?;
-    let file_id = required(&body, "file_id")?;
-    let mount_path = optional(&body, "mount_path")?;
-    let read_only = optional_bool(&body, "read_only")?.unwrap_or(true);
-    let mut inner = sim.lock();
-    if !inner.account.agents.contains_key(&slug) {
-        return Err(agent_not_found());
-    }
-    let file = inner
-        .account
-        .files
-        .get(&file_id)
-        .ok_or_else(file_not_found)?;
-    let attached = AgentFile {
-        id: id("af_"),
-        file_id: file.file_id.clone(),
-        filename: file.filename.clone(),
-        mount_path: mount_path.unwrap_or_else(|| format!("/files/agent/{}", file.filename)),
-        read_only,
-        size_bytes: file.size_bytes,
-        created_at: iso(now_ms()),
-    };
-    let list = inner.account.agent_files.entry(slug).or_default();
-    if list.iter().any(|f| f.file_id == file_id) {
-        return Err(detail(
-            StatusCode::CONFLICT,
-            "File already attached to this agent",
-        ));
-    }
-    list.push(attached.clone());
-    ok(json!(attached))
-}
-
-/// `DELETE /agents/{slug}/files/{file_id}`.
-pub(crate) async fn detach(
-    State(sim): State<Arc<Shared>>,
-    Path((slug, file_id)): Path<(String, String)>,
-) -> Reply {
-    let mut inner = sim.lock();
-    if !inner.account.agents.contains_key(&slug) {
-        return Err(agent_not_found());
-    }
-    let list = inner.account.agent_files.entry(slug).or_default();
-    let before = list.len();
-    list.retain(|f| f.file_id != file_id);
-    if list.len() == before {
-        return Err(detail(
-            StatusCode::NOT_FOUND,
-            "File not attached to this agent",
-        ));
-    }
-    no_content()
-}
-
-/// `POST /agents/{slug}/files/sync`.
-pub(crate) async fn sync(State(sim): State<Arc<Shared>>, Path(slug): Path<String>) -> Reply {
-    if !sim.lock().account.agents.contains_key(&slug) {
-        return Err(agent_not_found());
     }
     no_content()
 }

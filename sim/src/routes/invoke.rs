@@ -4,17 +4,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::page;
-use crate::error::{
-    agent_not_found, detail, invalid, no_content, object, ok, optional, required, Reply,
-};
+use super::Seg;
+use crate::error::{agent_not_found, detail, no_content, ok, Reply};
 use crate::state::{Invocation, Session};
 use crate::util::{id, iso, now_ms, usd};
+use crate::validate::query::Params;
+use crate::validate::Body;
 use crate::Shared;
 
 /// A prompt containing this marker yields `status: "failed"`.
@@ -24,12 +24,13 @@ pub const FAIL_MARKER: &str = "[sim:fail]";
 /// response, token counts and an exact decimal cost.
 pub(crate) async fn invoke(
     State(sim): State<Arc<Shared>>,
-    Path(slug): Path<String>,
+    Seg(slug): Seg<String>,
     body: Bytes,
 ) -> Reply {
-    let body = object(&body, false)?;
-    let prompt = required(&body, "prompt")?;
-    let session_id = optional(&body, "session_id")?;
+    let mut body = Body::parse(&body)?;
+    let prompt = body.str("prompt");
+    let session_id = body.opt_str("session_id");
+    body.done()?;
     let (agent_id, sandbox_id) = {
         let mut inner = sim.lock();
         let agent = inner
@@ -116,21 +117,13 @@ pub(crate) async fn invoke(
 /// `GET /agents/{slug}/invocations?status=&limit=&offset=`, newest first.
 pub(crate) async fn history(
     State(sim): State<Arc<Shared>>,
-    Path(slug): Path<String>,
+    Seg(slug): Seg<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Reply {
-    let (limit, offset) = page(&q, 20)?;
-    let status = q.get("status").cloned();
-    if status
-        .as_deref()
-        .is_some_and(|s| s != "completed" && s != "failed")
-    {
-        return Err(invalid(
-            &["query", "status"],
-            "value is not a valid enumeration member; permitted: 'completed', 'failed'",
-            "type_error.enum",
-        ));
-    }
+    let mut params = Params::new(&q);
+    let status = params.choice("status", &["completed", "failed"]);
+    let page = params.page(20);
+    params.done()?;
     let inner = sim.lock();
     if !inner.account.agents.contains_key(&slug) {
         return Err(agent_not_found());
@@ -141,8 +134,8 @@ pub(crate) async fn history(
         .iter()
         .rev()
         .filter(|i| i.slug == slug && status.as_ref().is_none_or(|s| *s == i.status))
-        .skip(offset)
-        .take(limit)
+        .skip(page.offset)
+        .take(page.limit)
         .map(|i| {
             json!({
                 "id": i.id, "agent_id": i.agent_id, "session_id": i.session_id,
@@ -157,7 +150,7 @@ pub(crate) async fn history(
 }
 
 /// `GET /agents/{slug}/sessions`.
-pub(crate) async fn sessions(State(sim): State<Arc<Shared>>, Path(slug): Path<String>) -> Reply {
+pub(crate) async fn sessions(State(sim): State<Arc<Shared>>, Seg(slug): Seg<String>) -> Reply {
     let inner = sim.lock();
     if !inner.account.agents.contains_key(&slug) {
         return Err(agent_not_found());
@@ -174,7 +167,7 @@ pub(crate) async fn sessions(State(sim): State<Arc<Shared>>, Path(slug): Path<St
 /// `DELETE /agents/{slug}/sessions/{id}`.
 pub(crate) async fn delete_session(
     State(sim): State<Arc<Shared>>,
-    Path((slug, session)): Path<(String, String)>,
+    Seg((slug, session)): Seg<(String, String)>,
 ) -> Reply {
     let mut inner = sim.lock();
     if !inner.account.agents.contains_key(&slug) {

@@ -4,16 +4,19 @@
 //! auth, limits). `/_sim/*` is outside it: no auth, no limits, not recorded.
 
 mod account;
+mod agent_files;
 mod agents;
 mod buckets;
-pub(crate) mod files;
+mod files;
 mod invoke;
+mod mounts;
 mod secrets;
+mod transfer;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{delete, get, post, put};
@@ -21,7 +24,7 @@ use axum::Router;
 
 pub use invoke::FAIL_MARKER;
 
-use crate::error::{detail, invalid};
+use crate::error::detail;
 use crate::Shared;
 
 /// Builds the simulator's router.
@@ -69,22 +72,20 @@ pub(crate) fn router(sim: Arc<Shared>) -> Router {
         )
         .route(
             "/api/v1/agents/{slug}/mounts",
-            get(buckets::mounts).post(buckets::create_mount),
+            get(mounts::list).post(mounts::create),
         )
         .route(
             "/api/v1/agents/{slug}/mounts/{id}",
-            get(buckets::get_mount)
-                .patch(buckets::patch_mount)
-                .delete(buckets::delete_mount),
+            get(mounts::get).patch(mounts::patch).delete(mounts::delete),
         )
         .route(
             "/api/v1/agents/{slug}/files",
-            get(files::agent_files).post(files::attach),
+            get(agent_files::list).post(agent_files::attach),
         )
-        .route("/api/v1/agents/{slug}/files/sync", post(files::sync))
+        .route("/api/v1/agents/{slug}/files/sync", post(agent_files::sync))
         .route(
             "/api/v1/agents/{slug}/files/{file_id}",
-            delete(files::detach),
+            delete(agent_files::detach),
         )
         .route("/api/v1/buckets", get(buckets::list).post(buckets::create))
         .route(
@@ -112,8 +113,8 @@ pub(crate) fn router(sim: Arc<Shared>) -> Router {
             "/api/v1/files/{id}",
             get(files::get).patch(files::patch).delete(files::delete),
         )
-        .route("/api/v1/files/{id}/download", get(files::download))
-        .route("/api/v1/files/{id}/content", get(files::content))
+        .route("/api/v1/files/{id}/download", get(transfer::download))
+        .route("/api/v1/files/{id}/content", get(transfer::content))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             sim.clone(),
@@ -127,8 +128,8 @@ pub(crate) fn router(sim: Arc<Shared>) -> Router {
             "/_sim/faults",
             get(crate::introspect::get_faults).post(crate::introspect::set_faults),
         )
-        .route("/_sim/uploads/{file_id}", put(files::presigned_put))
-        .route("/_sim/blobs/{file_id}", get(files::blob));
+        .route("/_sim/uploads/{file_id}", put(transfer::presigned_put))
+        .route("/_sim/blobs/{file_id}", get(transfer::blob));
     api.merge(sim_routes)
         .layer(DefaultBodyLimit::disable())
         .with_state(sim)
@@ -138,34 +139,75 @@ async fn not_found() -> Response {
     detail(StatusCode::NOT_FOUND, "Not Found")
 }
 
-/// `limit` (1..=100, default `default`) and `offset` (≥ 0, default 0).
-pub(crate) fn page(
-    q: &HashMap<String, String>,
-    default: usize,
-) -> Result<(usize, usize), Response> {
-    let limit = match q.get("limit") {
-        None => default,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=100).contains(l))
-            .ok_or_else(|| {
-                invalid(
-                    &["query", "limit"],
-                    "ensure this value is between 1 and 100",
-                    "value_error.number",
-                )
-            })?,
+/// Path parameters, decoded the way uvicorn and Starlette do it: each
+/// `{name}` segment of the matched template is percent-decoded, and bytes
+/// that are not UTF-8 become U+FFFD (axum's `Path` would answer a
+/// plain-text 400 instead; FastAPI routes the request and answers 404).
+#[derive(Debug)]
+pub(crate) struct Seg<T>(pub T);
+
+fn segments(parts: &Parts) -> Vec<String> {
+    let Some(template) = parts.extensions.get::<MatchedPath>() else {
+        return Vec::new();
     };
-    let offset = match q.get("offset") {
-        None => 0,
-        Some(v) => v.parse::<usize>().map_err(|_| {
-            invalid(
-                &["query", "offset"],
-                "ensure this value is greater than or equal to 0",
-                "value_error.number",
-            )
-        })?,
-    };
-    Ok((limit, offset))
+    template
+        .as_str()
+        .split('/')
+        .zip(parts.uri.path().split('/'))
+        .filter(|(t, _)| t.starts_with('{'))
+        .map(|(_, raw)| decode(raw))
+        .collect()
+}
+
+fn decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Seg<String> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        let mut segs = segments(parts).into_iter();
+        Ok(Self(segs.next().unwrap_or_default()))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Seg<(String, String)> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        let mut segs = segments(parts).into_iter();
+        let first = segs.next().unwrap_or_default();
+        Ok(Self((first, segs.next().unwrap_or_default())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode;
+
+    #[test]
+    fn decodes_like_starlette() {
+        assert_eq!(decode("MY%20KEY"), "MY KEY");
+        assert_eq!(decode("a%2Fb"), "a/b");
+        assert_eq!(decode("%FF"), "\u{fffd}");
+        assert_eq!(decode("100%"), "100%");
+        assert_eq!(decode("%zz"), "%zz");
+    }
 }
