@@ -4,9 +4,21 @@
 //! upstream) is Castari-shaped JSON, `{"detail": "...", "code": "..."}`, so
 //! the SDK and CLI print `detail` as they do for upstream errors. Upstream
 //! non-2xx responses never pass through here: they are relayed untouched.
+//!
+//! The SDK shows its users `detail` only, never `code`, so a detail says
+//! what happened and what to do about it (the limit, the role, the setting
+//! or header to change, when to retry), in one or two sentences, and ends
+//! with its code as ` (code: snake_case_code)` so a person can look it up
+//! in the README's error table. [`error_response`] appends that suffix, so
+//! every gateway-made answer carries it; a detail written with the suffix
+//! already is left as it is. Details never hold a request body, a secret
+//! (the upstream key, the admin key, a local key's secret; a key id is
+//! fine) or path bytes that were not checked.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+
+use crate::shaper::Lane;
 
 /// Who caused an error. It decides the log level and, later, retry safety.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,52 +31,108 @@ pub enum Origin {
     Gateway,
 }
 
-/// An error on the request path.
+/// An error on the request path. Its `Display` is the detail without the
+/// ` (code: ...)` suffix; [`GatewayError::detail`] is the whole one.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum GatewayError {
     /// A path outside `/api/v1/` that is not a gateway endpoint.
-    #[error("Not Found")]
+    #[error(
+        "Nothing is served at this path: the Castari API is under /api/v1/ (point \
+         CASTARI_API_URL at the gateway's address, without a path), and the gateway's own \
+         endpoints are listed in its README"
+    )]
     NotFound,
-    /// The request target or path cannot be forwarded safely.
-    #[error("{0}")]
+    /// A gateway endpoint called with a method it does not take.
+    #[error(
+        "This gateway endpoint does not take this method; the response's Allow header lists \
+         the methods it does"
+    )]
+    MethodNotAllowed,
+    /// The request target (path and query) is longer than the gateway
+    /// forwards.
+    #[error(
+        "The request's path and query are longer than the {limit} bytes the gateway forwards \
+         (an upstream could not take them either), so it was not sent; shorten them"
+    )]
+    UriTooLong {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The request target or path cannot be forwarded safely. The text
+    /// says what is wrong with it.
+    #[error("{0}; the gateway did not send the request upstream: correct it and send it again")]
     BadRequest(&'static str),
     /// The request body is larger than `server.max_body_bytes`.
-    #[error("Request body larger than {limit} bytes")]
+    #[error(
+        "The request body is larger than the {limit} bytes this gateway accepts \
+         (server.max_body_bytes); send a smaller body, or ask the gateway's operator to raise \
+         that limit"
+    )]
     PayloadTooLarge {
         /// The configured limit in bytes.
         limit: u64,
     },
+    /// A body the gateway must hold whole to check or order it is larger
+    /// than it holds.
+    #[error("The request body is larger than the {limit} bytes the gateway holds {held}")]
+    HeldBodyTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+        /// Why the body is held, which limit applies and what to do, e.g.
+        /// "for an invocation (shaper.replay_max_bytes); send ...".
+        held: &'static str,
+    },
     /// The client stopped sending its body for longer than the idle deadline.
-    #[error("Request body not received in time")]
+    #[error(
+        "The request body stopped arriving for longer than the gateway waits \
+         (server.body_idle_timeout_ms), so the request was abandoned; send it again with the \
+         whole body"
+    )]
     RequestBodyTimeout,
     /// No connection to the upstream could be made.
-    #[error("Upstream unreachable")]
+    #[error(
+        "The gateway could not connect to the Castari API, so the request was not sent; try \
+         again shortly, and tell the gateway's operator (upstream.url) if it persists"
+    )]
     UpstreamUnreachable,
     /// The upstream did not answer within the route class's timeout.
-    #[error("Upstream timed out")]
+    #[error(
+        "The Castari API did not answer within the gateway's timeout for this kind of request \
+         (upstream.crud_timeout_ms, long_timeout_ms or invoke_timeout_ms); it may still have \
+         run, so check before repeating a write"
+    )]
     UpstreamTimeout,
     /// The upstream connection failed after it was made (reset, bad response).
-    #[error("Upstream request failed")]
+    #[error(
+        "The Castari API's answer did not arrive whole (the connection broke, or the answer \
+         could not be read), so there is none to relay; the request may have run, so check \
+         before repeating a write"
+    )]
     UpstreamFailed,
     /// The shaper will not send the request: the upstream budget is spent
     /// for longer than the lane may wait, or its queue is full.
-    #[error("Rate limit exceeded. Try again in {retry_after_secs} seconds.")]
+    #[error("{}", shaper_refusal(.code, .lane, .retry_after_secs))]
     RateLimited {
         /// `Retry-After`, whole seconds, at least 1.
         retry_after_secs: u64,
         /// `rate_limited`, `queue_full` or `queue_timeout`, set from the
         /// shaper's refusal by the `From` impl below.
         code: &'static str,
+        /// The lane it was refused in.
+        lane: Lane,
     },
     /// Shutdown began before the request could be sent; it never left.
-    #[error("The gateway is shutting down; the request was not sent upstream. Retry shortly.")]
+    #[error(
+        "The gateway is shutting down and this request's turn did not come before it \
+         stopped; it was not sent upstream. Retry shortly"
+    )]
     ShuttingDown,
     /// No local key, or one the gateway does not accept (keys mode).
     #[error("{detail}")]
     Unauthorized {
         /// `missing_api_key`, `invalid_api_key`, `key_revoked`, `key_expired`.
         code: &'static str,
-        /// One sentence for the client.
+        /// What happened and what to do, for the client.
         detail: &'static str,
     },
     /// The local key may not use this route or agent.
@@ -72,17 +140,27 @@ pub enum GatewayError {
     Forbidden {
         /// Why, as a stable code (`role_forbids_route`, ...).
         code: &'static str,
-        /// One sentence for the client; never a request body.
+        /// What happened and what to do; never a request body.
         detail: String,
     },
     /// The local key's own rate limit (`--rate`) is spent.
-    #[error("This key's rate limit is exceeded. Try again in {retry_after_secs} seconds.")]
+    #[error(
+        "This key's own rate limit ({rate}) is spent, so the request was not sent. Try again \
+         in {retry_after_secs} seconds, or ask the gateway's operator for a higher rate"
+    )]
     KeyRateLimited {
         /// `Retry-After`, whole seconds, at least 1.
         retry_after_secs: u64,
+        /// The key's rate, as written (`30/min`).
+        rate: String,
     },
     /// The invocation could exceed the local key's budget for the period.
-    #[error("This key's budget of {limit} USD per {period} is spent ({spent} spent, {reserved} reserved by invocations in flight)")]
+    #[error(
+        "This key's budget of {limit} USD per {period} has no room for this invocation \
+         ({spent} spent, {reserved} reserved by invocations in flight), so it was not sent. \
+         Invoke again when the next UTC {period} begins, or ask the gateway's operator to raise \
+         the key's budget"
+    )]
     BudgetExceeded {
         /// The budget, USD.
         limit: String,
@@ -95,18 +173,51 @@ pub enum GatewayError {
     },
     /// The circuit breaker is open: the upstream failed repeatedly and the
     /// request was not sent.
-    #[error("The upstream is failing; the gateway is not sending requests for now. Retry in {retry_after_secs} seconds.")]
+    #[error(
+        "The Castari API failed repeatedly, so the gateway's circuit breaker is open and did \
+         not send this request. Try again in {retry_after_secs} seconds"
+    )]
     CircuitOpen {
         /// `Retry-After`, whole seconds, at least 1.
         retry_after_secs: u64,
     },
     /// The key store (SQLite) could not be read or written.
-    #[error("The gateway's key store is unavailable; the request was not sent")]
+    #[error(
+        "The gateway's key store could not be read or written, so the request was not sent; \
+         try again shortly, and tell the gateway's operator if it persists"
+    )]
     StoreUnavailable,
-    /// An unexpected failure inside the gateway. The client sees only
-    /// "Internal error"; the cause goes to the log.
-    #[error("Internal error")]
+    /// An unexpected failure inside the gateway. The client sees no cause;
+    /// the cause goes to the log.
+    #[error(
+        "The gateway failed on this request (a bug; the cause is in its log); report it to \
+         the gateway's operator with this response's X-Request-Id"
+    )]
     Internal,
+}
+
+/// The detail of a shaper refusal: which lane, that the account's budget
+/// is spent, and when to retry.
+fn shaper_refusal(code: &str, lane: &Lane, retry_after_secs: &u64) -> String {
+    let (name, setting) = match lane {
+        Lane::Crud => ("CRUD", "crud"),
+        Lane::Invoke => ("invocation", "invoke"),
+    };
+    let why = match code {
+        "queue_full" => format!(
+            "the account's {name} budget at Castari is spent and the gateway's {name} queue is \
+             full (shaper.{setting}_queue_depth)"
+        ),
+        "queue_timeout" => format!(
+            "Castari limited the account while this request waited in the gateway's {name} \
+             queue, pushing its turn past its deadline; it did not run"
+        ),
+        _ => format!(
+            "the account's {name} budget at Castari is spent for longer than this request may \
+             wait (shaper.{setting}_max_wait_ms, or its own Prefer: wait=N header)"
+        ),
+    };
+    format!("Rate limit exceeded: {why}. Try again in {retry_after_secs} seconds")
 }
 
 impl GatewayError {
@@ -114,8 +225,12 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge { .. } | Self::HeldBodyTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             Self::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamUnreachable | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -135,8 +250,10 @@ impl GatewayError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::UriTooLong { .. } => "uri_too_long",
             Self::BadRequest(_) => "bad_request",
-            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::PayloadTooLarge { .. } | Self::HeldBodyTooLarge { .. } => "payload_too_large",
             Self::RequestBodyTimeout => "request_body_timeout",
             Self::UpstreamUnreachable => "upstream_unreachable",
             Self::UpstreamTimeout => "upstream_timeout",
@@ -156,8 +273,11 @@ impl GatewayError {
     pub fn origin(&self) -> Origin {
         match self {
             Self::NotFound
+            | Self::MethodNotAllowed
+            | Self::UriTooLong { .. }
             | Self::BadRequest(_)
             | Self::PayloadTooLarge { .. }
+            | Self::HeldBodyTooLarge { .. }
             | Self::RequestBodyTimeout
             | Self::RateLimited { .. }
             | Self::Unauthorized { .. }
@@ -171,6 +291,12 @@ impl GatewayError {
             Self::Internal | Self::ShuttingDown | Self::StoreUnavailable => Origin::Gateway,
         }
     }
+
+    /// The `detail` a client gets: what happened, what to do, and
+    /// ` (code: ...)`.
+    pub fn detail(&self) -> String {
+        with_code(&self.to_string(), self.code())
+    }
 }
 
 /// A wait as a `Retry-After` value: whole seconds, rounded up, at least 1.
@@ -178,8 +304,23 @@ pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
-/// Builds a Castari-shaped JSON error response.
+/// `detail` ending with ` (code: CODE)`, the convention of every
+/// gateway-made detail (module docs): appended unless it is there already,
+/// after dropping a trailing full stop.
+pub fn with_code(detail: &str, code: &str) -> String {
+    let suffix = format!(" (code: {code})");
+    if detail.ends_with(&suffix) {
+        return detail.to_string();
+    }
+    let detail = detail.trim_end();
+    let detail = detail.strip_suffix('.').unwrap_or(detail);
+    format!("{detail}{suffix}")
+}
+
+/// Builds a Castari-shaped JSON error response; `detail` gets the
+/// ` (code: CODE)` suffix ([`with_code`]).
 pub fn error_response(status: StatusCode, code: &str, detail: &str) -> Response {
+    let detail = with_code(detail, code);
     let body = serde_json::json!({ "detail": detail, "code": code }).to_string();
     let mut response = (status, body).into_response();
     response.headers_mut().insert(
@@ -205,15 +346,16 @@ impl GatewayError {
 impl From<crate::shaper::Refusal> for GatewayError {
     fn from(refusal: crate::shaper::Refusal) -> Self {
         use crate::shaper::Refusal;
-        let (retry_after, code) = match refusal {
+        let (retry_after, code, lane) = match refusal {
             Refusal::Draining => return Self::ShuttingDown,
-            Refusal::WaitTooLong { retry_after } => (retry_after, "rate_limited"),
-            Refusal::QueueFull { retry_after } => (retry_after, "queue_full"),
-            Refusal::TimedOut { retry_after } => (retry_after, "queue_timeout"),
+            Refusal::WaitTooLong { retry_after, lane } => (retry_after, "rate_limited", lane),
+            Refusal::QueueFull { retry_after, lane } => (retry_after, "queue_full", lane),
+            Refusal::TimedOut { retry_after, lane } => (retry_after, "queue_timeout", lane),
         };
         Self::RateLimited {
             retry_after_secs: retry_after_secs(retry_after),
             code,
+            lane,
         }
     }
 }
@@ -224,7 +366,9 @@ impl IntoResponse for GatewayError {
         if let Self::RateLimited {
             retry_after_secs, ..
         }
-        | Self::KeyRateLimited { retry_after_secs }
+        | Self::KeyRateLimited {
+            retry_after_secs, ..
+        }
         | Self::CircuitOpen { retry_after_secs } = self
         {
             response
@@ -243,130 +387,4 @@ impl IntoResponse for GatewayError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::shaper::Refusal;
-    use http_body_util::BodyExt;
-    use std::time::Duration;
-
-    #[test]
-    fn every_error_maps_to_its_status_and_code() {
-        let table = [
-            (GatewayError::NotFound, 404, "not_found"),
-            (GatewayError::BadRequest("x"), 400, "bad_request"),
-            (
-                GatewayError::PayloadTooLarge { limit: 1 },
-                413,
-                "payload_too_large",
-            ),
-            (
-                GatewayError::RequestBodyTimeout,
-                408,
-                "request_body_timeout",
-            ),
-            (
-                GatewayError::UpstreamUnreachable,
-                502,
-                "upstream_unreachable",
-            ),
-            (GatewayError::UpstreamTimeout, 504, "upstream_timeout"),
-            (GatewayError::UpstreamFailed, 502, "upstream_failed"),
-            (
-                GatewayError::from(Refusal::WaitTooLong {
-                    retry_after: Duration::from_millis(2_500),
-                }),
-                429,
-                "rate_limited",
-            ),
-            (
-                GatewayError::from(Refusal::QueueFull {
-                    retry_after: Duration::from_millis(2_500),
-                }),
-                429,
-                "queue_full",
-            ),
-            (
-                GatewayError::from(Refusal::TimedOut {
-                    retry_after: Duration::from_millis(2_500),
-                }),
-                429,
-                "queue_timeout",
-            ),
-            (GatewayError::ShuttingDown, 503, "shutting_down"),
-            (GatewayError::from(Refusal::Draining), 503, "shutting_down"),
-            (
-                GatewayError::Unauthorized {
-                    code: "invalid_api_key",
-                    detail: "x",
-                },
-                401,
-                "invalid_api_key",
-            ),
-            (
-                GatewayError::Forbidden {
-                    code: "role_forbids_route",
-                    detail: "x".into(),
-                },
-                403,
-                "role_forbids_route",
-            ),
-            (
-                GatewayError::KeyRateLimited {
-                    retry_after_secs: 1,
-                },
-                429,
-                "key_rate_limited",
-            ),
-            (
-                GatewayError::BudgetExceeded {
-                    limit: "1".into(),
-                    period: "day",
-                    spent: "1".into(),
-                    reserved: "0".into(),
-                },
-                402,
-                "budget_exceeded",
-            ),
-            (GatewayError::StoreUnavailable, 503, "key_store_unavailable"),
-            (
-                GatewayError::CircuitOpen {
-                    retry_after_secs: 3,
-                },
-                503,
-                "circuit_open",
-            ),
-            (GatewayError::Internal, 500, "internal_error"),
-        ];
-        for (error, status, code) in table {
-            assert_eq!(error.status().as_u16(), status, "{error:?}");
-            assert_eq!(error.code(), code, "{error:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn body_is_castari_shaped() {
-        let response = GatewayError::UpstreamTimeout.into_response();
-        assert_eq!(response.status(), 504);
-        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(json["detail"], "Upstream timed out");
-        assert_eq!(json["code"], "upstream_timeout");
-    }
-
-    #[tokio::test]
-    async fn rate_limited_carries_retry_after_and_castari_detail() {
-        let response = GatewayError::from(Refusal::WaitTooLong {
-            retry_after: Duration::from_millis(6_200),
-        })
-        .into_response();
-        assert_eq!(response.status(), 429);
-        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(
-            json["detail"],
-            "Rate limit exceeded. Try again in 7 seconds."
-        );
-    }
-}
+mod tests;

@@ -201,6 +201,24 @@ impl AgentGlobs {
     }
 }
 
+/// The globs as written, comma-separated (`demo-*, prod-x`); `every agent`
+/// when there are none. For error details: globs are not secret.
+impl fmt::Display for AgentGlobs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_all() {
+            return f.write_str("every agent");
+        }
+        for (i, glob) in self.globs.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            // Parsed from ASCII only.
+            f.write_str(&String::from_utf8_lossy(glob))?;
+        }
+        Ok(())
+    }
+}
+
 /// Two-pointer wildcard match: on a mismatch, retry from the last `*` with
 /// one more character swallowed. O(pattern × slug) at worst, no recursion.
 fn wildcard_match(pattern: &[u8], slug: &[char]) -> bool {

@@ -24,6 +24,9 @@ pub struct Route {
     pub safety: Safety,
     /// For a GET, the cacheable route it names.
     pub cache: Option<CacheRoute>,
+    /// Whether it mints, changes or revokes the account's own credentials
+    /// (`routes/guard.rs` decides who may).
+    pub credential: Option<CredentialRoute>,
 }
 
 impl Route {
@@ -35,7 +38,58 @@ impl Route {
             cache: (method == Method::GET)
                 .then(|| CacheRoute::of(segments))
                 .flatten(),
+            credential: CredentialRoute::of(method, segments),
         }
+    }
+}
+
+/// A write that mints, changes or revokes the account's own upstream
+/// credentials (gateway-notes §6): what a local tool should never do by
+/// accident, and the gateway's own key least of all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialRoute {
+    /// Makes a new upstream credential: `POST /api-keys`, the legacy
+    /// `POST /auth/api-key`, a sandbox access token (`POST /sandbox/{id}/access`).
+    Mints,
+    /// Revokes the key that sends it: the legacy `DELETE /auth/api-key`.
+    /// Through the gateway, that is always the gateway's own key.
+    RevokesKeyInUse,
+    /// Revokes the key with the id in the path: `DELETE /api-keys/{id}`.
+    RevokesById,
+    /// Any other write under `api-keys`, `auth` or `sandbox` (routes the
+    /// reference does not list): treated like minting.
+    Other,
+}
+
+impl CredentialRoute {
+    /// Reads `method` on the decoded `segments` after `/api/v1/`. Reads
+    /// (`GET`, `HEAD`, `OPTIONS`) are never credential routes: listing keys
+    /// shows their prefixes only. Empty segments are dropped first, in case
+    /// something upstream merges slashes (as `keys/scope.rs` does).
+    pub fn of<S: AsRef<str>>(method: &Method, segments: &[S]) -> Option<Self> {
+        if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+            return None;
+        }
+        let first = segments.iter().map(AsRef::as_ref).find(|s| !s.is_empty())?;
+        if !matches!(first, "api-keys" | "auth" | "sandbox") {
+            return None;
+        }
+        let merged: Vec<&str> = segments
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|s| !s.is_empty())
+            .collect();
+        // Methods in any case: an upstream that read `delete` as DELETE must
+        // not find a way around the guard.
+        let method = method.as_str().to_ascii_uppercase();
+        Some(match (method.as_str(), merged.as_slice()) {
+            ("POST", ["api-keys"] | ["auth", "api-key"] | ["sandbox", _, "access"]) => Self::Mints,
+            // Any other write on the key in use, or on one key by id, is
+            // judged as its revoke would be: the gateway's key is at stake.
+            (_, ["auth", "api-key", ..]) => Self::RevokesKeyInUse,
+            (_, ["api-keys", _, ..]) => Self::RevokesById,
+            _ => Self::Other,
+        })
     }
 }
 
@@ -254,6 +308,38 @@ mod tests {
         assert_eq!(class(Method::GET, "agents/a/invoke"), RouteClass::Crud);
         assert_eq!(class(Method::POST, "files/upload-url"), RouteClass::Crud);
         assert_eq!(class(Method::PUT, "brand/new/route"), RouteClass::Crud);
+    }
+
+    #[test]
+    fn finds_the_credential_routes() {
+        let of = |method: Method, path: &str| {
+            let segments: Vec<&str> = path.split('/').collect();
+            CredentialRoute::of(&method, &segments)
+        };
+        use CredentialRoute::*;
+        assert_eq!(of(Method::POST, "api-keys"), Some(Mints));
+        assert_eq!(of(Method::POST, "auth/api-key"), Some(Mints));
+        assert_eq!(of(Method::POST, "sandbox/sb_1/access"), Some(Mints));
+        assert_eq!(of(Method::DELETE, "auth/api-key"), Some(RevokesKeyInUse));
+        assert_eq!(of(Method::DELETE, "auth//api-key"), Some(RevokesKeyInUse));
+        assert_eq!(of(Method::DELETE, "api-keys/ak_1"), Some(RevokesById));
+        assert_eq!(of(Method::DELETE, "/api-keys/ak_1/"), Some(RevokesById));
+        assert_eq!(of(Method::PUT, "api-keys/ak_1"), Some(RevokesById));
+        assert_eq!(of(Method::POST, "api-keys/ak_1/revoke"), Some(RevokesById));
+        let lower = Method::from_bytes(b"delete").unwrap();
+        assert_eq!(of(lower.clone(), "auth/api-key"), Some(RevokesKeyInUse));
+        assert_eq!(of(lower, "api-keys/ak_1"), Some(RevokesById));
+        assert_eq!(of(Method::PATCH, "auth/api-key"), Some(RevokesKeyInUse));
+        assert_eq!(of(Method::POST, "auth/whatever"), Some(Other));
+        // A read only in its own spelling; anything else is judged a write.
+        assert_eq!(
+            of(Method::from_bytes(b"get").unwrap(), "api-keys"),
+            Some(Other)
+        );
+        assert_eq!(of(Method::GET, "api-keys"), None);
+        assert_eq!(of(Method::GET, "auth/me"), None);
+        assert_eq!(of(Method::DELETE, "agents/api-keys"), None);
+        assert_eq!(of(Method::POST, "agents/a/invoke"), None);
     }
 
     #[test]

@@ -37,6 +37,18 @@ pub struct AuthConfig {
     /// Allows open mode on a non-loopback address (anyone who can reach the
     /// port then spends the shared key). Off by default.
     pub allow_open_on_network: bool,
+    /// Lets open mode send the routes that mint or revoke the account's
+    /// upstream credentials (`POST /api-keys`, `DELETE /api-keys/{id}`,
+    /// `POST`/`DELETE /auth/api-key`, sandbox access tokens). Off by
+    /// default: any local tool could otherwise take a new full upstream key,
+    /// or revoke the one the whole team relies on. In keys mode these routes
+    /// need an admin-role key instead.
+    pub open_mode_credential_routes: bool,
+    /// Lets a request revoke the very upstream key the gateway holds (the
+    /// legacy `DELETE /auth/api-key`, or `DELETE /api-keys/{id}` naming one
+    /// of its credentials). Off by default, in every mode: it takes the
+    /// gateway, and every tool behind it, offline.
+    pub allow_revoking_gateway_key: bool,
     /// The SQLite file holding keys and the usage ledger. In keys mode it
     /// defaults to `castari-gateway.db`; in open mode, usage is recorded
     /// (as key `open`) only when this is set.
@@ -60,6 +72,8 @@ impl Default for AuthConfig {
         Self {
             mode: None,
             allow_open_on_network: false,
+            open_mode_credential_routes: false,
+            allow_revoking_gateway_key: false,
             db_path: None,
             admin_key_file: None,
             rotate_grace_secs: DEFAULT_ROTATE_GRACE_SECS,

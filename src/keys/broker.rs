@@ -265,8 +265,10 @@ impl Broker {
             return Err(Unidentified::Refused(GatewayError::Forbidden {
                 code: "unknown_upstream",
                 detail: format!(
-                    "This key is bound to the upstream credential {:?}, which this gateway does not hold",
-                    key.record.upstream
+                    "This key is bound to the upstream credential {:?}, which this gateway does \
+                     not hold; its operator must configure upstream.credentials.{} or give you a \
+                     key for a credential it has",
+                    key.record.upstream, key.record.upstream
                 ),
             }));
         };
@@ -291,12 +293,8 @@ impl Broker {
         let Some(key) = &caller.key else {
             return Ok(());
         };
-        scope::authorize(key.record.role, &key.globs, method, segments).map_err(|denial| {
-            GatewayError::Forbidden {
-                code: denial.code(),
-                detail: denial.detail(method),
-            }
-        })?;
+        scope::authorize(key.record.role, &key.globs, method, segments)
+            .map_err(|denial| denial.forbidden(method))?;
         if self.shares_rate(caller) {
             // Taken from Redis next: [`take_shared_rate`](Self::take_shared_rate).
             return Ok(());
@@ -330,6 +328,7 @@ impl Broker {
             Ok(None) => Ok(()),
             Ok(Some(wait)) => Err(GatewayError::KeyRateLimited {
                 retry_after_secs: crate::error::retry_after_secs(wait),
+                rate: rate.to_string(),
             }),
             Err(_) => local_rate(key),
         }
@@ -549,6 +548,11 @@ fn local_rate(key: &LocalKey) -> Result<(), GatewayError> {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             return Err(GatewayError::KeyRateLimited {
                 retry_after_secs: crate::error::retry_after_secs(wait),
+                rate: key
+                    .record
+                    .rate
+                    .map(|rate| rate.to_string())
+                    .unwrap_or_default(),
             });
         }
     }

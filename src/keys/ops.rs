@@ -122,12 +122,18 @@ pub fn mint(
     let expires_at = match &new.expires {
         None => None,
         Some(text) => Some(
-            now + parse_lifetime(text).ok_or_else(|| {
-                invalid(
-                    "expires",
-                    format!("{text:?} is not a lifetime: write 30d, 12h, 90m or 3600s"),
-                )
-            })?,
+            parse_lifetime(text)
+                .filter(|secs| *secs <= MAX_LIFETIME_SECS)
+                .and_then(|secs| now.checked_add(secs))
+                .ok_or_else(|| {
+                    invalid(
+                        "expires",
+                        format!(
+                            "{text:?} is not a lifetime up to 100 years: write 30d, 12h, 90m \
+                             or 3600s"
+                        ),
+                    )
+                })?,
         ),
     };
     let minted = token::mint().map_err(|e| OpsError::Random(e.to_string()))?;
@@ -316,6 +322,10 @@ fn csv(field: &str) -> String {
         field
     }
 }
+
+/// The longest lifetime a key may be given: 100 years, far past any key's
+/// use and far from an overflow of the expiry time.
+const MAX_LIFETIME_SECS: i64 = 100 * 365 * 86_400;
 
 /// `30d`, `12h`, `90m`, `3600s` as seconds.
 pub fn parse_lifetime(text: &str) -> Option<i64> {

@@ -64,11 +64,23 @@ impl From<Refused> for GatewayError {
         let (code, detail) = match refused {
             Refused::Missing => (
                 "missing_api_key",
-                "A gateway key is required: send Authorization: Bearer <your cgw_ key>",
+                "This gateway requires a local API key: send Authorization: Bearer cgw_... (or \
+                 set CASTARI_API_KEY for the SDK and CLI); the gateway's operator issues them \
+                 with castari-gateway keys create",
             ),
-            Refused::Unknown => ("invalid_api_key", "Invalid API key"),
-            Refused::Revoked => ("key_revoked", "This API key has been revoked"),
-            Refused::Expired => ("key_expired", "This API key has expired"),
+            Refused::Unknown => (
+                "invalid_api_key",
+                "This gateway does not know the key sent (or its secret is wrong; a Castari API \
+                 key is not accepted here): send a cgw_... key issued by this gateway's operator",
+            ),
+            Refused::Revoked => (
+                "key_revoked",
+                "This gateway key has been revoked; ask the gateway's operator for a new one",
+            ),
+            Refused::Expired => (
+                "key_expired",
+                "This gateway key has expired; ask the gateway's operator for a new one",
+            ),
         };
         Self::Unauthorized { code, detail }
     }

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::model::Role;
+use crate::error::GatewayError;
 pub use crate::grant::AgentGlobs;
 
 /// Why a request is refused (answered 403 by the gateway, never sent upstream).
@@ -28,11 +29,16 @@ pub enum Denial {
     Role {
         /// The key's role.
         role: Role,
+        /// The least role that would allow it: `invoke`, `deploy`, or
+        /// `admin` when only that one would.
+        would_allow: Role,
     },
     /// The route names an agent outside the key's globs.
     Agent {
-        /// The agent slug named by the route (decoded).
+        /// The agent slug named by the route (decoded, checked).
         slug: String,
+        /// The key's agent globs.
+        allowed: AgentGlobs,
     },
     /// Account-wide routes that would reveal other agents (e.g. `/invocations/...`) for an agent-scoped key.
     AccountWide,
@@ -52,24 +58,44 @@ impl Denial {
         }
     }
 
-    /// One human sentence for `detail`. Never includes request bodies.
+    /// The `detail`: what is refused and which key would be allowed, ending
+    /// with ` (code: ...)`. Never includes request bodies.
     pub fn detail(&self, method: &Method) -> String {
-        match self {
-            Self::Sensitive => {
-                "API keys, auth and sandbox access routes require an admin key".to_string()
-            }
-            Self::Role { role } => {
-                format!("This key's role ({role}) does not allow {method} on this route")
-            }
-            Self::Agent { slug } => format!("This key is not allowed to use agent {slug:?}"),
-            Self::AccountWide => {
-                "This route spans every agent and requires a key not limited to some agents"
-                    .to_string()
-            }
-            Self::CreateSlug => {
-                "A key limited to some agents must create agents with a \"slug\" its globs allow"
-                    .to_string()
-            }
+        let detail = match self {
+            Self::Sensitive => "API-key, auth (other than GET auth/me) and sandbox routes \
+                                need a key with the admin role; ask the gateway's operator for one"
+                .to_string(),
+            Self::Role {
+                role,
+                would_allow: Role::Admin,
+            } => format!(
+                "This key's role ({role}) does not allow {method} on this route; only a key \
+                 with role admin would"
+            ),
+            Self::Role { role, would_allow } => format!(
+                "This key's role ({role}) does not allow {method} on this route; a key with \
+                 role {would_allow} or admin would"
+            ),
+            Self::Agent { slug, allowed } => format!(
+                "This key may use only the agents matching {allowed}, not {slug:?}; use a key \
+                 whose agents include it"
+            ),
+            Self::AccountWide => "This route spans every agent, so a key limited to some agents \
+                                  may not use it; use a key not limited to agents"
+                .to_string(),
+            Self::CreateSlug => "A key limited to some agents may create an agent only with a \
+                                 JSON body whose \"slug\" its agent globs allow; send such a \
+                                 slug, or use a key not limited to agents"
+                .to_string(),
+        };
+        crate::error::with_code(&detail, self.code())
+    }
+
+    /// The 403 to answer with.
+    pub fn forbidden(&self, method: &Method) -> GatewayError {
+        GatewayError::Forbidden {
+            code: self.code(),
+            detail: self.detail(method),
         }
     }
 }
@@ -94,7 +120,11 @@ pub fn authorize<S: AsRef<str>>(
         return Err(Denial::Sensitive);
     }
     if !role_allows(role, method, &raw) {
-        return Err(Denial::Role { role });
+        let would_allow = [Role::Invoke, Role::Deploy]
+            .into_iter()
+            .find(|other| role_allows(*other, method, &raw))
+            .unwrap_or(Role::Admin);
+        return Err(Denial::Role { role, would_allow });
     }
     if agents.is_all() {
         return Ok(());
@@ -108,6 +138,7 @@ pub fn authorize<S: AsRef<str>>(
             if !agents.allows(slug) {
                 return Err(Denial::Agent {
                     slug: (*slug).to_string(),
+                    allowed: agents.clone(),
                 });
             }
         }

@@ -15,12 +15,14 @@ use crate::config::{Config, DEFAULT_CREDENTIAL};
 use crate::shaper::metrics::ShaperMetrics;
 use crate::shaper::{Shaper, Shared};
 use crate::types::Secret;
+use crate::upstream::seen::SeenLimits;
 
 /// One upstream key, ready to send, and its shaper.
 pub struct Credential {
     name: Arc<str>,
     authorization: HeaderValue,
     shaper: Option<Shaper>,
+    seen: SeenLimits,
 }
 
 impl std::fmt::Debug for Credential {
@@ -42,6 +44,7 @@ impl Credential {
             name: Arc::from(name),
             authorization,
             shaper,
+            seen: SeenLimits::default(),
         }
     }
 
@@ -53,6 +56,21 @@ impl Credential {
     /// The outbound `Authorization` value, marked sensitive.
     pub fn authorization(&self) -> &HeaderValue {
         &self.authorization
+    }
+
+    /// Whether this credential's key begins with `prefix`: how the API
+    /// names a key without its secret (`ApiKeyInfo.prefix`, e.g.
+    /// `cast_abc12345`). An empty prefix names nothing.
+    pub fn key_starts_with(&self, prefix: &str) -> bool {
+        let bytes = self.authorization.as_bytes();
+        let key = bytes.strip_prefix(b"Bearer ").unwrap_or(bytes);
+        !prefix.is_empty() && key.starts_with(prefix.as_bytes())
+    }
+
+    /// The upstream's last `X-RateLimit-*` view of this key: what answers
+    /// carry when shaping is off.
+    pub fn seen(&self) -> &SeenLimits {
+        &self.seen
     }
 
     /// Its rate shaper, unless shaping is off.

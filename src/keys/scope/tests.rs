@@ -146,7 +146,7 @@ fn route_table() {
         for (role, outcome) in roles.into_iter().zip(outcomes.chars()) {
             let got = match authorize(role, agents, &method, &segments) {
                 Ok(()) => '+',
-                Err(Denial::Role { role: r }) if r == role => 'R',
+                Err(Denial::Role { role: r, .. }) if r == role => 'R',
                 Err(Denial::Sensitive) => 'S',
                 Err(Denial::Agent { .. }) => 'G',
                 Err(Denial::AccountWide) => 'W',
@@ -169,7 +169,8 @@ fn agent_denial_names_the_slug() {
     assert_eq!(
         got,
         Err(Denial::Agent {
-            slug: "other".into()
+            slug: "other".into(),
+            allowed: scoped.clone(),
         })
     );
 }
@@ -225,16 +226,31 @@ fn pathological_glob_finishes_fast() {
 
 #[test]
 fn denial_codes_and_details() {
-    let read = Denial::Role { role: Role::Read };
-    let detail = read.detail(&Method::POST);
+    let read = Denial::Role {
+        role: Role::Read,
+        would_allow: Role::Invoke,
+    };
     assert_eq!(
-        detail,
-        "This key's role (read) does not allow POST on this route"
+        read.detail(&Method::POST),
+        "This key's role (read) does not allow POST on this route; a key with role invoke or \
+         admin would (code: role_forbids_route)"
     );
+    let admin_only = Denial::Role {
+        role: Role::Deploy,
+        would_allow: Role::Admin,
+    };
+    assert!(admin_only
+        .detail(&Method::PUT)
+        .contains("(deploy) does not allow PUT on this route; only a key with role admin would"));
     let agent = Denial::Agent {
         slug: "other".into(),
+        allowed: globs(&["demo-*", "prod-x"]),
     };
-    assert!(agent.detail(&Method::GET).contains("\"other\""));
+    let detail = agent.detail(&Method::GET);
+    assert!(
+        detail.contains("only the agents matching demo-*, prod-x, not \"other\""),
+        "{detail}"
+    );
     let codes = [
         (read, "role_forbids_route"),
         (agent, "agent_not_allowed"),
@@ -244,7 +260,44 @@ fn denial_codes_and_details() {
     ];
     for (denial, code) in codes {
         assert_eq!(denial.code(), code);
-        assert!(!denial.detail(&Method::POST).is_empty());
+        let detail = denial.detail(&Method::POST);
+        assert!(detail.ends_with(&format!(" (code: {code})")), "{detail}");
+        let forbidden = denial.forbidden(&Method::POST);
+        assert_eq!((forbidden.code(), forbidden.detail()), (code, detail));
+    }
+}
+
+#[test]
+fn a_role_denial_names_the_least_role_that_would_allow_it() {
+    let all = AgentGlobs::all();
+    let cases: [(Role, Method, &[&str], Role); 5] = [
+        (
+            Role::Read,
+            Method::POST,
+            &["agents", "a", "invoke"],
+            Role::Invoke,
+        ),
+        (
+            Role::Deploy,
+            Method::POST,
+            &["agents", "a", "stream"],
+            Role::Invoke,
+        ),
+        (
+            Role::Read,
+            Method::POST,
+            &["agents", "a", "deploy"],
+            Role::Deploy,
+        ),
+        (Role::Invoke, Method::DELETE, &["agents", "a"], Role::Deploy),
+        (Role::Deploy, Method::PUT, &["agents", "a"], Role::Admin),
+    ];
+    for (role, method, path, would_allow) in cases {
+        assert_eq!(
+            authorize(role, &all, &method, path),
+            Err(Denial::Role { role, would_allow }),
+            "{role} {method} {path:?}"
+        );
     }
 }
 
