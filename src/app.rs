@@ -32,7 +32,7 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::http::header::{self, Entry};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -43,9 +43,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use tower::{Layer, Service, ServiceExt};
 use tower_http::sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer};
 
-use crate::error::{error_response, GatewayError};
+use crate::error::GatewayError;
 use crate::routes::proxy::{self, Proxied};
-use crate::routes::{actions, admin, events, health, keys, login, page};
+use crate::routes::{actions, admin, events, health, keys, login, openapi, page};
 use crate::state::AppState;
 use crate::telemetry::{Access, RequestIds};
 use crate::types::Peer;
@@ -69,6 +69,10 @@ fn local_routes(state: AppState) -> Router {
             get(health::healthz).fallback(method_not_allowed),
         )
         .route("/readyz", get(health::readyz).fallback(method_not_allowed))
+        .route(
+            "/openapi.json",
+            get(openapi::description).fallback(method_not_allowed),
+        )
         .route(
             "/metrics",
             get(health::metrics).fallback(method_not_allowed),
@@ -302,11 +306,7 @@ async fn not_found() -> Response {
 }
 
 async fn method_not_allowed() -> Response {
-    error_response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "Method Not Allowed",
-    )
+    GatewayError::MethodNotAllowed.into_response()
 }
 
 fn panic_response(_panic: Box<dyn Any + Send + 'static>) -> Response {
@@ -344,13 +344,16 @@ mod tests {
             .body(axum::body::Body::empty())
             .unwrap();
         let response = app.oneshot(request).await.unwrap();
-        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            response.status(),
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR
+        );
         assert!(response.headers().contains_key(X_REQUEST_ID));
         let body = axum::body::to_bytes(response.into_body(), 1 << 16)
             .await
             .unwrap();
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["code"], "internal_error");
-        assert_eq!(body["detail"], "Internal error");
+        assert_eq!(body["detail"], GatewayError::Internal.detail());
     }
 }

@@ -32,22 +32,36 @@ pub enum BodyError {
 }
 
 /// The shared outcome of a guarded body: unset while it is fine.
-#[derive(Clone, Debug, Default)]
-pub struct Verdict(Arc<AtomicU8>);
+#[derive(Clone, Debug)]
+pub struct Verdict(Option<Arc<AtomicU8>>);
+
+impl Default for Verdict {
+    fn default() -> Self {
+        Self(Some(Arc::default()))
+    }
+}
 
 impl Verdict {
+    /// A verdict nobody reads (an answer's body, whose failure its reader
+    /// sees): nothing is allocated and nothing kept.
+    pub fn unread() -> Self {
+        Self(None)
+    }
+
     fn set(&self, error: BodyError) {
         let code = match error {
             BodyError::TooLarge => 1,
             BodyError::Idle => 2,
             BodyError::Aborted => 3,
         };
-        self.0.store(code, Ordering::Relaxed);
+        if let Some(verdict) = &self.0 {
+            verdict.store(code, Ordering::Relaxed);
+        }
     }
 
     /// The error that stopped the body, if one did.
     pub fn get(&self) -> Option<BodyError> {
-        match self.0.load(Ordering::Relaxed) {
+        match self.0.as_ref()?.load(Ordering::Relaxed) {
             1 => Some(BodyError::TooLarge),
             2 => Some(BodyError::Idle),
             3 => Some(BodyError::Aborted),

@@ -7,7 +7,7 @@
 //! | # | stage | module | decides |
 //! |---|---|---|---|
 //! | 1 | frame | `server.rs`, `app.rs` | request id, peer, limits, access record, caught panics |
-//! | 2 | admission | `routes/proxy.rs` | target and path checks, the one reading of the route (`route.rs`), local key, scope |
+//! | 2 | admission | `routes/proxy.rs` | target and path checks, the one reading of the route (`route.rs`), local key, scope, the account's own credentials (`routes/guard.rs`) |
 //! | 3 | cache | `routes/cached.rs` | fresh hit, coalesced miss, stale; writes drop what they change |
 //! | 4 | shaper | `routes/forward.rs`, `routes/shaped.rs` | budget, fair queue, deadlines, session turn |
 //! | 5 | upstream | `routes/forward.rs`, `upstream/` | breaker, send, 429 absorbed, safe retries |

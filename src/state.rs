@@ -19,7 +19,6 @@ use crate::console::Console;
 use crate::keys::broker::Broker;
 use crate::keys::store::StoreError;
 use crate::metrics::Metrics;
-use crate::shaper::Shaper;
 use crate::upstream::breaker::Breaker;
 use crate::upstream::credential::Credentials;
 use crate::upstream::retry::Retrier;
@@ -155,11 +154,6 @@ impl AppState {
             console: self.console.clone(),
             config,
         })))
-    }
-
-    /// The `default` credential's shaper, unless shaping is off.
-    pub fn default_shaper(&self) -> Option<&Shaper> {
-        self.credentials.default_credential().shaper()
     }
 }
 

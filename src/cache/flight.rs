@@ -18,9 +18,10 @@ use std::time::Instant;
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
-/// When a fetch's request left for the upstream (after any wait for the
-/// budget). The sending path marks it, found in the request's extensions;
-/// until then, the fetch will see anything that happened before it.
+/// When a request left for the upstream (after any wait for the budget).
+/// The sending path marks it (it travels in the request's `Call`). Until
+/// then, a coalesced fetch will see anything that happened before it, and
+/// an invocation's client may still take it back.
 #[derive(Clone, Debug, Default)]
 pub struct SendMark(Arc<OnceLock<Instant>>);
 

@@ -4,12 +4,13 @@
 //! |---|---|
 //! | `serve` | run the gateway |
 //! | `check-config` | validate the configuration and exit |
-//! | `demo` | the simulator on an ephemeral port and the gateway in front of it |
-//! | `sim` | the Castari API simulator alone |
+//! | `demo` | the simulator on an ephemeral port and the gateway in front of it (feature `sim`, on by default) |
+//! | `sim` | the Castari API simulator alone (feature `sim`) |
 //! | `healthcheck` | exit 0 when a running gateway answers `/healthz` (for Docker) |
 //! | `keys` | create, list, revoke, rotate local keys; read usage |
 //! | `status` | the operator page's picture in the terminal (`--watch`, `--json`) |
 
+#[cfg(feature = "sim")]
 mod demo;
 mod healthcheck;
 mod keys;
@@ -45,8 +46,10 @@ enum Command {
     /// Validate the configuration (file, environment, flags) and exit.
     CheckConfig(ConfigArgs),
     /// Start the simulator on an ephemeral loopback port and the gateway in front of it.
+    #[cfg(feature = "sim")]
     Demo(demo::DemoArgs),
     /// Run the Castari API simulator (offline stand-in for api.castari.com).
+    #[cfg(feature = "sim")]
     Sim(castari_sim::cli::SimArgs),
     /// Exit 0 if the gateway answers GET /healthz (Docker HEALTHCHECK).
     Healthcheck(healthcheck::HealthcheckArgs),
@@ -96,7 +99,9 @@ pub(crate) fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::CheckConfig(args) => check_config(&args),
+        #[cfg(feature = "sim")]
         Command::Demo(args) => runtime.block_on(demo::run(args)),
+        #[cfg(feature = "sim")]
         Command::Sim(args) => runtime.block_on(async {
             match castari_sim::cli::run(args).await {
                 Ok(()) => 0,

@@ -116,7 +116,20 @@ impl Cluster {
         }
     }
 
+    /// Takes a ticket from a task of its own: a caller that goes away while
+    /// the `INCR` is out (its answer may come after) cannot leave a ticket
+    /// that nobody gives back, which the line would wait
+    /// [`VACANT_GRACE_MS`] for. The task's turn is then dropped unheld, and
+    /// that marks it gone.
     async fn ticket(&self, base: &str) -> Result<SharedTurn, String> {
+        let (cluster, base) = (self.clone(), base.to_string());
+        let taking = tokio::spawn(async move { cluster.take_ticket(&base).await });
+        taking
+            .await
+            .map_err(|error| format!("taking a ticket failed: {error}"))?
+    }
+
+    async fn take_ticket(&self, base: &str) -> Result<SharedTurn, String> {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .incr(format!("{base}:next"), 1)

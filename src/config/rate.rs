@@ -48,6 +48,11 @@ fn parse_window(text: &str) -> Option<Duration> {
     n.checked_mul(unit_ms).map(Duration::from_millis)
 }
 
+/// The longest window a rate may have. Longer ones mean nothing for a
+/// request rate, and the rate limiter keeps time in 64-bit nanoseconds
+/// (584 years).
+pub const MAX_WINDOW: Duration = Duration::from_secs(365 * 86_400);
+
 impl FromStr for Rate {
     type Err = String;
 
@@ -60,6 +65,11 @@ impl FromStr for Rate {
         if max == 0 || window.is_zero() {
             return Err(format!(
                 "{text:?}: the count and the window must be above zero"
+            ));
+        }
+        if window > MAX_WINDOW {
+            return Err(format!(
+                "{text:?}: the window must be at most a year (8760h)"
             ));
         }
         Ok(Self { max, window })
@@ -142,6 +152,8 @@ mod tests {
             "x/60s",
             "10/60parsecs",
             "10/-1s",
+            "1/8761h",
+            "1/6000000h",
         ] {
             let error = bad.parse::<Rate>().unwrap_err();
             assert!(

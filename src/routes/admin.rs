@@ -21,10 +21,17 @@ pub async fn queue(State(state): State<AppState>, request: Request) -> Response 
     let name = query_param(&request, "upstream");
     let name = name.as_deref().unwrap_or(crate::config::DEFAULT_CREDENTIAL);
     let Some(credential) = state.credentials.get(name) else {
+        let names: Vec<String> = (state.credentials.iter())
+            .map(|c| c.name().to_string())
+            .collect();
         return error_response(
             StatusCode::NOT_FOUND,
             "unknown_upstream",
-            "No upstream credential has that name",
+            &format!(
+                "No upstream credential has the name given in ?upstream=; use one this gateway \
+                 holds: {}",
+                names.join(", ")
+            ),
         );
     };
     match credential.shaper() {
@@ -32,7 +39,8 @@ pub async fn queue(State(state): State<AppState>, request: Request) -> Response 
         None => error_response(
             StatusCode::NOT_FOUND,
             "shaper_disabled",
-            "Rate shaping is off (shaper.enabled = false): there is no queue",
+            "Rate shaping is off (shaper.enabled = false), so there is no queue to show; set \
+             shaper.enabled = true to shape traffic and queue it",
         ),
     }
 }
@@ -115,7 +123,9 @@ pub(super) async fn reload_now(state: &AppState) -> Response {
         return error_response(
             StatusCode::CONFLICT,
             "reload_unavailable",
-            "This gateway was not started from a configuration it can reload (castari-gateway serve)",
+            "This gateway was not started from a configuration it can reload (as under \
+             castari-gateway demo); restart it with castari-gateway serve and a config file to \
+             change its settings",
         );
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -132,7 +142,8 @@ pub(super) async fn reload_now(state: &AppState) -> Response {
             StatusCode::UNPROCESSABLE_ENTITY,
             "config_refused",
             &format!(
-                "Reload refused; version {} stays: {}",
+                "Reload refused, so version {} keeps serving: {}. Fix the configuration and \
+                 reload again",
                 attempt.version,
                 attempt.error.as_deref().unwrap_or("unknown error")
             ),
@@ -140,7 +151,8 @@ pub(super) async fn reload_now(state: &AppState) -> Response {
         None => error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "reload_busy",
-            "The reloader did not answer in time; see GET /admin/config for the outcome",
+            "The reloader did not answer within 30 s; the reload may still apply, so read its \
+             outcome in GET /admin/config (last_reload) before trying again",
         ),
     }
 }
@@ -152,7 +164,8 @@ fn cache_disabled() -> Response {
     error_response(
         StatusCode::NOT_FOUND,
         "cache_disabled",
-        "The response cache is off (cache.enabled = false)",
+        "The response cache is off (cache.enabled = false), so there is nothing to show or \
+         purge; set cache.enabled = true to use it",
     )
 }
 
@@ -165,7 +178,8 @@ fn deny_non_loopback(request: &Request) -> Option<Response> {
         error_response(
             StatusCode::FORBIDDEN,
             "admin_loopback_only",
-            "Admin endpoints answer only clients on a loopback address",
+            "This admin endpoint answers only clients on the gateway's own host; call it there \
+             through a loopback address (127.0.0.1, ::1 or localhost)",
         )
     })
 }

@@ -32,7 +32,8 @@ pub(super) struct Call {
     /// The connection it came on: the identity of a client without a key.
     pub peer: Option<Peer>,
     /// Set when the request leaves for the upstream: a coalesced fetch's,
-    /// which later readers may join while it is unsent.
+    /// which later readers may join while it is unsent, and an
+    /// invocation's, which its client may take back while it is unsent.
     pub mark: Option<SendMark>,
     /// Time the request waited on others, added to by the stages that wait
     /// (clones share it); the access record leaves it out of the overhead.

@@ -45,9 +45,12 @@ pub(super) async fn forward(
         // are retried.
         None => Prepared::unread(body),
     };
+    // Only the shaper keeps it (a ticket's agent, a session's turn).
+    let agent = shaper
+        .and(call.path.agent())
+        .map(std::sync::Arc::<str>::from);
     // Time spent waiting on others goes to `call.elsewhere`: the overhead
     // metric leaves it out, whether the request ends well or not.
-    let agent = call.path.agent().map(std::sync::Arc::<str>::from);
     let mut turn = match (shaper, &agent) {
         (Some(shaper), Some(agent)) if lane == Lane::Invoke => {
             let asked = Instant::now();
@@ -59,7 +62,7 @@ pub(super) async fn forward(
     };
     let uri = call
         .path
-        .to_upstream_uri(state.upstream.prepared_base(), parts.uri.query())
+        .upstream_uri_for(state.upstream.prepared_base(), &parts.uri)
         .map_err(|_| GatewayError::Internal)?;
     let applied = shaper.and_then(|shaper| shaped::applied_wait(shaper, lane, &parts.headers));
     let mut ticket = shaper.map(|shaper| Ticket {
@@ -101,6 +104,9 @@ pub(super) async fn forward(
         call.elsewhere.add(asked.elapsed());
         turn = returned;
         state.breaker.record(&result);
+        if let (None, Ok(response)) = (shaper, &result) {
+            call.credential.seen().record(lane, response.headers());
+        }
         if let (Some(shaper), Some(admitted), Ok(response)) = (shaper, &admitted, &result) {
             let limited = shaper.observe(
                 lane,

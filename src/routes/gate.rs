@@ -54,22 +54,27 @@ impl IntoResponse for Refused {
             Self::Off => (
                 StatusCode::NOT_FOUND,
                 "ui_disabled",
-                "The operator page is off (ui.enabled = false)",
+                "The operator page is off (ui.enabled = false); set ui.enabled = true to use \
+                 it, or use the /admin endpoints",
             ),
             Self::NotAdmin => (
                 StatusCode::UNAUTHORIZED,
                 "admin_key_required",
-                "The Authorization header does not carry the admin key or an admin-role key",
+                "The Authorization header does not carry the admin key or a key with the admin \
+                 role; send one of those, or leave the header out and log in on the page",
             ),
             Self::LoginRequired => (
                 StatusCode::UNAUTHORIZED,
                 "login_required",
-                "Log in on the operator page (GET /) with the admin key, or send it as Authorization: Bearer",
+                "This needs a login: log in on the operator page (GET /) with the admin key or \
+                 a key with the admin role, or send one as Authorization: Bearer",
             ),
             Self::CrossOrigin => (
                 StatusCode::FORBIDDEN,
                 "cross_origin",
-                "This action must come from the operator page itself (same origin)",
+                "This request did not come from the operator page itself (its Origin or \
+                 Sec-Fetch-Site names another site); send it from the page at this gateway's \
+                 address, or script the /admin endpoints with the admin key",
             ),
         };
         error_response(status, code, detail)

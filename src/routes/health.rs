@@ -30,7 +30,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "circuit_open",
-            "The upstream is failing; the circuit breaker is open",
+            "Not ready: the Castari API failed repeatedly and the circuit breaker is open; it \
+             lets a probe through after breaker.open_ms",
         );
     }
     if state.readiness.recently_ok(READY_WINDOW) || probe(state.upstream.base()).await {
@@ -54,7 +55,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     error_response(
         StatusCode::SERVICE_UNAVAILABLE,
         "upstream_unreachable",
-        "Upstream not reachable",
+        "Not ready: the Castari API has not answered in the last 30 s and a TCP connect to it \
+         failed; check upstream.url and the network",
     )
 }
 

@@ -172,7 +172,8 @@ pub async fn usage(State(state): State<AppState>, request: Request) -> Response 
         return error_response(
             StatusCode::BAD_REQUEST,
             "bad_request",
-            "Query parameters: key (a key id), days (a whole number), format (json or csv)",
+            "The query could not be read: GET /admin/usage takes key (a key id), days (a whole \
+             number) and format (json or csv); correct it and send it again",
         );
     };
     let csv = match query.format.as_deref() {
@@ -182,7 +183,7 @@ pub async fn usage(State(state): State<AppState>, request: Request) -> Response 
             return error_response(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
-                "format must be json or csv",
+                "The format query parameter must be json or csv; correct it and send it again",
             )
         }
     };
@@ -219,7 +220,9 @@ async fn deny(state: &AppState, headers: &http::HeaderMap) -> Option<Response> {
     Some(error_response(
         StatusCode::UNAUTHORIZED,
         "admin_key_required",
-        "This endpoint needs the gateway's admin key (or an admin-role key) as Authorization: Bearer",
+        "This endpoint needs the gateway's admin key (or a key with the admin role) as \
+         Authorization: Bearer; the operator sets the admin key with CASTARI_GATEWAY_ADMIN_KEY \
+         or auth.admin_key_file",
     ))
 }
 
@@ -236,7 +239,7 @@ async fn key_id(
         return Err(Box::new(error_response(
             StatusCode::BAD_REQUEST,
             "bad_request",
-            "The key id in the path is not valid",
+            "The key id in the path could not be read; use an id as GET /admin/keys lists it",
         )));
     };
     Ok(id)
@@ -253,23 +256,57 @@ fn backend(state: &AppState) -> Result<&dyn KeyBackend, OpsError> {
     match state.broker.backend() {
         Some(backend) => Ok(backend.as_ref()),
         None => Err(OpsError::Invalid {
-            field: "auth.db_path",
+            field: NO_STORE,
             message: "this gateway has no key store (open mode without auth.db_path)".into(),
         }),
     }
 }
 
+/// The field a missing key store is reported under.
+const NO_STORE: &str = "auth.db_path";
+
 fn failure(error: &OpsError) -> Response {
-    let (status, code) = match error {
-        OpsError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_key_request"),
-        OpsError::NotFound(_) => (StatusCode::NOT_FOUND, "key_not_found"),
-        OpsError::Declared(_) => (StatusCode::CONFLICT, "key_declared_in_config"),
+    let (status, code, detail) = match error {
+        OpsError::Invalid {
+            field: NO_STORE,
+            message,
+        } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_key_request",
+            format!(
+                "The gateway cannot manage keys or show usage: {message}; set auth.db_path and \
+                 restart it"
+            ),
+        ),
+        OpsError::Invalid { field, message } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_key_request",
+            format!(
+                "The request's {field} is invalid: {message}; correct it and send the request \
+                 again"
+            ),
+        ),
+        // The id came from the path unchecked: not echoed.
+        OpsError::NotFound(_) => (
+            StatusCode::NOT_FOUND,
+            "key_not_found",
+            "No key has the id in the path; GET /admin/keys lists the ids".to_string(),
+        ),
+        // Only a declared key's id (checked against the table) gets here.
+        OpsError::Declared(id) => (
+            StatusCode::CONFLICT,
+            "key_declared_in_config",
+            format!(
+                "Key {id:?} is declared in the config file ([[auth.keys]]), so it cannot be \
+                 changed here; change or remove it there and reload"
+            ),
+        ),
         OpsError::Store(_) | OpsError::Random(_) => {
             tracing::error!(%error, "key store operation failed");
             return store_unavailable();
         }
     };
-    error_response(status, code, &error.to_string())
+    error_response(status, code, &detail)
 }
 
 /// 503 `key_store_unavailable`, with no detail of the cause.
@@ -277,6 +314,7 @@ fn store_unavailable() -> Response {
     error_response(
         StatusCode::SERVICE_UNAVAILABLE,
         "key_store_unavailable",
-        "The key store is unavailable",
+        "The gateway's key store could not be read or written; try again shortly, and see the \
+         gateway's log if it persists",
     )
 }

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::config::AuthMode;
-use crate::console::session::COOKIE;
+use crate::console::session::{ATTEMPTS_PER_MINUTE, COOKIE};
 use crate::error::error_response;
 use crate::state::AppState;
 use crate::types::Peer;
@@ -72,7 +72,8 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Response 
             StatusCode::TOO_MANY_REQUESTS,
             "login_rate_limited",
             &format!(
-                "Too many login attempts from this address; try again in {} s",
+                "More than {ATTEMPTS_PER_MINUTE} logins came from this address within a minute; \
+                 try again in {} seconds",
                 wait.as_secs().max(1)
             ),
         );
@@ -90,7 +91,8 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Response 
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "key_store_unavailable",
-            "The key store is unavailable; try again",
+            "The gateway's key store could not be read, so the key was not checked; try again \
+             shortly",
         );
     }
     let Some(principal) = state.broker.admin_principal(login.key.trim()) else {
@@ -98,7 +100,8 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Response 
         return error_response(
             StatusCode::UNAUTHORIZED,
             "login_failed",
-            "That is not the admin key or a key with the admin role",
+            "That key is not the admin key or a key with the admin role; log in with one of \
+             those (the gateway's operator holds them)",
         );
     };
     tracing::info!(%client, who = ?principal, "operator page: logged in");

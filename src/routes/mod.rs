@@ -6,6 +6,7 @@
 //! | `GET /healthz` | [`health::healthz`]: the process is alive |
 //! | `GET /readyz` | [`health::readyz`]: config loaded, upstream reachable recently |
 //! | `GET /metrics` | [`health::metrics`]: Prometheus text |
+//! | `GET /openapi.json` | [`openapi::description`]: the OpenAPI description of all of this |
 //! | `GET /admin/queue` | [`admin::queue`]: the shaper's queues, loopback clients only |
 //! | `GET`, `DELETE /admin/cache` | [`admin::cache_summary`], [`admin::cache_purge`]: the response cache, loopback clients only |
 //! | `GET`, `POST /admin/keys`, `DELETE /admin/keys/{id}`, `POST /admin/keys/{id}/rotate` | [`keys`]: local keys, admin key required |
@@ -26,9 +27,11 @@ mod call;
 pub mod events;
 mod forward;
 mod gate;
+mod guard;
 pub mod health;
 pub mod keys;
 pub mod login;
+pub mod openapi;
 pub mod page;
 pub mod proxy;
 mod reply;

@@ -6,7 +6,9 @@
 //! Checks, in order: the request target (absolute-form naming another host
 //! is refused), the path (`/api/v1/` prefix, no dot segments, no encoded
 //! separators), the SDK 0.4 stop rewrite, the caller (the key broker: local
-//! key, role, agent globs, the key's own rate; `keys/broker.rs`), and a
+//! key, role, agent globs, the key's own rate; `keys/broker.rs`), the
+//! account's own credentials (minting and revoking upstream keys, and the
+//! gateway's own key above all: `guard.rs`), and a
 //! declared `Content-Length` over the limit (413 before anything is sent
 //! upstream). Everything else is the upstream's to judge: its answers,
 //! errors included, are relayed as-is. The caller's upstream credential
@@ -40,10 +42,11 @@ use super::brokered;
 use super::cached::{self, CachedGet, Write};
 use super::call::{Call, Elsewhere};
 use super::forward::forward;
-use super::shaped;
+use super::{guard, shaped};
+use crate::cache::flight::SendMark;
 use crate::error::GatewayError;
 use crate::keys::broker::{Caller, Keys, Unidentified};
-use crate::route::{Route, RouteClass};
+use crate::route::{CredentialRoute, Route, RouteClass};
 use crate::shaper::Lane;
 use crate::state::AppState;
 use crate::types::Peer;
@@ -88,7 +91,7 @@ pub fn proxy(state: &AppState, request: Request, peer: Option<Peer>) -> (Taken, 
     };
     let route = Route::read(&parts.method, path.decoded());
     let class = route.class;
-    let caller = match admit(state, &parts, path.decoded(), Keys::Current) {
+    let caller = match admit(state, &parts, path.decoded(), route, Keys::Current) {
         Ok(caller) => caller,
         Err(Unidentified::Refused(error)) => {
             let answer = Proxied::Now(finish(state, class, None, Err(error)));
@@ -102,7 +105,7 @@ pub fn proxy(state: &AppState, request: Request, peer: Option<Peer>) -> (Taken, 
                 if let Err(error) = state.broker.refresh_keys().await {
                     return finish(&state, class, None, Err(error));
                 }
-                match admit(&state, &parts, path.decoded(), Keys::Loaded) {
+                match admit(&state, &parts, path.decoded(), route, Keys::Loaded) {
                     Ok(caller) => {
                         rated(&state, parts, body, path, route, caller, peer)
                             .answer()
@@ -213,7 +216,9 @@ fn admitted(
 
 /// The answer to a request of `class`: an error in Castari's shape, and
 /// every `/api/v1` answer (refusals of bad paths included) with the
-/// gateway's `X-RateLimit-*` view of the caller's lane.
+/// gateway's `X-RateLimit-*` view of the caller's lane; with shaping off,
+/// the upstream's last view where the answer has none of its own
+/// (`upstream/seen.rs`).
 fn finish(
     state: &AppState,
     class: RouteClass,
@@ -227,12 +232,23 @@ fn finish(
             error.into_response()
         }
     };
-    let shaper = match caller {
-        Some(caller) => caller.credential.shaper(),
-        None => state.default_shaper(),
+    let credential = match caller {
+        Some(caller) => &caller.credential,
+        None => state.credentials.default_credential(),
     };
-    if let Some(shaper) = shaper {
-        shaped::stamp_view(shaper, Lane::of(class), &mut response);
+    let lane = Lane::of(class);
+    match credential.shaper() {
+        Some(shaper) => shaped::stamp_view(shaper, lane, &mut response),
+        None => {
+            let shaping = &state.config.shaper;
+            let budget = match lane {
+                Lane::Crud => shaping.crud_limit,
+                Lane::Invoke => shaping.invoke_limit,
+            };
+            credential
+                .seen()
+                .stamp(lane, budget, response.headers_mut());
+        }
     }
     response
 }
@@ -260,23 +276,37 @@ fn hit(
     cached::fresh_hit(cache, &caller.credential, cached, path.decoded(), parts)
 }
 
+/// The longest path and query forwarded. The upstream's server reads a
+/// request head of at most 16 KiB (h11's default), and an upstream URL
+/// must stay under `http::Uri`'s 65,534 bytes with the base in front.
+const MAX_TARGET_BYTES: usize = 16 * 1024;
+
 fn check(parts: &Parts, peer: Option<Peer>) -> Result<ApiPath, GatewayError> {
+    let target = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target > MAX_TARGET_BYTES {
+        return Err(GatewayError::UriTooLong {
+            limit: MAX_TARGET_BYTES,
+        });
+    }
     check_target(parts, peer)?;
     let mut path = ApiPath::parse(parts.uri.path())?;
     path.rewrite_sdk_stop(&parts.method);
     Ok(path)
 }
 
-/// Identifies the caller and checks what it may do: before the cache, so
-/// a refused request never gets a cached answer.
+/// Identifies the caller and checks what it may do (its key's role and
+/// agents, then the account's own credentials: `guard.rs`): before the
+/// cache, so a refused request never gets a cached answer.
 fn admit(
     state: &AppState,
     parts: &Parts,
     decoded: &[Box<str>],
+    route: Route,
     keys: Keys,
 ) -> Result<Caller, Unidentified> {
     let caller = state.broker.identify(parts, &state.credentials, keys)?;
     state.broker.authorize(&caller, &parts.method, decoded)?;
+    guard::admit(&state.config.auth, &caller, route)?;
     Ok(caller)
 }
 
@@ -293,6 +323,10 @@ async fn pass(
         return Err(GatewayError::PayloadTooLarge {
             limit: call.limits.max_bytes,
         });
+    }
+    if call.route.credential == Some(CredentialRoute::RevokesById) {
+        // Boxed: a rare route's lookup, kept out of every request's future.
+        Box::pin(guard::confirm(state, call, &parts)).await?;
     }
     let Some(globs) = caller.globs() else {
         return route(state, caller, call, parts, body).await;
@@ -326,8 +360,11 @@ async fn route(
     parts: Parts,
     body: axum::body::Body,
 ) -> Result<Response, GatewayError> {
+    // Not boxed: the cached path's future is the largest of these, and
+    // this one holds it anyway (a box is an allocation and a copy of the
+    // whole future, about 3.4 KB, on every request).
     let Some(cache) = &state.cache else {
-        return Box::pin(accounted(state, caller, call, parts, body)).await;
+        return accounted(state, caller, call, parts, body).await;
     };
     if parts.method == Method::GET {
         // A GET with a body is unusual; it is forwarded whole, never cached.
@@ -342,11 +379,11 @@ async fn route(
                 };
                 get.serve(parts).await
             }
-            None => Box::pin(forward(state, call, parts, body)).await,
+            None => forward(state, call, parts, body).await,
         };
     }
     if parts.method == Method::HEAD {
-        return Box::pin(forward(state, call, parts, body)).await;
+        return forward(state, call, parts, body).await;
     }
     // Boxed: the write path's future is large and the hit path's is not.
     Box::pin(async move {
@@ -372,9 +409,15 @@ async fn accounted(
         _ => return forward(state, call, parts, body).await,
     };
     let streamed = call.path.decoded().last().is_some_and(|s| &**s == "stream");
-    let (owned, call) = (state.clone(), call.clone());
+    // Marked as it leaves: until then, a client that hangs up takes it back.
+    let sent = SendMark::default();
+    let call = Call {
+        mark: Some(sent.clone()),
+        ..call.clone()
+    };
+    let owned = state.clone();
     let sending = async move { forward(&owned, &call, parts, body).await };
-    brokered::invoke(state, caller, &agent, streamed, sending).await
+    brokered::invoke(state, caller, &agent, streamed, sent, sending).await
 }
 
 /// HTTP/1 absolute-form targets (`GET http://host/path`) are accepted only

@@ -18,14 +18,21 @@ pub(super) async fn json_body<T: serde::de::DeserializeOwned>(
         error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            &format!("This endpoint takes bodies of at most {} KiB", max >> 10),
+            &format!(
+                "The request body is larger than the {} KiB this endpoint takes; send a smaller \
+                 body",
+                max >> 10
+            ),
         )
     })?;
     serde_json::from_slice(&bytes.to_bytes()).map_err(|e| {
         error_response(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_body",
-            &format!("Invalid JSON body: {e}"),
+            &format!(
+                "The request body is not the JSON this endpoint takes ({e}); correct it (the \
+                 README's Endpoints table lists the fields) and send it again"
+            ),
         )
     })
 }

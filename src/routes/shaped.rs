@@ -18,7 +18,6 @@
 //! `shaper.prefer_wait_max_ms`; its answer then carries
 //! `Preference-Applied: wait=M` with the wait applied.
 
-use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,11 +31,8 @@ use super::call::Call;
 use crate::body::{BodyError, Guarded, Verdict};
 use crate::error::GatewayError;
 use crate::shaper::sessions::Turn;
-use crate::shaper::{Lane, RateView, Shaper};
-use crate::upstream::headers::{
-    reuse_rendered, PREFERENCE_APPLIED, X_API_KEY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING,
-    X_RATELIMIT_RESET,
-};
+use crate::shaper::{Lane, Shaper};
+use crate::upstream::headers::{set_rate_limit, PREFERENCE_APPLIED, X_API_KEY};
 use crate::upstream::BodyLimits;
 
 /// Header on responses that waited for the budget: milliseconds waited.
@@ -133,10 +129,20 @@ pub(super) async fn read_replayable(
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(chunk) => buf.extend_from_slice(&chunk),
+            Err(BodyError::TooLarge) if limit < limits.max_bytes => {
+                return Err(GatewayError::HeldBodyTooLarge {
+                    limit,
+                    held: "in memory so an upstream 429 can be retried unseen \
+                           (shaper.replay_max_bytes; every invocation body is held); send a \
+                           smaller body, or ask the gateway's operator to raise that setting",
+                })
+            }
             Err(BodyError::TooLarge) => return Err(GatewayError::PayloadTooLarge { limit }),
             Err(BodyError::Idle) => return Err(GatewayError::RequestBodyTimeout),
             Err(BodyError::Aborted) => {
-                return Err(GatewayError::BadRequest("Request body ended early"))
+                return Err(GatewayError::BadRequest(
+                    "The request body ended before all of it arrived",
+                ))
             }
         }
     }
@@ -166,15 +172,40 @@ fn prefer_wait(headers: &http::HeaderMap) -> Option<Duration> {
 /// The `Prefer` request header (RFC 7240).
 const PREFER: http::HeaderName = http::HeaderName::from_static("prefer");
 
-/// The `session_id` of an invocation body, if it names one.
+/// The `session_id` of an invocation body, if it names one: read as the
+/// upstream (Python's `json`) reads it, from an object only, the last of
+/// duplicated keys winning, so a body naming two sessions still takes the
+/// turn of the one that runs.
 fn session_id(body: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Invoke {
-        session_id: Option<String>,
+    struct LastSession(Option<String>);
+    impl<'de> serde::Deserialize<'de> for LastSession {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_map(LastSession(None))
+        }
     }
-    serde_json::from_slice::<Invoke>(body)
+    impl<'de> serde::de::Visitor<'de> for LastSession {
+        type Value = LastSession;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+            let mut last = None;
+            while let Some(key) = map.next_key::<String>()? {
+                if key == "session_id" {
+                    last = match map.next_value::<serde_json::Value>()? {
+                        serde_json::Value::String(id) => Some(id),
+                        _ => None,
+                    };
+                } else {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            Ok(LastSession(last))
+        }
+    }
+    serde_json::from_slice::<LastSession>(body)
         .ok()?
-        .session_id
+        .0
         .filter(|s| !s.is_empty())
 }
 
@@ -210,28 +241,13 @@ pub(super) fn hold_until_done(response: Response, turn: Turn) -> Response {
 /// Replaces any upstream `X-RateLimit-*` with the gateway's view of `lane`:
 /// one source per response, never a mix.
 pub(super) fn stamp_view(shaper: &Shaper, lane: Lane, response: &mut Response) {
-    let [limit, remaining, reset] = rendered(shaper.view(lane));
-    let headers = response.headers_mut();
-    // Constant names: a `&str` name is parsed again on every insert.
-    headers.insert(X_RATELIMIT_LIMIT, limit);
-    headers.insert(X_RATELIMIT_REMAINING, remaining);
-    headers.insert(X_RATELIMIT_RESET, reset);
-}
-
-thread_local! {
-    /// The last view rendered on this thread, and its header values.
-    static RENDERED: RefCell<Option<(RateView, [HeaderValue; 3])>> = const { RefCell::new(None) };
-}
-
-/// The header values of `view`, shared while the view is the same.
-fn rendered(view: RateView) -> [HeaderValue; 3] {
-    reuse_rendered(&RENDERED, view, |view| {
-        [
-            HeaderValue::from(view.limit),
-            HeaderValue::from(view.remaining),
-            HeaderValue::from(view.reset_unix),
-        ]
-    })
+    let view = shaper.view(lane);
+    set_rate_limit(
+        response.headers_mut(),
+        u64::from(view.limit),
+        u64::from(view.remaining),
+        view.reset_unix,
+    );
 }
 
 #[cfg(test)]
@@ -244,6 +260,24 @@ mod tests {
             map.append(PREFER, HeaderValue::from_str(value).unwrap());
         }
         map
+    }
+
+    #[test]
+    fn reads_the_session_as_the_upstream_does() {
+        let read = |body: &str| session_id(body.as_bytes());
+        assert_eq!(
+            read(r#"{"prompt":"hi","session_id":"s-1"}"#).as_deref(),
+            Some("s-1")
+        );
+        assert_eq!(
+            read(r#"{"session_id":"a","session_id":"b"}"#).as_deref(),
+            Some("b")
+        );
+        assert_eq!(read(r#"{"session_id":"a","session_id":null}"#), None);
+        assert_eq!(read(r#"{"session_id":{"x":[1]},"prompt":"p"}"#), None);
+        assert_eq!(read(r#"["s-1"]"#), None);
+        assert_eq!(read(r#"{"session_id":""}"#), None);
+        assert_eq!(read("not json"), None);
     }
 
     #[test]

@@ -116,6 +116,7 @@ impl Shaper {
         if !ticket.retry && depth >= self.depth_limit(lane) {
             return Enqueued::Refused(Refusal::QueueFull {
                 retry_after: predicted,
+                lane,
             });
         }
         let max_wait = ticket.max_wait.unwrap_or_else(|| self.max_wait(lane));
@@ -128,6 +129,7 @@ impl Shaper {
             let last = self.ready_at(&mut core, lane, depth, now);
             return Enqueued::Refused(Refusal::WaitTooLong {
                 retry_after: predicted.max(last.saturating_duration_since(now)),
+                lane,
             });
         }
         if core.drain_deadline.is_some_and(|d| at > d) {
@@ -138,6 +140,7 @@ impl Shaper {
             // chance past its deadline: the one late refusal there is.
             return Enqueued::Refused(Refusal::TimedOut {
                 retry_after: predicted,
+                lane,
             });
         }
         if ticket.retry && !self.feasible(&mut core, lane, Some(deadline), None, 0, now) {
@@ -256,13 +259,13 @@ impl Wait<'_> {
                 // A slot held for it may now be surplus.
                 shaper.0.wake[lane.index()].notify_one();
             }
-            return Some(Err(Refusal::TimedOut { retry_after }));
+            return Some(Err(Refusal::TimedOut { retry_after, lane }));
         }
         drop(core);
         // Handed a slot just as it looked: take it.
         Some(match self.rx.take().map(|mut rx| rx.try_recv()) {
             Some(Ok(outcome)) => outcome,
-            _ => Err(Refusal::TimedOut { retry_after }),
+            _ => Err(Refusal::TimedOut { retry_after, lane }),
         })
     }
 }

@@ -136,17 +136,23 @@ pub enum Refusal {
     QueueFull {
         /// When to try again.
         retry_after: Duration,
+        /// The lane refused in (its detail names it).
+        lane: Lane,
     },
     /// The predicted wait is longer than the lane allows.
     WaitTooLong {
         /// When to try again.
         retry_after: Duration,
+        /// The lane refused in.
+        lane: Lane,
     },
     /// The upstream set the budget back while it waited (a 429, a lower
     /// `X-RateLimit-Remaining`) and its deadline passed.
     TimedOut {
         /// When to try again.
         retry_after: Duration,
+        /// The lane refused in.
+        lane: Lane,
     },
     /// The gateway is shutting down and the request was never sent.
     Draining,

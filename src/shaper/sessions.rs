@@ -29,7 +29,8 @@ pub struct Turn {
     /// Cluster mode: the place in the session's shared line.
     shared: Option<SharedTurn>,
     guard: Option<OwnedMutexGuard<()>>,
-    key: Key,
+    /// The session's entry in the map, `None` for a shared turn.
+    key: Option<Key>,
     locks: Arc<Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
@@ -41,13 +42,20 @@ impl Sessions {
             let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
             locks.entry(key.clone()).or_default().clone()
         };
-        let guard = lock.lock_owned().await;
-        Turn {
+        // Made before the wait: a turn whose caller goes away while it
+        // waits (or as the lock is handed to it) is dropped like a finished
+        // one, and the session's entry goes with the last turn. The wait,
+        // made after it, is dropped before it, and with the wait its hold
+        // on the lock.
+        let mut turn = Turn {
             shared: None,
-            guard: Some(guard),
-            key,
+            guard: None,
+            key: Some(key),
             locks: self.locks.clone(),
-        }
+        };
+        let wait = lock.lock_owned();
+        turn.guard = Some(wait.await);
+        turn
     }
 
     /// A turn served by the cluster's line.
@@ -55,7 +63,7 @@ impl Sessions {
         Turn {
             shared: Some(turn),
             guard: None,
-            key: (String::new(), String::new()),
+            key: None,
             locks: self.locks.clone(),
         }
     }
@@ -72,17 +80,17 @@ impl Sessions {
 impl Drop for Turn {
     fn drop(&mut self) {
         drop(self.shared.take());
-        if self.guard.is_none() {
+        let Some(key) = self.key.take() else {
             return;
-        }
+        };
         drop(self.guard.take());
         let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
         // Only the map holds it: no turn waits or runs.
         if locks
-            .get(&self.key)
+            .get(&key)
             .is_some_and(|lock| Arc::strong_count(lock) == 1)
         {
-            locks.remove(&self.key);
+            locks.remove(&key);
         }
     }
 }
@@ -115,6 +123,37 @@ mod tests {
             task.await.unwrap();
         }
         assert_eq!(*order.lock().unwrap(), vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_turn_whose_caller_left_while_it_waited_is_forgotten_too() {
+        let sessions = Arc::new(Sessions::default());
+        // Left while the turn before it runs.
+        let first = sessions.turn("a", "s").await;
+        let waiting = {
+            let sessions = sessions.clone();
+            tokio::spawn(async move { drop(sessions.turn("a", "s").await) })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waiting.abort();
+        assert!(waiting.await.unwrap_err().is_cancelled());
+        drop(first);
+        assert_eq!(sessions.active(), 0, "left while the one before ran");
+
+        // Left as the turn is handed to it: the lock is its, but it never
+        // ran to take it.
+        let first = sessions.turn("a", "s").await;
+        let mut next = Box::pin(sessions.turn("a", "s"));
+        assert!(futures_util::poll!(next.as_mut()).is_pending());
+        drop(first);
+        assert_eq!(sessions.active(), 1, "the next turn still waits");
+        drop(next);
+        assert_eq!(sessions.active(), 0, "left as its turn came");
+        // And the session goes on for whoever comes next.
+        let again = sessions.turn("a", "s").await;
+        assert_eq!(sessions.active(), 1);
+        drop(again);
+        assert_eq!(sessions.active(), 0);
     }
 
     #[tokio::test]

@@ -4,7 +4,8 @@
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use smallvec::SmallVec;
 
 /// The request id header, passed on or generated.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -23,18 +24,6 @@ pub const QUEUE_WAIT: HeaderName = HeaderName::from_static("x-gateway-queue-wait
 /// RFC 7240's answer to a `Prefer` that was honoured.
 pub const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), plus `Proxy-*` and `Keep-Alive`.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
-
 /// Removes hop-by-hop headers, `Upgrade`, and every header that
 /// `Connection` names. Applied both ways.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -47,12 +36,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub fn sanitize_request(headers: &mut HeaderMap) {
     strip(headers, |name| {
         is_hop_by_hop(name)
-            || name == header::HOST
-            || name == header::AUTHORIZATION
-            || name == X_API_KEY
-            || name == header::COOKIE
-            // The gateway's own server already answered any `100-continue`.
-            || name == header::EXPECT
+            || matches!(
+                name.as_str(),
+                "host" | "authorization" | "x-api-key" | "cookie"
+                // The gateway's own server already answered any
+                // `100-continue`.
+                | "expect"
+            )
     });
 }
 
@@ -75,34 +65,84 @@ pub fn reuse_rendered<K: PartialEq, V: Clone>(
     })
 }
 
+thread_local! {
+    /// The last `X-RateLimit-*` numbers set on this thread, and their values.
+    static RATE_LIMIT: RefCell<Option<([u64; 3], [HeaderValue; 3])>> = const { RefCell::new(None) };
+}
+
+/// Sets `X-RateLimit-Limit`, `-Remaining` and `-Reset` (Unix seconds),
+/// replacing any there. The same numbers in a row (they change once a
+/// second at most) share their values: no new buffers.
+pub fn set_rate_limit(headers: &mut HeaderMap, limit: u64, remaining: u64, reset: u64) {
+    let [limit, remaining, reset] = reuse_rendered(&RATE_LIMIT, [limit, remaining, reset], |n| {
+        n.map(HeaderValue::from)
+    });
+    // Constant names: a `&str` name is parsed again on every insert.
+    headers.insert(X_RATELIMIT_LIMIT, limit);
+    headers.insert(X_RATELIMIT_REMAINING, remaining);
+    headers.insert(X_RATELIMIT_RESET, reset);
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), plus `Proxy-*`, `Keep-Alive` and
+/// `Upgrade`: one `match` on the name (header names are lowercase).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || name == header::UPGRADE
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
 }
 
 /// Removes every header `drop` picks (`Connection` among them) and every
 /// header `Connection` names.
 ///
-/// One pass over the names present, then a removal for each found: a
-/// lookup per name that might be there cost about 20 hash probes per
-/// proxied request, for maps that mostly hold one or two of them.
+/// One pass over the names present, then a removal for each found, in the
+/// order found (removals reorder what is left, and the order stays as it
+/// always was): a lookup per name that might be there cost about 20 hash
+/// probes per proxied request, for maps that mostly hold one or two of
+/// them. The names `Connection` lists are looked up as written (a `&str`
+/// name is matched without a copy), not made into header names.
 fn strip(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool) {
-    let mut found: Vec<HeaderName> = Vec::new();
+    enum Gone {
+        Name(HeaderName),
+        Listed(HeaderValue),
+    }
+    // On the stack: most maps hold none or one or two of them.
+    let mut gone: SmallVec<[Gone; 4]> = SmallVec::new();
     for (name, value) in headers.iter() {
         if name == header::CONNECTION {
-            // Bytes, not `to_str`: one non-ASCII token must not hide the
-            // names listed beside it.
-            let named = value
-                .as_bytes()
-                .split(|b| *b == b',')
-                .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok());
-            found.extend(named);
+            gone.push(Gone::Listed(value.clone()));
         }
-        if drop(name) && !found.contains(name) {
-            found.push(name.clone());
+        let seen = || gone.iter().any(|g| matches!(g, Gone::Name(n) if n == name));
+        if drop(name) && !seen() {
+            gone.push(Gone::Name(name.clone()));
         }
     }
-    for name in found {
-        headers.remove(name);
+    for gone in gone {
+        match gone {
+            Gone::Name(name) => {
+                headers.remove(name);
+            }
+            // Bytes, not `to_str`: one non-ASCII token must not hide the
+            // names listed beside it. A token that is no header name names
+            // nothing here.
+            Gone::Listed(value) => {
+                for token in value.as_bytes().split(|b| *b == b',') {
+                    if let Ok(name) = std::str::from_utf8(token.trim_ascii()) {
+                        if !name.is_empty() {
+                            headers.remove(name);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -144,7 +184,7 @@ mod tests {
         h.append(header::CONNECTION, HeaderValue::from_static("x-a"));
         h.append(
             header::CONNECTION,
-            HeaderValue::from_bytes(b"x-b, \xff, x-c").unwrap(),
+            HeaderValue::from_bytes(b"x-b, \xff, not a name, ,X-C").unwrap(),
         );
         h.append("x-b", HeaderValue::from_static("2"));
         h.append("x-c", HeaderValue::from_static("3"));

@@ -12,6 +12,7 @@ pub mod headers;
 pub mod hop;
 pub mod path;
 pub mod retry;
+pub mod seen;
 
 use std::time::{Duration, Instant};
 
@@ -123,16 +124,17 @@ impl UpstreamClient {
         headers::sanitize_request(&mut headers);
         headers.insert(http::header::AUTHORIZATION, authorization);
 
-        let verdict = Verdict::default();
-        let body = if axum::body::HttpBody::is_end_stream(&body) {
-            Body::empty()
+        let (body, verdict) = if axum::body::HttpBody::is_end_stream(&body) {
+            (Body::empty(), Verdict::unread())
         } else {
-            Body::from_stream(Guarded::new(
+            let verdict = Verdict::default();
+            let guarded = Guarded::new(
                 body.into_data_stream(),
                 limits.idle,
                 limits.max_bytes,
                 verdict.clone(),
-            ))
+            );
+            (Body::from_stream(guarded), verdict)
         };
         let mut request = http::Request::new(body);
         *request.method_mut() = method;
@@ -154,7 +156,7 @@ impl UpstreamClient {
         let (mut parts, body) = upstream.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
         let idle = Duration::from_millis(self.config.download_idle_timeout_ms);
-        let body = Guarded::new(body.into_data_stream(), idle, u64::MAX, Verdict::default());
+        let body = Guarded::new(body.into_data_stream(), idle, u64::MAX, Verdict::unread());
         parts.extensions.insert(UpstreamLatency(latency));
         Response::from_parts(parts, Body::from_stream(body))
     }

@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use http::uri::{Authority, PathAndQuery, Scheme};
 use percent_encoding::percent_decode_str;
 
 use crate::error::GatewayError;
@@ -43,7 +44,8 @@ impl ApiPath {
     /// # Errors
     /// [`GatewayError::NotFound`] outside `/api/v1/`; [`GatewayError::BadRequest`]
     /// for a segment that decodes to `.` or `..`, contains an encoded `/` or
-    /// `\`, a NUL, or is not valid UTF-8.
+    /// `\`, an encoded NUL or a raw control character, or is not valid
+    /// UTF-8. Other encoded control characters are forwarded encoded.
     pub fn parse(raw: &str) -> Result<Self, GatewayError> {
         let rest = raw.strip_prefix("/api/v1/").ok_or(GatewayError::NotFound)?;
         let segments = rest
@@ -51,6 +53,17 @@ impl ApiPath {
             .map(|segment| check_segment(segment).map(|()| segment.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
         let decoded = decode_path(&segments);
+        // An agent slug never holds a control character upstream, and the
+        // slug travels on to the queue's view, `status` and the ledger:
+        // there, unlike in ids that go no further than the upstream, it is
+        // refused.
+        if let [first, slug, ..] = &*decoded {
+            if &**first == "agents" && slug.chars().any(char::is_control) {
+                return Err(GatewayError::BadRequest(
+                    "Control characters in an agent slug are not allowed",
+                ));
+            }
+        }
         Ok(Self { segments, decoded })
     }
 
@@ -80,6 +93,7 @@ impl ApiPath {
             && matches!(&*self.decoded, [slug, sandbox]
                 if &**sandbox == "sandbox"
                     && !slug.is_empty()
+                    && !slug.chars().any(char::is_control)
                     && !KNOWN_TOP_LEVEL.contains(&&**slug));
         if is_sdk_stop {
             self.segments.insert(0, "agents".to_string());
@@ -117,28 +131,46 @@ pub fn decode_path(segments: &[String]) -> Arc<[Box<str>]> {
         .collect()
 }
 
-/// The upstream base URL as the fast URI build needs it: `scheme://authority`
-/// and the base's own path, without a trailing slash.
+/// The upstream base URL as the fast URI build needs it: its scheme and
+/// authority parsed once, and its own path without a trailing slash.
 #[derive(Clone, Debug)]
 pub struct UpstreamBase {
     url: url::Url,
-    prefix: String,
+    /// `None` only for a base `http::Uri` cannot hold (the slow build then
+    /// says why, per request).
+    origin: Option<(Scheme, Authority)>,
+    path: String,
 }
 
 impl UpstreamBase {
     /// Prepares `base`.
     pub fn new(base: &url::Url) -> Self {
-        let mut prefix = base[..url::Position::BeforePath].to_string();
-        prefix.push_str(base.path().trim_end_matches('/'));
+        let origin = http::Uri::try_from(&base[..url::Position::BeforePath])
+            .ok()
+            .and_then(|uri| {
+                let parts = uri.into_parts();
+                Some((parts.scheme?, parts.authority?))
+            });
         Self {
             url: base.clone(),
-            prefix,
+            origin,
+            path: base.path().trim_end_matches('/').to_string(),
         }
     }
 
     /// The base URL.
     pub fn url(&self) -> &url::Url {
         &self.url
+    }
+
+    /// `path_and_query` on this base's scheme and authority.
+    fn uri(&self, path_and_query: PathAndQuery) -> Option<Result<http::Uri, http::Error>> {
+        let (scheme, authority) = self.origin.as_ref()?;
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(scheme.clone());
+        parts.authority = Some(authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Some(http::Uri::from_parts(parts).map_err(http::Error::from))
     }
 }
 
@@ -154,25 +186,70 @@ impl ApiPath {
         &self,
         base: &UpstreamBase,
         query: Option<&str>,
-    ) -> Result<http::Uri, http::uri::InvalidUri> {
-        let in_path = |s: &String| s.bytes().all(|b| b != b'?' && kept_by_url(b));
-        let in_query = |q: &str| q.bytes().all(kept_by_url);
-        if !(self.segments.iter().all(in_path) && query.is_none_or(in_query)) {
-            return http::Uri::try_from(self.to_upstream_url(&base.url, query).as_str());
+    ) -> Result<http::Uri, http::Error> {
+        if !self.kept_by_url(query) {
+            return self.through_url(base, query);
         }
-        let len = base.prefix.len() + 8 + self.segments.iter().map(|s| s.len() + 1).sum::<usize>();
-        let mut uri = String::with_capacity(len + query.map_or(0, |q| q.len() + 1));
-        uri.push_str(&base.prefix);
-        uri.push_str("/api/v1");
+        let len = base.path.len() + 8 + self.segments.iter().map(|s| s.len() + 1).sum::<usize>();
+        let mut target = String::with_capacity(len + query.map_or(0, |q| q.len() + 1));
+        target.push_str(&base.path);
+        target.push_str("/api/v1");
         for segment in &self.segments {
-            uri.push('/');
-            uri.push_str(segment);
+            target.push('/');
+            target.push_str(segment);
         }
         if let Some(query) = query {
-            uri.push('?');
-            uri.push_str(query);
+            target.push('?');
+            target.push_str(query);
         }
-        http::Uri::try_from(uri)
+        let path_and_query = PathAndQuery::try_from(target)?;
+        match base.uri(path_and_query) {
+            Some(uri) => uri,
+            None => self.through_url(base, query),
+        }
+    }
+
+    /// [`to_upstream_uri`](Self::to_upstream_uri) for the request whose
+    /// target was `sent` (the one this path was parsed from): when the
+    /// upstream's path and query are the ones sent (a base without a path
+    /// of its own, no SDK stop rewrite, nothing `url` would change), the
+    /// sent ones are reused as they are, without a new string or parse.
+    ///
+    /// # Errors
+    /// As [`to_upstream_uri`](Self::to_upstream_uri).
+    pub fn upstream_uri_for(
+        &self,
+        base: &UpstreamBase,
+        sent: &http::Uri,
+    ) -> Result<http::Uri, http::Error> {
+        let query = sent.query();
+        let unchanged = base.path.is_empty()
+            // The rewrite only ever adds a segment: the same length is the
+            // same segments.
+            && sent.path().len()
+                == "/api/v1".len() + self.segments.iter().map(|s| s.len() + 1).sum::<usize>()
+            && self.kept_by_url(query);
+        let reused = match sent.path_and_query() {
+            Some(path_and_query) if unchanged => base.uri(path_and_query.clone()),
+            _ => None,
+        };
+        reused.unwrap_or_else(|| self.to_upstream_uri(base, query))
+    }
+
+    /// Whether `url` leaves every segment and `query` as they are.
+    fn kept_by_url(&self, query: Option<&str>) -> bool {
+        let in_path = |s: &String| s.bytes().all(|b| b != b'?' && kept_by_url(b));
+        let in_query = |q: &str| q.bytes().all(kept_by_url);
+        self.segments.iter().all(in_path) && query.is_none_or(in_query)
+    }
+
+    fn through_url(
+        &self,
+        base: &UpstreamBase,
+        query: Option<&str>,
+    ) -> Result<http::Uri, http::Error> {
+        let url = self.to_upstream_url(&base.url, query);
+        Ok(http::Uri::try_from(url.as_str())?)
     }
 }
 
@@ -226,10 +303,21 @@ fn check_segment(segment: &str) -> Result<(), GatewayError> {
         ));
     }
     // A raw tab, CR or LF would be dropped by the URL builder, turning
-    // `.<TAB>.` into `..` after this check: no control characters at all.
-    if decoded.chars().any(char::is_control) {
+    // `.<TAB>.` into `..` after this check: no raw control characters (the
+    // HTTP parser refuses them first). Encoded ones are forwarded as sent,
+    // still encoded: the upstream takes such ids in bodies (a session id
+    // `s\u{85}x` is listed), so refusing them here left a session that
+    // could be made but not deleted through the gateway. They cannot change
+    // the path's shape, and logs show the path encoded. A NUL stays refused:
+    // no stored id holds one, and it truncates in C-string tools.
+    if segment.chars().any(char::is_control) {
         return Err(GatewayError::BadRequest(
-            "Control characters in a path segment are not allowed",
+            "Raw control characters in a path segment are not allowed; percent-encode them",
+        ));
+    }
+    if decoded.contains('\0') {
+        return Err(GatewayError::BadRequest(
+            "An encoded NUL (%00) in a path segment is not allowed",
         ));
     }
     Ok(())
@@ -241,6 +329,44 @@ mod tests {
 
     fn base() -> url::Url {
         url::Url::parse("http://127.0.0.1:9/").unwrap()
+    }
+
+    #[test]
+    fn the_sent_target_is_reused_only_when_it_is_the_upstream_one() {
+        let bases = [
+            "http://127.0.0.1:9/",
+            "https://up.example/base/",
+            "http://[::1]:8/",
+        ];
+        let targets = [
+            "/api/v1/agents/a/invoke",
+            "/api/v1/agents?limit=5&tags=a,b",
+            "/api/v1/agents/x/secrets/MY%20KEY?q=x%20y",
+            "/api/v1/my-agent/sandbox",
+            "/api/v1/agents/%C3%A9t%C3%A9",
+            "/api/v1/files/a%7Cb?x=%7B%7D&y=%22z%22&w={}",
+            "/api/v1/agents?",
+        ];
+        for base in bases {
+            let base = UpstreamBase::new(&url::Url::parse(base).unwrap());
+            for target in targets {
+                let sent: http::Uri = target.parse().unwrap();
+                let mut path = ApiPath::parse(sent.path()).unwrap();
+                path.rewrite_sdk_stop(&http::Method::DELETE);
+                let reused = path.upstream_uri_for(&base, &sent).unwrap();
+                let built = path.to_upstream_uri(&base, sent.query()).unwrap();
+                let url = path.to_upstream_url(base.url(), sent.query());
+                assert_eq!(reused, built, "{target} on {}", base.url());
+                assert_eq!(reused.to_string(), url.as_str(), "{target}");
+            }
+        }
+        // The rewrite is seen: the stop goes to the documented route.
+        let base = UpstreamBase::new(&base());
+        let sent: http::Uri = "/api/v1/my-agent/sandbox".parse().unwrap();
+        let mut path = ApiPath::parse(sent.path()).unwrap();
+        path.rewrite_sdk_stop(&http::Method::DELETE);
+        let uri = path.upstream_uri_for(&base, &sent).unwrap();
+        assert_eq!(uri.path(), "/api/v1/agents/my-agent/sandbox");
     }
 
     #[test]
@@ -311,6 +437,32 @@ mod tests {
             let err = ApiPath::parse(raw).unwrap_err();
             assert_eq!(err.status(), 400, "{raw}");
         }
+    }
+
+    #[test]
+    fn forwards_encoded_control_characters_encoded() {
+        let base = base();
+        for (raw, decoded) in [
+            ("/api/v1/agents/a/sessions/s%C2%85x", "s\u{85}x"),
+            ("/api/v1/agents/a/sessions/s%09x", "s\tx"),
+            ("/api/v1/agents/a/sessions/%0d%0a", "\r\n"),
+        ] {
+            let path = ApiPath::parse(raw).unwrap();
+            assert_eq!(&*path.decoded()[3], decoded);
+            assert_eq!(path.to_upstream_url(&base, None).path(), raw);
+        }
+        for raw in [
+            "/api/v1/agents/a\tb",
+            "/api/v1/agents/a\u{85}b",
+            // A slug goes on to the queue's view, `status` and the ledger.
+            "/api/v1/agents/%1B%5D0%3Bx%07/invoke",
+            "/api/v1/agents/a%C2%85",
+        ] {
+            assert_eq!(ApiPath::parse(raw).unwrap_err().status(), 400, "{raw:?}");
+        }
+        let mut stop = ApiPath::parse("/api/v1/a%1Bb/sandbox").unwrap();
+        stop.rewrite_sdk_stop(&http::Method::DELETE);
+        assert_eq!(stop.agent(), None, "not rewritten into an agent route");
     }
 
     #[test]

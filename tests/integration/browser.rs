@@ -20,6 +20,11 @@ use crate::support::*;
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
+/// How long any one step may take to show on the page. Generous: the
+/// whole suite runs beside Chromium on two cores, and a step that is
+/// ready returns at once.
+const STEP: Duration = Duration::from_secs(30);
+
 /// A chromedriver on a loopback port and one headless Chromium session.
 struct Browser {
     client: Client,
@@ -64,7 +69,7 @@ impl Browser {
         });
         let capabilities = capabilities.as_object().unwrap().clone();
         let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         let client = loop {
             let connector = hyper_util::client::legacy::connect::HttpConnector::new();
             match ClientBuilder::new(connector)
@@ -89,7 +94,10 @@ impl Browser {
 
     /// Runs `script` (a function body) and returns its value.
     async fn js(&self, script: &str) -> Value {
-        self.client.execute(script, Vec::new()).await.unwrap()
+        match self.client.execute(script, Vec::new()).await {
+            Ok(value) => value,
+            Err(error) => panic!("the browser could not run `{script}`: {error}"),
+        }
     }
 
     /// Waits until `script` returns `true`.
@@ -110,16 +118,37 @@ impl Browser {
         }
     }
 
-    /// Clicks the element at `selector`.
+    /// Clicks the element at `selector`. A click the browser cannot make
+    /// yet (the element re-drawn, covered or still opening) is tried again
+    /// until `STEP` has passed.
     async fn click(&self, selector: &str) {
-        let element = self.client.find(Locator::Css(selector)).await.unwrap();
-        element.click().await.unwrap();
+        let deadline = Instant::now() + STEP;
+        loop {
+            let error = match self.client.find(Locator::Css(selector)).await {
+                Ok(element) => match element.click().await {
+                    Ok(_) => return,
+                    Err(error) => error,
+                },
+                Err(error) => error,
+            };
+            if Instant::now() > deadline {
+                panic!("could not click {selector}: {error}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Types `key` into the login form and submits it.
     async fn log_in(&self, key: &str) {
-        let field = self.client.find(Locator::Css("#login-key")).await.unwrap();
-        field.send_keys(key).await.unwrap();
+        let field = self
+            .client
+            .find(Locator::Css("#login-key"))
+            .await
+            .expect("the login form's key field");
+        field
+            .send_keys(key)
+            .await
+            .expect("typing into the login form");
         self.click("#login-submit").await;
     }
 
@@ -138,7 +167,11 @@ impl Browser {
 
     /// Browser console entries at level SEVERE since the last call.
     async fn console_errors(&self) -> Vec<String> {
-        let logs = self.client.issue_cmd(BrowserLog).await.unwrap();
+        let logs = self
+            .client
+            .issue_cmd(BrowserLog)
+            .await
+            .expect("reading the browser's console log");
         logs.as_array()
             .map(|entries| {
                 entries
@@ -257,7 +290,7 @@ async fn the_page_shows_live_budget_and_queue_in_a_real_browser() {
     browser.client.goto(&gw.url("/")).await.unwrap();
     browser
         .until(
-            Duration::from_secs(10),
+            STEP,
             "the stream",
             "return document.getElementById('conn').textContent === 'live'",
         )
@@ -265,7 +298,7 @@ async fn the_page_shows_live_budget_and_queue_in_a_real_browser() {
     let crud = r#"[data-lane="default/crud"] .used"#;
     browser
         .until(
-            Duration::from_secs(5),
+            STEP,
             "the CRUD figure",
             &format!(
                 "return /^\\d+$/.test(document.querySelector({}).textContent)",
@@ -289,7 +322,7 @@ async fn the_page_shows_live_budget_and_queue_in_a_real_browser() {
     }
     browser
         .until(
-            Duration::from_secs(5),
+            STEP,
             "the CRUD figure to count the sends",
             &format!(
                 "return Number(document.querySelector({}).textContent) >= {}",
@@ -325,7 +358,7 @@ async fn the_page_shows_live_budget_and_queue_in_a_real_browser() {
         .collect();
     browser
         .until(
-            Duration::from_secs(5),
+            STEP,
             "two waiters",
             "return document.querySelectorAll('#queue-body tr').length === 2",
         )
@@ -354,7 +387,7 @@ async fn the_page_shows_live_budget_and_queue_in_a_real_browser() {
     browser.client.set_window_size(1280, 900).await.unwrap();
     browser
         .until(
-            Duration::from_secs(10),
+            STEP,
             "the waiters to leave",
             "return document.querySelectorAll('#queue-body tr').length === 0",
         )
@@ -402,7 +435,7 @@ async fn keyboard_reaches_an_action_and_its_confirm_step(browser: &Browser) {
     focused.send_keys("\u{E007}").await.unwrap(); // Enter
     browser
         .until(
-            Duration::from_secs(3),
+            STEP,
             "the confirm step",
             "return document.getElementById('confirm').open",
         )
@@ -411,7 +444,7 @@ async fn keyboard_reaches_an_action_and_its_confirm_step(browser: &Browser) {
     confirm.send_keys("\u{E00C}").await.unwrap(); // Escape
     browser
         .until(
-            Duration::from_secs(3),
+            STEP,
             "the confirm step to close",
             "return !document.getElementById('confirm').open",
         )
@@ -431,7 +464,7 @@ async fn keys_mode_login_an_action_and_logout_in_a_real_browser() {
     browser.client.goto(&gw.url("/")).await.unwrap();
     browser
         .until(
-            Duration::from_secs(10),
+            STEP,
             "the login form",
             "return !document.getElementById('login').hidden",
         )
@@ -450,7 +483,7 @@ async fn keys_mode_login_an_action_and_logout_in_a_real_browser() {
     browser.log_in("not-the-key").await;
     browser
         .until(
-            Duration::from_secs(5),
+            STEP,
             "the login error",
             "return document.getElementById('login-error').textContent.length > 0",
         )
@@ -472,7 +505,7 @@ async fn keys_mode_login_an_action_and_logout_in_a_real_browser() {
     browser.log_in(ADMIN_KEY).await;
     browser
         .until(
-            Duration::from_secs(10),
+            STEP,
             "the dashboard",
             "return document.getElementById('conn').textContent === 'live'",
         )
@@ -483,7 +516,7 @@ async fn keys_mode_login_an_action_and_logout_in_a_real_browser() {
     let row = format!(r#"tr[data-key-id="{id}"]"#);
     browser
         .until(
-            Duration::from_secs(5),
+            STEP,
             "the key's row",
             &format!("return !!document.querySelector({})", json!(row)),
         )
@@ -496,7 +529,7 @@ async fn keys_mode_login_an_action_and_logout_in_a_real_browser() {
     browser.click(&format!("{row} button.revoke")).await;
     browser
         .until(
-            Duration::from_secs(5),
+            STEP,
             "the confirm step",
             "return document.getElementById('confirm').open",
         )
@@ -510,9 +543,10 @@ async fn keys_mode_login_an_action_and_logout_in_a_real_browser() {
     browser.click("#confirm-ok").await;
     browser
         .until(
-            Duration::from_secs(5),
+            STEP,
             "the outcome",
-            "return document.getElementById('action-result').textContent.length > 0",
+            // "Working…" shows while the request is out; wait for its answer.
+            "return document.getElementById('action-result').textContent.startsWith('Revoked key')",
         )
         .await;
     assert_eq!(
@@ -525,7 +559,7 @@ async fn keys_mode_login_an_action_and_logout_in_a_real_browser() {
     browser.click("#logout").await;
     browser
         .until(
-            Duration::from_secs(5),
+            STEP,
             "the login form again",
             "return !document.getElementById('login').hidden",
         )

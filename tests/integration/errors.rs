@@ -12,8 +12,13 @@ async fn expect_error(response: reqwest::Response, status: u16, code: &str) -> V
     assert_eq!(response.headers()["content-type"], "application/json");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], code, "{body}");
+    // The SDK shows `detail` only: it names the code for the README.
+    let suffix = format!(" (code: {code})");
     assert!(
-        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        body["detail"]
+            .as_str()
+            .and_then(|d| d.strip_suffix(&suffix))
+            .is_some_and(|d| !d.is_empty()),
         "{body}"
     );
     let text = body.to_string();

@@ -73,6 +73,23 @@ impl Broker {
             .unwrap()
     }
 
+    /// Key `id`'s line in `/admin/usage`'s totals (`Null` when it has none).
+    pub async fn usage_total(&self, id: &str) -> Value {
+        let usage: Value = self
+            .admin(reqwest::Method::GET, "/admin/usage")
+            .await
+            .json()
+            .await
+            .unwrap();
+        usage["totals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["key_id"] == id)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
     pub async fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::Response {
         client()
             .request(method, self.gw.url(path))
@@ -109,7 +126,7 @@ pub async fn get(gw: &TestGateway, key: &str, path: &str) -> (u16, Value) {
     call(gw, Some(key), reqwest::Method::GET, path, None).await
 }
 
-async fn make_agent(gw: &TestGateway, key: &str, slug: &str) {
+pub async fn make_agent(gw: &TestGateway, key: &str, slug: &str) {
     let (status, body) = call(
         gw,
         Some(key),
@@ -387,19 +404,7 @@ async fn budgets_hold_under_concurrent_invocations() {
 
     // The ledger's cost equals the upstream's, to the last digit, and the
     // budget is exceeded by less than one invocation's cost.
-    let usage: Value = b
-        .admin(reqwest::Method::GET, "/admin/usage")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = info["id"].as_str().unwrap();
-    let total = usage["totals"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["key_id"] == id)
-        .unwrap();
+    let total = b.usage_total(info["id"].as_str().unwrap()).await;
     let spent: Decimal = total["cost_usd"].as_str().unwrap().parse().unwrap();
     let one: Decimal = "0.000171".parse().unwrap();
     assert_eq!(spent, one * Decimal::from(5 + ok as u64));

@@ -72,7 +72,12 @@ async fn safe_routes_are_retried_on_502_503_504_and_broken_connections() {
 #[tokio::test]
 async fn side_effects_are_never_sent_twice() {
     let sim = sim().await;
-    let gw = TestGateway::start_with(&sim.url(), |c| c.breaker.enabled = false).await;
+    let gw = TestGateway::start_with(&sim.url(), |c| {
+        c.breaker.enabled = false;
+        // `POST /api-keys` is among the cases: open mode refuses it by default.
+        c.auth.open_mode_credential_routes = true;
+    })
+    .await;
     let slug = create_agent(&gw, "once").await;
     client()
         .post(gw.url(&format!("/api/v1/agents/{slug}/deploy")))

@@ -198,7 +198,11 @@ async fn over_budget_is_refused_at_once_with_the_gateways_view() {
     assert_eq!(body["code"], "rate_limited");
     assert_eq!(
         body["detail"],
-        format!("Rate limit exceeded. Try again in {retry_after} seconds.")
+        format!(
+            "Rate limit exceeded: the account's CRUD budget at Castari is spent for longer than \
+             this request may wait (shaper.crud_max_wait_ms, or its own Prefer: wait=N header). \
+             Try again in {retry_after} seconds (code: rate_limited)"
+        )
     );
     assert_eq!(seen(&sim).await.len(), 2, "the refused request never left");
 }

