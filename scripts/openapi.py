@@ -1592,7 +1592,7 @@ add(f"{A}/files/confirm-upload", "post", api_op(
     description="400 when the hash does not match the bytes uploaded (or none were); 404 for an unknown `file_id`."))
 add(f"{A}/files/{{id}}", "get", api_op(
     "getFile", "Get a file's metadata", {"200": ok(sref("ManagedFile"), cached=True)}, errors=["404"], params=["fileId"], cached=True,
-    description="`GET /files/usage` is its own route, matched first; `upload-url` and `confirm-upload` are no file ids either."))
+    description="`GET /files/usage` is its own route, matched first. `GET /files/upload-url` and `GET /files/confirm-upload` come here with that word as the id, a 404 (Starlette takes the first route whose path and method both match); so do `PATCH` and `DELETE` on all three words."))
 add(f"{A}/files/{{id}}", "patch", api_op(
     "updateFile", "Update a file's description or tags", {"200": ok(sref("ManagedFile"))}, errors=["404", "422"],
     params=["fileId"], body=json_body(sref("FileUpdate"))))

@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 
 pub use invoke::FAIL_MARKER;
@@ -82,7 +82,10 @@ pub(crate) fn router(sim: Arc<Shared>) -> Router {
             "/api/v1/agents/{slug}/files",
             get(agent_files::list).post(agent_files::attach),
         )
-        .route("/api/v1/agents/{slug}/files/sync", post(agent_files::sync))
+        .route(
+            "/api/v1/agents/{slug}/files/sync",
+            as_attached_file_id("sync").post(agent_files::sync),
+        )
         .route(
             "/api/v1/agents/{slug}/files/{file_id}",
             delete(agent_files::detach),
@@ -106,9 +109,18 @@ pub(crate) fn router(sim: Arc<Shared>) -> Router {
         )
         .route("/api/v1/buckets/{slug}/files", get(buckets::files))
         .route("/api/v1/files", get(files::list).post(files::upload))
-        .route("/api/v1/files/usage", get(files::usage))
-        .route("/api/v1/files/upload-url", post(files::upload_url))
-        .route("/api/v1/files/confirm-upload", post(files::confirm))
+        .route(
+            "/api/v1/files/usage",
+            as_file_id("usage", Method::GET).get(files::usage),
+        )
+        .route(
+            "/api/v1/files/upload-url",
+            as_file_id("upload-url", Method::POST).post(files::upload_url),
+        )
+        .route(
+            "/api/v1/files/confirm-upload",
+            as_file_id("confirm-upload", Method::POST).post(files::confirm),
+        )
         .route(
             "/api/v1/files/{id}",
             get(files::get).patch(files::patch).delete(files::delete),
@@ -133,6 +145,38 @@ pub(crate) fn router(sim: Arc<Shared>) -> Router {
     api.merge(sim_routes)
         .layer(DefaultBodyLimit::disable())
         .with_state(sim)
+}
+
+/// What `/files/{id}` answers with `word` as the id, for each of its
+/// methods but `taken` (the static route's own).
+///
+/// Starlette takes the first route whose path *and* method match, and
+/// answers 405 only when no route does: `GET /files/upload-url` goes on to
+/// `GET /files/{id}` and is a 404 (no such file). axum stops at the static
+/// route, so its missing methods are spelled out here (outside the
+/// `.route(..)` calls: they are the `{id}` route's operations, and
+/// `tests/openapi.rs` reads the served operations from those calls).
+fn as_file_id(word: &'static str, taken: Method) -> MethodRouter<Arc<Shared>> {
+    let id = move || Seg(word.to_owned());
+    let mut router = MethodRouter::new();
+    if taken != Method::GET {
+        router = router.get(move |state| files::get(state, id()));
+    }
+    if taken != Method::PATCH {
+        router = router.patch(move |state, body| files::patch(state, id(), body));
+    }
+    if taken != Method::DELETE {
+        router = router.delete(move |state| files::delete(state, id()));
+    }
+    router
+}
+
+/// `DELETE /agents/{slug}/files/{file_id}` with `word` as the file id: see
+/// [`as_file_id`].
+fn as_attached_file_id(word: &'static str) -> MethodRouter<Arc<Shared>> {
+    MethodRouter::new().delete(move |state, Seg(slug): Seg<String>| {
+        agent_files::detach(state, Seg((slug, word.to_owned())))
+    })
 }
 
 async fn not_found() -> Response {

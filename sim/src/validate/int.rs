@@ -306,6 +306,16 @@ mod tests {
             kind(json!(1e23), Some("100000000000000000000000")),
             "100000000000000000000000"
         );
+        // Whole-number floats are read exactly as Python's `json` reads
+        // them (correctly rounded), then taken as ints.
+        for (text, int) in [
+            ("1876117744596165.0", "1876117744596165"),
+            ("12345678901234567.0", "12345678901234568"),
+            ("9007199254740993.0", "9007199254740992"),
+        ] {
+            let value: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(kind(value, Some(text)), int, "{text}");
+        }
         assert_eq!(kind(json!("12"), None), "12");
         assert_eq!(kind(json!(true), None), "1");
         assert_eq!(kind(json!([1]), None), "int_type");

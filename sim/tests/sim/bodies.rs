@@ -89,6 +89,19 @@ async fn integers_read_like_pydantic_v2() {
         ),
         (200, Some(300), Some(4))
     );
+    // A whole-number float is read correctly rounded, as Python's `json`
+    // reads it; serde_json's default was a unit off in the last place for
+    // this one, and it was refused as `int_from_float`.
+    let (s, _, text) = raw(
+        &sim,
+        Method::PATCH,
+        "/agents/one",
+        Some("application/json"),
+        br#"{"max_turns": 1876117744596165.0}"#,
+    )
+    .await;
+    assert_eq!(s, 200, "{text}");
+    assert!(text.contains(r#""max_turns":1876117744596165"#), "{text}");
 }
 
 /// S5: half a key pair names the missing half.
@@ -240,4 +253,42 @@ async fn an_empty_secret_key_is_refused() {
     let body = json!({"key": "K", "value": ""});
     let (s, _, _) = call(&sim, Method::POST, "/agents/keys/secrets", Some(body)).await;
     assert!(s == 200 || s == 204);
+}
+
+/// Starlette routes a request to the first route whose path and method
+/// both match: a method the static `/files/usage`, `/files/upload-url`,
+/// `/files/confirm-upload` and `/agents/{slug}/files/sync` lack goes on to
+/// the `{id}` route beside them, with the word as the id (a 404), not 405.
+#[tokio::test]
+async fn static_routes_fall_through_to_their_id_route() {
+    let sim = sim().await;
+    agent(&sim, json!({"name": "Syncer"})).await;
+    let file = |s: StatusCode, b: Value| (s.as_u16(), b);
+    for (method, path, body) in [
+        (Method::GET, "/files/upload-url", None),
+        (Method::GET, "/files/confirm-upload", None),
+        (Method::PATCH, "/files/usage", Some(json!({"tags": ["a"]}))),
+        (Method::PATCH, "/files/upload-url", Some(json!({}))),
+        (Method::DELETE, "/files/usage", None),
+        (Method::DELETE, "/files/confirm-upload", None),
+    ] {
+        let (s, _, b) = call(&sim, method.clone(), path, body).await;
+        let not_found = (404, json!({"detail": "File not found"}));
+        assert_eq!(file(s, b), not_found, "{method} {path}");
+    }
+    // The `{id}` route's own checks come first, as for any id.
+    let (s, _, b) = call(&sim, Method::PATCH, "/files/usage", None).await;
+    assert_eq!((s.as_u16(), types(&b)), (422, vec!["missing"]));
+    let (s, _, b) = call(&sim, Method::DELETE, "/agents/syncer/files/sync", None).await;
+    let detached = (s.as_u16(), b);
+    let not_attached = json!({"detail": "File not attached to this agent"});
+    assert_eq!(detached, (404, not_attached));
+    // No route has the method: 405 as before.
+    for (method, path) in [
+        (Method::POST, "/files/usage"),
+        (Method::PUT, "/files/upload-url"),
+    ] {
+        let (s, _, _) = call(&sim, method.clone(), path, None).await;
+        assert_eq!(s, 405, "{method} {path}");
+    }
 }
