@@ -25,16 +25,33 @@ pub(super) async fn json_body<T: serde::de::DeserializeOwned>(
             ),
         )
     })?;
-    serde_json::from_slice(&bytes.to_bytes()).map_err(|e| {
+    parse(&bytes.to_bytes()).map_err(|problem| {
         error_response(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_body",
             &format!(
-                "The request body is not the JSON this endpoint takes ({e}); correct it (the \
-                 README's Endpoints table lists the fields) and send it again"
+                "The request body is not the JSON this endpoint takes ({problem}); correct it \
+                 (the README's Endpoints table lists the fields) and send it again"
             ),
         )
     })
+}
+
+/// `bytes` as one JSON value of type `T`, or what is wrong with it, led by
+/// the field it is in (`rate: "1/9000h": the window must be ...`) when the
+/// problem is inside one.
+fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut json).map_err(|error| {
+        let field = error.path().to_string();
+        match field.as_str() {
+            "." => error.into_inner().to_string(),
+            _ => format!("{field}: {}", error.into_inner()),
+        }
+    })?;
+    // Nothing but whitespace after the value, as `from_slice` checks.
+    json.end().map_err(|error| error.to_string())?;
+    Ok(value)
 }
 
 /// `response` with `Cache-Control: no-store`: it carries admin data.
@@ -43,4 +60,30 @@ pub(super) fn no_store(mut response: Response) -> Response {
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Create {
+        #[allow(dead_code)]
+        rate: Option<crate::config::Rate>,
+    }
+
+    #[test]
+    fn a_problem_inside_a_field_names_the_field() {
+        let error = parse::<Create>(br#"{"rate": "1/9000h"}"#).unwrap_err();
+        assert!(
+            error.starts_with(r#"rate: "1/9000h": the window must be at most a year"#),
+            "{error}"
+        );
+        let error = parse::<Create>(br#"{"rote": 1}"#).unwrap_err();
+        assert!(error.starts_with("rote: unknown field `rote`"), "{error}");
+        let error = parse::<Create>(br#"{"rate": null} x"#).unwrap_err();
+        assert!(error.starts_with("trailing characters"), "{error}");
+        assert!(parse::<Create>(br#" {"rate": "5/min"} "#).is_ok());
+    }
 }

@@ -333,8 +333,8 @@ fn regression_key_expires_over_100_years() {
 
 /// Fixed: a key `rate` window over 584 years made governor panic when the
 /// key ring built the key's limiter (a 500, and every later request). Now
-/// a window over a year (8760h) is not a rate: 422 `invalid_body` quoting
-/// it, nothing stored, and the keys keep working; a year is a key.
+/// a window over a year (8760h) is not a rate: 422 `invalid_body` naming
+/// the field and quoting it, nothing stored, and the keys keep working; a year is a key.
 #[test]
 fn regression_key_rate_window_over_a_year() {
     let gateway = Gateway::new(true);
@@ -350,8 +350,8 @@ fn regression_key_rate_window_over_a_year() {
             "invalid_body",
         );
         assert!(
-            detail.contains(rate) && detail.contains("8760h"),
-            "{detail}"
+            detail.contains(&format!("(rate: \"{rate}\"")) && detail.contains("8760h"),
+            "names the field and quotes the value: {detail}"
         );
         let answer = gateway.send(use_key(TOKEN)).unwrap();
         assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
