@@ -216,14 +216,6 @@ rm -f "$OUT_DIR"/raw/cache-*.txt
 cp "${SIZE_FILE[1k]}" "$RUN/www${SIZE_PATH[1k]}"
 cp "${SIZE_FILE[20k]}" "$RUN/www${SIZE_PATH[20k]}"
 chmod -R a+rX "$RUN/www"
-NGINX_BUILD=$(nginx -V 2>&1)
-{
-    echo "client_body_temp_path $RUN/tmp-body;"
-    echo "proxy_temp_path $RUN/tmp-proxy;"
-    for m in fastcgi uwsgi scgi; do
-        [[ $NGINX_BUILD == *--without-http_${m}_module* ]] || echo "${m}_temp_path $RUN/tmp-$m;"
-    done
-} >"$RUN/common-http.conf"
 # The upstream config serves the 1 KiB pass-through path; add the cache paths.
 sed 's|location = /api/v1/agents/bench {|location /api/v1/buckets/ {\n        }\n\n        location = /api/v1/agents/bench {|' \
     "$BENCH_DIR/nginx/upstream.conf" >"$RUN/upstream-template.conf"

@@ -65,14 +65,6 @@ declare -A PORT MASTER WORKER CMD
 mkdir -p "$RUN/www${BENCH_PATH%/*}"
 cp "$BENCH_DIR/payload.json" "$RUN/www$BENCH_PATH"
 chmod -R a+rX "$RUN/www"
-NGINX_BUILD=$(nginx -V 2>&1)
-{
-    echo "client_body_temp_path $RUN/tmp-body;"
-    echo "proxy_temp_path $RUN/tmp-proxy;"
-    for m in fastcgi uwsgi scgi; do
-        [[ $NGINX_BUILD == *--without-http_${m}_module* ]] || echo "${m}_temp_path $RUN/tmp-$m;"
-    done
-} >"$RUN/common-http.conf"
 start_nginx upstream "$BENCH_DIR/nginx/upstream.conf"
 wait_http upstream "${WORKER[upstream]}" "http://127.0.0.1:${PORT[upstream]}/healthz"
 

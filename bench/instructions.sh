@@ -65,14 +65,6 @@ mkdir -p "$RUN/www/api/v1/agents"
 cp "$BENCH_DIR/payload.json" "$RUN/www/api/v1/agents/bench"
 chmod -R a+rX "$RUN/www"
 # Temp paths inside the run dir, not the distribution's /var/lib/nginx.
-NGINX_BUILD=$(nginx -V 2>&1)
-{
-    echo "client_body_temp_path $RUN/tmp-body;"
-    echo "proxy_temp_path $RUN/tmp-proxy;"
-    for m in fastcgi uwsgi scgi; do
-        [[ $NGINX_BUILD == *--without-http_${m}_module* ]] || echo "${m}_temp_path $RUN/tmp-$m;"
-    done
-} >"$RUN/common-http.conf"
 # The upstream on the load core: the proxy under Valgrind has a core of its own.
 SERVER_CPU=$LOAD_CPU start_nginx upstream "$BENCH_DIR/nginx/upstream.conf"
 UPSTREAM=http://127.0.0.1:${PORT[upstream]}

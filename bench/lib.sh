@@ -161,9 +161,24 @@ fill() { # template -> stdout, with @KEY@ replaced by the given KEY=value pairs
     sed "${args[@]}" "$template"
 }
 
+nginx_common() { # writes $RUN/common-http.conf once: every nginx's temp paths under $RUN
+    [[ -f $RUN/common-http.conf ]] && return
+    local build m
+    build=$(nginx -V 2>&1)
+    {
+        echo "client_body_temp_path $RUN/tmp-body;"
+        echo "proxy_temp_path $RUN/tmp-proxy;"
+        # A module built out has no directive for its temp path.
+        for m in fastcgi uwsgi scgi; do
+            [[ $build == *--without-http_${m}_module* ]] || echo "${m}_temp_path $RUN/tmp-$m;"
+        done
+    } >"$RUN/common-http.conf"
+}
+
 start_nginx() { # name template [extra KEY=value...]
     local name=$1 template=$2 port master worker i
     shift 2
+    nginx_common
     port=$(free_port)
     mkdir -p "$RUN/$name"
     fill "$template" "RUN=$RUN" "PORT=$port" "API_KEY=$API_KEY" "$@" >"$RUN/$name.conf"

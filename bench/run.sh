@@ -289,14 +289,6 @@ cp "$PAYLOAD" "$RUN/www$BENCH_PATH"
 chmod -R a+rX "$RUN/www"
 
 # Temp paths inside the run dir, not the distribution's /var/lib/nginx.
-NGINX_BUILD=$(nginx -V 2>&1)
-{
-    echo "client_body_temp_path $RUN/tmp-body;"
-    echo "proxy_temp_path $RUN/tmp-proxy;"
-    for m in fastcgi uwsgi scgi; do
-        [[ $NGINX_BUILD == *--without-http_${m}_module* ]] || echo "${m}_temp_path $RUN/tmp-$m;"
-    done
-} >"$RUN/common-http.conf"
 
 BUSY=$(busy_pct)
 ((BUSY > 10)) && log "warning: the machine was ${BUSY}% busy before the run; numbers will be noisy"

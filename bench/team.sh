@@ -94,14 +94,6 @@ trap 'exit 143' TERM
 declare -A PORT MASTER WORKER CMD
 
 # Temp paths inside the run dir, not the distribution's /var/lib/nginx.
-NGINX_BUILD=$(nginx -V 2>&1)
-{
-    echo "client_body_temp_path $RUN/tmp-body;"
-    echo "proxy_temp_path $RUN/tmp-proxy;"
-    for m in fastcgi uwsgi scgi; do
-        [[ $NGINX_BUILD == *--without-http_${m}_module* ]] || echo "${m}_temp_path $RUN/tmp-$m;"
-    done
-} >"$RUN/common-http.conf"
 
 # Stops every process started since PIDS had $1 entries, and forgets them.
 stop_since() {
