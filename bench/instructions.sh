@@ -64,7 +64,6 @@ declare -A PORT MASTER WORKER CMD
 mkdir -p "$RUN/www/api/v1/agents"
 cp "$BENCH_DIR/payload.json" "$RUN/www/api/v1/agents/bench"
 chmod -R a+rX "$RUN/www"
-# Temp paths inside the run dir, not the distribution's /var/lib/nginx.
 # The upstream on the load core: the proxy under Valgrind has a core of its own.
 SERVER_CPU=$LOAD_CPU start_nginx upstream "$BENCH_DIR/nginx/upstream.conf"
 UPSTREAM=http://127.0.0.1:${PORT[upstream]}

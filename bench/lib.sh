@@ -161,7 +161,7 @@ fill() { # template -> stdout, with @KEY@ replaced by the given KEY=value pairs
     sed "${args[@]}" "$template"
 }
 
-nginx_common() { # writes $RUN/common-http.conf once: every nginx's temp paths under $RUN
+nginx_common() { # writes $RUN/common-http.conf once: temp paths inside the run dir, not the distribution's /var/lib/nginx
     [[ -f $RUN/common-http.conf ]] && return
     local build m
     build=$(nginx -V 2>&1)

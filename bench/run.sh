@@ -288,8 +288,6 @@ mkdir -p "$RUN/www${BENCH_PATH%/*}"
 cp "$PAYLOAD" "$RUN/www$BENCH_PATH"
 chmod -R a+rX "$RUN/www"
 
-# Temp paths inside the run dir, not the distribution's /var/lib/nginx.
-
 BUSY=$(busy_pct)
 ((BUSY > 10)) && log "warning: the machine was ${BUSY}% busy before the run; numbers will be noisy"
 

@@ -93,8 +93,6 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 declare -A PORT MASTER WORKER CMD
 
-# Temp paths inside the run dir, not the distribution's /var/lib/nginx.
-
 # Stops every process started since PIDS had $1 entries, and forgets them.
 stop_since() {
     local from=$1 pid i any
