@@ -49,6 +49,7 @@
 pub mod app;
 pub mod body;
 pub mod cache;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod config_status;

@@ -360,10 +360,7 @@ fn describe(error: &redis::RedisError) -> String {
 fn replica_id() -> String {
     let mut bytes = [0u8; 8];
     if getrandom::fill(&mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
+        let nanos = crate::clock::since_epoch().as_nanos();
         bytes = (nanos as u64 ^ u64::from(std::process::id())).to_le_bytes();
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()

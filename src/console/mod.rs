@@ -141,11 +141,7 @@ impl Console {
 }
 
 /// Milliseconds since the Unix epoch, as the views show times.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use crate::clock::unix_ms;
 
 #[cfg(test)]
 mod tests {

@@ -33,9 +33,7 @@ pub fn write_id() -> WriteId {
     if getrandom::fill(&mut bytes).is_err() {
         // Without randomness: the time and the process id still tell
         // replicas apart, the counter this process's writes.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let nanos = crate::clock::since_epoch().as_nanos() as u64;
         bytes = (nanos ^ (u64::from(std::process::id()) << 40)).to_le_bytes();
     }
     u64::from_le_bytes(bytes) ^ NEXT.fetch_add(1, Ordering::Relaxed)

@@ -1,16 +1,9 @@
 //! UTC calendar days for the ledger and budget periods, without a date crate:
 //! days since the epoch to `YYYY-MM-DD` (Howard Hinnant's civil algorithm).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use super::model::Period;
 
-/// Seconds since the Unix epoch, now.
-pub fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+pub use crate::clock::now_unix;
 
 /// `(year, month, day)` of the UTC day containing `unix_secs`.
 pub fn civil(unix_secs: i64) -> (i64, u32, u32) {

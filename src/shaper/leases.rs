@@ -126,9 +126,7 @@ impl Leases {
                 base_ms - i64::try_from(base.duration_since(at).as_millis()).unwrap_or(0)
             }
             None => {
-                let wall = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default();
+                let wall = crate::clock::since_epoch();
                 let ago = Instant::now().saturating_duration_since(at);
                 i64::try_from(wall.saturating_sub(ago).as_millis()).unwrap_or(0)
             }

@@ -47,7 +47,7 @@ mod shared;
 mod view;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use http::{HeaderMap, StatusCode};
 use tokio::sync::{oneshot, Notify};
@@ -545,10 +545,7 @@ fn upstream_pause_unbounded(headers: &HeaderMap) -> Duration {
         return Duration::from_secs(secs.max(1));
     }
     if let Some(reset) = header_u64(headers, "x-ratelimit-reset") {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let now = crate::clock::since_epoch().as_secs();
         return Duration::from_secs(reset.saturating_sub(now).max(1));
     }
     DEFAULT

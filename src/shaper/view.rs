@@ -1,7 +1,7 @@
 //! What the shaper shows: the `X-RateLimit-*` view of a lane and the
 //! `/admin/queue` snapshot.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -95,10 +95,7 @@ impl Shaper {
 }
 
 fn unix_seconds_ceil(at: Instant, now: Instant) -> u64 {
-    let unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        + at.saturating_duration_since(now);
+    let unix = crate::clock::since_epoch() + at.saturating_duration_since(now);
     unix.as_secs() + u64::from(unix.subsec_nanos() > 0)
 }
 

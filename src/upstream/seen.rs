@@ -12,7 +12,6 @@
 //! budget, `reset` = one window from now).
 
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
 
@@ -46,9 +45,7 @@ fn number(headers: &HeaderMap, name: &http::HeaderName) -> Option<u64> {
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::clock::since_epoch().as_secs()
 }
 
 impl SeenLimits {
