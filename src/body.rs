@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::Stream;
+use hyper::body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 /// Why a guarded body stopped early.
@@ -70,13 +70,19 @@ impl Verdict {
     }
 }
 
-/// A byte stream with an idle deadline and an optional size limit.
+/// A body with an idle deadline and an optional size limit.
 ///
-/// The idle timer is armed only when the inner stream has to wait: a body
+/// It is an `http_body::Body` itself, so an answer's body goes to the
+/// client as hyper gave it, frame by frame (trailers too), behind one box:
+/// no stream adapters on the way (`into_data_stream`, `Body::from_stream`),
+/// and the inner body's size hint and end are seen through it. Where the
+/// bytes are wanted as a stream, `BodyExt::into_data_stream` makes one.
+///
+/// The idle timer is armed only when the inner body has to wait: a body
 /// that is already buffered (most small JSON answers) never touches the
 /// timer wheel.
-pub struct Guarded<S> {
-    inner: S,
+pub struct Guarded<B> {
+    inner: B,
     idle: Duration,
     last_progress: Instant,
     sleep: Option<Pin<Box<Sleep>>>,
@@ -86,9 +92,9 @@ pub struct Guarded<S> {
     done: bool,
 }
 
-impl<S> Guarded<S> {
-    /// Guards `inner`: at most `limit` bytes, at most `idle` between chunks.
-    pub fn new(inner: S, idle: Duration, limit: u64, verdict: Verdict) -> Self {
+impl<B> Guarded<B> {
+    /// Guards `inner`: at most `limit` bytes, at most `idle` between frames.
+    pub fn new(inner: B, idle: Duration, limit: u64, verdict: Verdict) -> Self {
         Self {
             inner,
             idle,
@@ -101,32 +107,38 @@ impl<S> Guarded<S> {
         }
     }
 
-    fn fail(&mut self, error: BodyError) -> Poll<Option<Result<Bytes, BodyError>>> {
+    fn fail(&mut self, error: BodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         self.done = true;
         self.verdict.set(error);
         Poll::Ready(Some(Err(error)))
     }
 }
 
-impl<S, E> Stream for Guarded<S>
+impl<B> hyper::body::Body for Guarded<B>
 where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    B: hyper::body::Body<Data = Bytes> + Unpin,
 {
-    type Item = Result<Bytes, BodyError>;
+    type Data = Bytes;
+    type Error = BodyError;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         if this.done {
             return Poll::Ready(None);
         }
-        match Pin::new(&mut this.inner).poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                this.seen = this.seen.saturating_add(chunk.len() as u64);
-                if this.seen > this.limit {
-                    return this.fail(BodyError::TooLarge);
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(chunk) = frame.data_ref() {
+                    this.seen = this.seen.saturating_add(chunk.len() as u64);
+                    if this.seen > this.limit {
+                        return this.fail(BodyError::TooLarge);
+                    }
                 }
                 this.last_progress = Instant::now();
-                Poll::Ready(Some(Ok(chunk)))
+                Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(_))) => this.fail(BodyError::Aborted),
             Poll::Ready(None) => {
@@ -151,6 +163,18 @@ where
                 }
                 Poll::Pending
             }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.done {
+            SizeHint::with_exact(0)
+        } else {
+            self.inner.size_hint()
         }
     }
 }
@@ -206,17 +230,25 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures_util::StreamExt;
+    use futures_util::{Stream, StreamExt};
+    use http_body_util::{BodyExt, StreamBody};
 
-    fn chunks(n: usize, size: usize) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
-        futures_util::stream::iter((0..n).map(move |_| Ok(Bytes::from(vec![0u8; size]))))
+    type Chunks = Box<dyn Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Unpin + Send>;
+
+    fn chunks(n: usize, size: usize) -> StreamBody<Chunks> {
+        let frames = (0..n).map(move |_| Ok(Frame::data(Bytes::from(vec![0u8; size]))));
+        StreamBody::new(Box::new(futures_util::stream::iter(frames)))
+    }
+
+    async fn read(guarded: Guarded<StreamBody<Chunks>>) -> Vec<Result<Bytes, BodyError>> {
+        guarded.into_data_stream().collect().await
     }
 
     #[tokio::test]
     async fn passes_bodies_within_the_limit() {
         let verdict = Verdict::default();
         let g = Guarded::new(chunks(4, 10), Duration::from_secs(1), 40, verdict.clone());
-        let got: Vec<_> = g.collect().await;
+        let got = read(g).await;
         assert_eq!(got.len(), 4);
         assert!(got.iter().all(Result::is_ok));
         assert_eq!(verdict.get(), None);
@@ -226,7 +258,7 @@ mod tests {
     async fn stops_at_the_limit() {
         let verdict = Verdict::default();
         let g = Guarded::new(chunks(5, 10), Duration::from_secs(1), 41, verdict.clone());
-        let got: Vec<_> = g.collect().await;
+        let got = read(g).await;
         assert_eq!(got.len(), 5);
         assert_eq!(got[4], Err(BodyError::TooLarge));
         assert_eq!(verdict.get(), Some(BodyError::TooLarge));
@@ -235,11 +267,33 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn stops_an_idle_stream() {
         let verdict = Verdict::default();
-        let stalled = chunks(1, 3).chain(futures_util::stream::pending());
-        let g = Guarded::new(stalled, Duration::from_secs(5), u64::MAX, verdict.clone());
-        let got: Vec<_> = g.collect().await;
+        let one = futures_util::stream::iter([Ok(Frame::data(Bytes::from_static(b"abc")))]);
+        let stalled: Chunks = Box::new(one.chain(futures_util::stream::pending()));
+        let g = Guarded::new(
+            StreamBody::new(stalled),
+            Duration::from_secs(5),
+            u64::MAX,
+            verdict.clone(),
+        );
+        let got = read(g).await;
         assert_eq!(got.len(), 2);
         assert_eq!(got[1], Err(BodyError::Idle));
         assert_eq!(verdict.get(), Some(BodyError::Idle));
+    }
+
+    #[tokio::test]
+    async fn trailers_end_and_size_pass_through() {
+        let body = http_body_util::Full::new(Bytes::from_static(b"12345"));
+        let g = Guarded::new(body, Duration::from_secs(1), 10, Verdict::unread());
+        assert_eq!(hyper::body::Body::size_hint(&g).exact(), Some(5));
+        let collected = g.collect().await.unwrap().to_bytes();
+        assert_eq!(&collected[..], b"12345");
+        let empty = Guarded::new(
+            http_body_util::Empty::<Bytes>::new(),
+            Duration::from_secs(1),
+            0,
+            Verdict::unread(),
+        );
+        assert!(hyper::body::Body::is_end_stream(&empty));
     }
 }

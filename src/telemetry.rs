@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::response::Response;
 use tracing_subscriber::layer::SubscriberExt;
@@ -22,7 +22,7 @@ use crate::error::ErrorCode;
 use crate::metrics::{method_label, RequestLabels};
 use crate::route::RouteClass;
 use crate::state::AppState;
-use crate::upstream::{UpstreamLatency, Waited};
+use crate::upstream::Timing;
 
 /// Keeps the non-blocking log writer alive; drop it last to flush.
 pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
@@ -104,10 +104,7 @@ const PREFIX_LEN: usize = 16;
 
 impl Default for RequestIds {
     fn default() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
+        let nanos = crate::clock::since_epoch().as_nanos() as u64;
         let seed = (nanos ^ (u64::from(std::process::id()) << 32)) & 0xffff_ffff_ffff;
         let mut prefix = *b"gw-000000000000-";
         for (i, digit) in prefix[3..15].iter_mut().enumerate() {
@@ -203,11 +200,8 @@ impl Access {
     pub fn finish(self, state: &AppState, response: &Response) {
         let class = self.class;
         let code = response.extensions().get::<ErrorCode>().map_or("", |c| c.0);
-        let upstream = response.extensions().get::<UpstreamLatency>().map(|l| l.0);
-        let waited = response
-            .extensions()
-            .get::<Waited>()
-            .map_or(Duration::ZERO, |w| w.0);
+        let timing = response.extensions().get::<Timing>().copied();
+        let Timing { upstream, waited } = timing.unwrap_or_default();
         let overhead = self.started.elapsed().saturating_sub(waited);
         let status = response.status().as_u16();
         if let Some(latency) = upstream {

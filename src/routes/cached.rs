@@ -43,7 +43,7 @@ use crate::cache::{
 use crate::error::{GatewayError, Origin};
 use crate::state::AppState;
 use crate::upstream::credential::Credential;
-use crate::upstream::UpstreamLatency;
+use crate::upstream::Timing;
 
 /// A fresh entry for a plain GET of `route`, answered at once: no future,
 /// no fetch. The same answer [`CachedGet::serve`] gives a hit; `None` when
@@ -407,7 +407,8 @@ impl Fetch {
         let max = cache.config().max_entry_bytes;
         let (mut head, body) = response.into_parts();
         // Recorded here, once for all waiters (the access log sees none).
-        if let Some(UpstreamLatency(latency)) = head.extensions.remove::<UpstreamLatency>() {
+        let timing = head.extensions.get_mut::<Timing>();
+        if let Some(latency) = timing.and_then(|timing| timing.upstream.take()) {
             self.state.readiness.mark_ok();
             self.state
                 .metrics

@@ -51,7 +51,7 @@ use crate::shaper::Lane;
 use crate::state::AppState;
 use crate::types::Peer;
 use crate::upstream::path::ApiPath;
-use crate::upstream::{BodyLimits, Waited};
+use crate::upstream::{BodyLimits, Timing};
 
 /// How [`proxy`] answers.
 pub enum Proxied {
@@ -207,9 +207,16 @@ fn admitted(
             .count(&caller, call.path.agent(), class.as_str());
         let mut response = finish(&state, class, Some(&caller), result);
         // Also on a refusal or an error: time spent waiting is not overhead.
-        response
-            .extensions_mut()
-            .insert(Waited(call.elsewhere.total()));
+        let waited = call.elsewhere.total();
+        match response.extensions_mut().get_mut::<Timing>() {
+            Some(timing) => timing.waited = waited,
+            None => {
+                response.extensions_mut().insert(Timing {
+                    upstream: None,
+                    waited,
+                });
+            }
+        }
         response
     }))
 }

@@ -26,6 +26,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{header, HeaderValue};
+use http_body_util::BodyExt;
 
 use super::call::Call;
 use crate::body::{BodyError, Guarded, Verdict};
@@ -124,7 +125,7 @@ pub(super) async fn read_replayable(
     }
     let limit = replay_max.min(limits.max_bytes);
     let verdict = Verdict::default();
-    let mut stream = Guarded::new(body.into_data_stream(), limits.idle, limit, verdict);
+    let mut stream = Guarded::new(body, limits.idle, limit, verdict).into_data_stream();
     let mut buf = Vec::with_capacity(usize::try_from(hint.lower()).unwrap_or(0).min(1 << 20));
     while let Some(chunk) = stream.next().await {
         match chunk {

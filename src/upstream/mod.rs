@@ -27,19 +27,23 @@ use crate::route::RouteClass;
 pub use hop::{BuildError, Hop, HopError, HopResponse};
 use path::UpstreamBase;
 
-/// Time from sending the request to the upstream's response headers,
-/// attached to responses for the access log and metrics.
-#[derive(Clone, Copy, Debug)]
-pub struct UpstreamLatency(pub Duration);
-
-/// Time a request spent waiting on others rather than in the gateway's own
-/// work: for the upstream (every attempt, until its response headers), in
-/// the shaper's queue and for its session turn, in retry backoff, or on a
-/// fetch another request made. Counted by the stages that wait and put on
-/// the response (an error's too) by admission (`routes/proxy.rs`); the
-/// access record subtracts it to get the overhead.
+/// Where a request's time went, for the access record and metrics: one
+/// extension on the response (each extension is an allocation).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Waited(pub Duration);
+pub struct Timing {
+    /// Time from sending the request to the upstream's response headers,
+    /// on an answer that came from the upstream (set by [`UpstreamClient`]'s
+    /// send; the cache takes it off a fill, which it counts once).
+    pub upstream: Option<Duration>,
+    /// Time the request spent waiting on others rather than in the
+    /// gateway's own work: for the upstream (every attempt, until its
+    /// response headers), in the shaper's queue and for its session turn,
+    /// in retry backoff, or on a fetch another request made. Counted by the
+    /// stages that wait and set on the response (an error's too) by
+    /// admission (`routes/proxy.rs`); the access record subtracts it to get
+    /// the overhead.
+    pub waited: Duration,
+}
 
 /// A request ready to go upstream.
 pub struct Outbound {
@@ -128,13 +132,8 @@ impl UpstreamClient {
             (Body::empty(), Verdict::unread())
         } else {
             let verdict = Verdict::default();
-            let guarded = Guarded::new(
-                body.into_data_stream(),
-                limits.idle,
-                limits.max_bytes,
-                verdict.clone(),
-            );
-            (Body::from_stream(guarded), verdict)
+            let guarded = Guarded::new(body, limits.idle, limits.max_bytes, verdict.clone());
+            (Body::new(guarded), verdict)
         };
         let mut request = http::Request::new(body);
         *request.method_mut() = method;
@@ -156,9 +155,12 @@ impl UpstreamClient {
         let (mut parts, body) = upstream.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
         let idle = Duration::from_millis(self.config.download_idle_timeout_ms);
-        let body = Guarded::new(body.into_data_stream(), idle, u64::MAX, Verdict::unread());
-        parts.extensions.insert(UpstreamLatency(latency));
-        Response::from_parts(parts, Body::from_stream(body))
+        let body = Guarded::new(body, idle, u64::MAX, Verdict::unread());
+        parts.extensions.insert(Timing {
+            upstream: Some(latency),
+            waited: Duration::ZERO,
+        });
+        Response::from_parts(parts, Body::new(body))
     }
 
     fn timeout(&self, class: RouteClass) -> Duration {
