@@ -282,7 +282,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn trailers_end_and_size_pass_through() {
+    async fn size_and_end_pass_through() {
         let body = http_body_util::Full::new(Bytes::from_static(b"12345"));
         let g = Guarded::new(body, Duration::from_secs(1), 10, Verdict::unread());
         assert_eq!(hyper::body::Body::size_hint(&g).exact(), Some(5));
