@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
-use axum::http::{Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
@@ -154,11 +154,20 @@ pub(crate) fn router(sim: Arc<Shared>) -> Router {
 /// answers 405 only when no route does: `GET /files/upload-url` goes on to
 /// `GET /files/{id}` and is a 404 (no such file). axum stops at the static
 /// route, so its missing methods are spelled out here (outside the
-/// `.route(..)` calls: they are the `{id}` route's operations, and
-/// `tests/openapi.rs` reads the served operations from those calls).
+/// route table above: they are the `{id}` route's operations, and
+/// `tests/openapi.rs` reads the served operations from the table).
+///
+/// A method neither route has is 405, and its `Allow` names only the static
+/// route's methods: Starlette answers from the first route whose path
+/// matched, and the `{id}` route's methods are not the static path's.
 fn as_file_id(word: &'static str, taken: Method) -> MethodRouter<Arc<Shared>> {
     let id = move || Seg(word.to_owned());
-    let mut router = MethodRouter::new();
+    let allow = if taken == Method::GET {
+        "GET,HEAD"
+    } else {
+        "POST"
+    };
+    let mut router = MethodRouter::new().fallback(move || method_not_allowed(allow));
     if taken != Method::GET {
         router = router.get(move |state| files::get(state, id()));
     }
@@ -174,9 +183,21 @@ fn as_file_id(word: &'static str, taken: Method) -> MethodRouter<Arc<Shared>> {
 /// `DELETE /agents/{slug}/files/{file_id}` with `word` as the file id: see
 /// [`as_file_id`].
 fn as_attached_file_id(word: &'static str) -> MethodRouter<Arc<Shared>> {
-    MethodRouter::new().delete(move |state, Seg(slug): Seg<String>| {
-        agent_files::detach(state, Seg((slug, word.to_owned())))
-    })
+    MethodRouter::new()
+        .delete(move |state, Seg(slug): Seg<String>| {
+            agent_files::detach(state, Seg((slug, word.to_owned())))
+        })
+        .fallback(|| method_not_allowed("POST"))
+}
+
+/// 405 `{"detail": "Method Not Allowed"}` with `Allow: allow` (written as
+/// axum writes it on every other route).
+async fn method_not_allowed(allow: &'static str) -> Response {
+    let mut response = detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
 }
 
 async fn not_found() -> Response {

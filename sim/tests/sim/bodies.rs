@@ -283,12 +283,18 @@ async fn static_routes_fall_through_to_their_id_route() {
     let detached = (s.as_u16(), b);
     let not_attached = json!({"detail": "File not attached to this agent"});
     assert_eq!(detached, (404, not_attached));
-    // No route has the method: 405 as before.
-    for (method, path) in [
-        (Method::POST, "/files/usage"),
-        (Method::PUT, "/files/upload-url"),
+    // No route has the method: 405, and `Allow` names the fixed path's
+    // own methods only (Starlette answers from the first route whose path
+    // matched).
+    for (method, path, allow) in [
+        (Method::POST, "/files/usage", "GET,HEAD"),
+        (Method::PUT, "/files/upload-url", "POST"),
+        (Method::OPTIONS, "/files/confirm-upload", "POST"),
+        (Method::PUT, "/agents/syncer/files/sync", "POST"),
     ] {
-        let (s, _, _) = call(&sim, method.clone(), path, None).await;
-        assert_eq!(s, 405, "{method} {path}");
+        let (s, h, b) = call(&sim, method.clone(), path, None).await;
+        let allowed = h.get("allow").and_then(|v| v.to_str().ok());
+        assert_eq!((s.as_u16(), allowed), (405, Some(allow)), "{method} {path}");
+        assert_eq!(b, json!({"detail": "Method Not Allowed"}));
     }
 }
