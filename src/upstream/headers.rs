@@ -84,20 +84,26 @@ pub fn set_rate_limit(headers: &mut HeaderMap, limit: u64, remaining: u64, reset
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), plus `Proxy-*`, `Keep-Alive` and
-/// `Upgrade`: one `match` on the name (header names are lowercase).
+/// `Upgrade`.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+    is_hop_by_hop_name(name.as_str())
+}
+
+/// `name` in any case (as `Connection` may list it) is a hop-by-hop name.
+fn is_hop_by_hop_name(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|hop| hop.eq_ignore_ascii_case(name))
 }
 
 /// Removes every header `drop` picks (`Connection` among them) and every
@@ -135,10 +141,13 @@ fn strip(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool) {
             // nothing here.
             Gone::Listed(value) => {
                 for token in value.as_bytes().split(|b| *b == b',') {
-                    if let Ok(name) = std::str::from_utf8(token.trim_ascii()) {
-                        if !name.is_empty() {
-                            headers.remove(name);
-                        }
+                    let Ok(name) = std::str::from_utf8(token.trim_ascii()) else {
+                        continue;
+                    };
+                    // `keep-alive` (what most servers list) and the other
+                    // hop-by-hop names went above when present: no lookup.
+                    if !name.is_empty() && !is_hop_by_hop_name(name) {
+                        headers.remove(name);
                     }
                 }
             }
