@@ -140,9 +140,6 @@ impl Console {
     }
 }
 
-/// Milliseconds since the Unix epoch, as the views show times.
-pub use crate::clock::unix_ms;
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,7 @@ pub type Names = HashMap<Arc<str>, String>;
 /// sampler, which reads them on its own schedule.
 pub async fn snapshot(state: &AppState, after: Option<u64>) -> Snapshot {
     let names = names(state);
-    let clock = (std::time::Instant::now(), crate::console::unix_ms());
+    let clock = (std::time::Instant::now(), crate::clock::unix_ms());
     let credentials = credentials(state, &names);
     let cache = cache(state).await;
     let point = Point {
