@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use castari_gateway::cluster::budget::Spec;
-use castari_gateway::cluster::{Cluster, RedisBudget, SharedBudget};
+use castari_gateway::cluster::{Ask, Cluster, RedisBudget, SharedBudget};
 use castari_gateway::config::ClusterConfig;
 use castari_gateway::types::Secret;
 
@@ -55,11 +55,17 @@ async fn main() {
             let mut n = 0u64;
             while Instant::now() < stop {
                 n += 1;
-                let tag = format!("b{t}:{n}:");
-                match budget
-                    .reserve(std::slice::from_ref(&spec), 1, 1, &tag)
-                    .await
-                {
+                // Each task is a replica with one client waiting.
+                let replica = format!("b{t}");
+                let tag = format!("{replica}:{n}:");
+                let ask = Ask {
+                    n: 1,
+                    fair: 1,
+                    replica: &replica,
+                    clients: 1,
+                    tag: &tag,
+                };
+                match budget.reserve(std::slice::from_ref(&spec), ask).await {
                     Ok(_) => done.fetch_add(1, Ordering::Relaxed),
                     Err(_) => failed.fetch_add(1, Ordering::Relaxed),
                 };

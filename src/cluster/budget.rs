@@ -7,8 +7,20 @@
 //! `max` sends — now if fewer than `max` sends count, else `span` after
 //! the `(count − max)`-th oldest — and records the send there, possibly in
 //! the future. Any window of `span` then holds at most `max` sends, across
-//! all replicas, whichever order they ask in. A reserved slot that is not
-//! used (its waiter left) is released; an upstream 429 sets a pause every
+//! all replicas, whichever order they ask in.
+//!
+//! Fair across replicas: each reservation also records how many clients
+//! wait on the asking replica (its *demand*, fresh for one span). While
+//! other replicas' clients wait too, a replica takes slots free now only up
+//! to its share of the window, `max × its clients ÷ all clients waiting`
+//! (rounded up), counting its own sends and bookings in the log; the rest
+//! stay free for the others to take, however slow their dispatchers are.
+//! Booked future slots are not capped: one per client waiting, in the
+//! order asked, already lines every client up in one calendar. A replica
+//! whose queue empties records a demand of none at once, so its share goes
+//! back to the others.
+//!
+//! A reserved slot that is not used (its waiter left) is released; an upstream 429 sets a pause every
 //! reservation honours; an upstream count above the log's is followed by
 //! placeholder sends, as in `shaper::budget`.
 
@@ -32,6 +44,23 @@ pub struct Spec {
     pub span: Duration,
 }
 
+/// What one reservation asks for, and for whom.
+#[derive(Clone, Copy, Debug)]
+pub struct Ask<'a> {
+    /// Most slots to take in all (one per waiter).
+    pub n: usize,
+    /// Most of them booked ahead when fewer are free now (one per client
+    /// waiting here: what keeps the calendar fair).
+    pub fair: usize,
+    /// The asking replica's id; its slots' ids start with it and a `:`.
+    pub replica: &'a str,
+    /// Clients waiting on the asking replica now (its demand; 0 when none
+    /// waits, which takes no slot).
+    pub clients: usize,
+    /// The granted slots' id prefix, unique per call.
+    pub tag: &'a str,
+}
+
 /// Slots granted by one reservation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Grant {
@@ -50,16 +79,14 @@ pub struct Grant {
 /// shaper and where the decision is made.
 pub trait SharedBudget: Send + Sync + std::fmt::Debug {
     /// Reserves slots in every budget of `specs` at once (the first is the
-    /// lane's own): up to `n` that are free now, and, when fewer are,
-    /// booked future slots up to `fair` in all (one per client waiting
-    /// here: what keeps the cluster fair). Ids start with `tag`, unique per
-    /// call.
+    /// lane's own): up to `ask.n` that are free now (no more than the
+    /// replica's share of the window while other replicas' clients wait),
+    /// and, when fewer are, booked future slots up to `ask.fair` in all.
+    /// Records the replica's demand either way (see the module's text).
     fn reserve<'a>(
         &'a self,
         specs: &'a [Spec],
-        n: usize,
-        fair: usize,
-        tag: &'a str,
+        ask: Ask<'a>,
     ) -> BoxFuture<'a, Result<Grant, String>>;
     /// Gives back reserved slots that were never used.
     fn release<'a>(
@@ -98,10 +125,39 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local m = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
+local replica = ARGV[#ARGV-2]
+local clients = tonumber(ARGV[#ARGV-1])
 local fair = tonumber(ARGV[#ARGV])
 local out = {now}
 for i = 1, m do
   redis.call('ZREMRANGEBYSCORE', KEYS[2*i-1], '-inf', now - tonumber(ARGV[3+2*i]))
+end
+local max1 = tonumber(ARGV[4])
+local span1 = tonumber(ARGV[5])
+local demand = KEYS[2*m+1]
+redis.call('HSET', demand, replica, clients .. ':' .. now)
+redis.call('PEXPIRE', demand, span1 + 1000)
+local total = 0
+local seen = redis.call('HGETALL', demand)
+for k = 1, #seen, 2 do
+  local c, at = string.match(seen[k+1], '^(%d+):(%d+)$')
+  if c and tonumber(at) + span1 >= now then
+    total = total + tonumber(c)
+  else
+    redis.call('HDEL', demand, seen[k])
+  end
+end
+local share = max1
+if total > clients then share = math.ceil(max1 * clients / total) end
+-- This replica's sends and bookings in the lane's log, counted when first
+-- needed: only while a slot is free now, so the log holds under max.
+local mine = nil
+local function count_mine()
+  local n, prefix = 0, replica .. ':'
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    if string.sub(id, 1, #prefix) == prefix then n = n + 1 end
+  end
+  return n
 end
 for j = 1, n do
   local at = now
@@ -118,6 +174,11 @@ for j = 1, n do
     end
   end
   if at > now and j > fair then break end
+  if at <= now and share < max1 then
+    mine = mine or count_mine()
+    if mine >= share then break end
+    mine = mine + 1
+  end
   for i = 1, m do
     redis.call('ZADD', KEYS[2*i-1], at, ARGV[3] .. j)
     local top = redis.call('ZRANGE', KEYS[2*i-1], -1, -1, 'WITHSCORES')
@@ -186,6 +247,10 @@ impl RedisBudget {
         self.cluster.key(&["budget", &self.credential, spec.name])
     }
 
+    fn demand_key(&self, spec: &Spec) -> String {
+        self.cluster.key(&["demand", &self.credential, spec.name])
+    }
+
     fn pause_key(&self, spec: &Spec) -> String {
         self.cluster.key(&["pause", &self.credential, spec.name])
     }
@@ -211,18 +276,20 @@ impl SharedBudget for RedisBudget {
     fn reserve<'a>(
         &'a self,
         specs: &'a [Spec],
-        n: usize,
-        fair: usize,
-        tag: &'a str,
+        ask: Ask<'a>,
     ) -> BoxFuture<'a, Result<Grant, String>> {
         Box::pin(async move {
+            let Some(own) = specs.first() else {
+                return Err("a reservation names no budget".to_string());
+            };
             let mut call = scripts()[0].prepare_invoke();
-            call.arg(specs.len()).arg(n.max(1)).arg(tag);
+            call.arg(specs.len()).arg(ask.n).arg(ask.tag);
             for spec in specs {
                 call.key(self.log_key(spec)).key(self.pause_key(spec));
                 call.arg(spec.max).arg(Self::ms(spec.span));
             }
-            call.arg(fair);
+            call.key(self.demand_key(own));
+            call.arg(ask.replica).arg(ask.clients).arg(ask.fair);
             let out: Vec<i64> = self.cluster.invoke(&call).await?;
             // now, the slots granted, ahead, counted.
             let [now_ms, granted @ .., ahead, counted] = out.as_slice() else {
@@ -230,7 +297,7 @@ impl SharedBudget for RedisBudget {
             };
             let slots = (1..)
                 .zip(granted)
-                .map(|(j, at)| (format!("{tag}{j}"), *at))
+                .map(|(j, at)| (format!("{}{j}", ask.tag), *at))
                 .collect();
             Ok(Grant {
                 now_ms: *now_ms,

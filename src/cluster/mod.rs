@@ -32,7 +32,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::IntoConnectionInfo;
 
 use crate::config::ClusterConfig;
-pub use budget::{Grant, RedisBudget, SharedBudget};
+pub use budget::{Ask, Grant, RedisBudget, SharedBudget};
 pub use events::{Bus, Event};
 pub use metrics::ClusterMetrics;
 

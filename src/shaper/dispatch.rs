@@ -85,6 +85,11 @@ pub(super) async fn dispatch(shaper: Weak<Inner>, wake: Arc<Notify>, lane: Lane)
         let shaper = Shaper(inner);
         let starved = shaper.sync_shared(lane).await;
         let mut next = shaper.dispatch_ready(lane);
+        if next.is_none() {
+            // Nobody waits now: slots held beyond need go back, and the
+            // shared budget hears that this replica's demand is gone.
+            shaper.sync_shared(lane).await;
+        }
         drop(shaper);
         if starved {
             // It asked the shared budget and got nothing (an error answer,

@@ -55,6 +55,9 @@ pub(super) struct Leases {
     /// Until then, reservations leave room for other replicas' sends not
     /// yet written back (Redis just came back).
     pub(super) cautious_until: Option<Instant>,
+    /// Clients waiting here as the shared budget last heard (this
+    /// replica's demand, which sizes its share of slots free now).
+    pub(super) posted_clients: usize,
     next_tag: u64,
 }
 

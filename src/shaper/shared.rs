@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::budget::Spec;
 use crate::cluster::events::{Event, Sink};
-use crate::cluster::{Cluster, SharedBudget};
+use crate::cluster::{Ask, Cluster, SharedBudget};
 
 use super::sessions::Turn;
 use super::{lane_limit, spends_of, Inner, Lane, Shaper};
@@ -143,11 +143,13 @@ impl Shaper {
             .collect()
     }
 
-    /// Before a dispatch: writes recent sends back if Redis came back,
-    /// gives back slots nobody waits for, and reserves: every waiter a
-    /// slot that is free now, and when none is, one booked slot per client
-    /// waiting here (what keeps the cluster fair). Returns true when it
-    /// asked for slots and got none.
+    /// Before a dispatch, and once more when the queue empties: writes
+    /// recent sends back if Redis came back, gives back slots nobody waits
+    /// for, and reserves: every waiter a slot that is free now (up to this
+    /// replica's share of the window while other replicas' clients wait),
+    /// and when none is, one booked slot per client waiting here (what
+    /// keeps the cluster fair). With nobody waiting, it tells the shared
+    /// budget so, once. Returns true when it asked for slots and got none.
     pub(super) async fn sync_shared(&self, lane: Lane) -> bool {
         let Some(shared) = &self.0.shared else {
             return false;
@@ -161,12 +163,12 @@ impl Shaper {
         };
         let epoch = shared.budget.epoch();
         let i = lane.index();
-        let (restore, surplus, want, fair, tag) = {
+        let (restore, surplus, want, fair, clients, tag) = {
             let now = Instant::now();
             let mut core = self.lock();
             let core = &mut *core;
             let queue = &core.queues[i];
-            let (waiting, clients) = (queue.len(), queue.clients().max(1));
+            let (waiting, clients) = (queue.len(), queue.clients());
             let leases = &mut core.leases[i];
             leases.expire(own.span, now);
             let restore = (leases.epoch != epoch).then(|| leases.recent());
@@ -191,9 +193,12 @@ impl Shaper {
             };
             surplus.extend(leases.take_stale());
             let want = waiting.min(MAX_BATCH).saturating_sub(leases.held());
-            let fair = waiting.min(clients).saturating_sub(leases.held());
+            let fair = waiting.min(clients.max(1)).saturating_sub(leases.held());
+            // Nobody waits any more: say so once, so the others' shares grow.
+            let report = want > 0 || (waiting == 0 && leases.posted_clients != 0);
+            let clients = report.then_some(clients);
             let tag = leases.tag(&shared.replica, lane.as_str());
-            (restore, surplus, want, fair, tag)
+            (restore, surplus, want, fair, clients, tag)
         };
         if let Some(sends) = restore {
             if shared.budget.restore(&specs, sends).await.is_err() {
@@ -204,10 +209,17 @@ impl Shaper {
         if !surplus.is_empty() {
             let _ = shared.budget.release(&specs, surplus).await;
         }
-        if want == 0 {
+        let Some(clients) = clients else {
             return false;
-        }
-        let Ok(grant) = shared.budget.reserve(&specs, want, fair, &tag).await else {
+        };
+        let ask = Ask {
+            n: want,
+            fair,
+            replica: &shared.replica,
+            clients,
+            tag: &tag,
+        };
+        let Ok(grant) = shared.budget.reserve(&specs, ask).await else {
             // The script may have run and its answer been lost: give back
             // whatever it booked under this call's tag (best effort).
             let ids = (1..=want).map(|j| format!("{tag}{j}")).collect();
@@ -216,6 +228,10 @@ impl Shaper {
         };
         let now = Instant::now();
         let mut core = self.lock();
+        core.leases[i].posted_clients = clients;
+        if want == 0 {
+            return false;
+        }
         core.leases[i].granted(grant, now, &own);
         self.update_gauges(&mut core, now);
         core.leases[i].held() == 0
