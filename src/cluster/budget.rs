@@ -10,7 +10,9 @@
 //! all replicas, whichever order they ask in.
 //!
 //! Fair across replicas: each reservation also records how many clients
-//! wait on the asking replica (its *demand*, fresh for one span). While
+//! wait on the asking replica (its *demand*, fresh for [`DEMAND_FRESH`] or
+//! one span if that is shorter; a replica whose clients wait says so again
+//! at least twice as often, so a replica that died counts no more). While
 //! other replicas' clients wait too, a replica takes slots free now only up
 //! to its share of the window, `max × its clients ÷ all clients waiting`
 //! (rounded up), counting its own sends and bookings in the log; the rest
@@ -43,6 +45,9 @@ pub struct Spec {
     /// Window plus the safety margin: how long a send counts.
     pub span: Duration,
 }
+
+/// How long a replica's demand counts after it last said it.
+pub const DEMAND_FRESH: Duration = Duration::from_secs(2);
 
 /// What one reservation asks for, and for whom.
 #[derive(Clone, Copy, Debug)]
@@ -125,6 +130,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local m = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
+local fresh = tonumber(ARGV[#ARGV-3])
 local replica = ARGV[#ARGV-2]
 local clients = tonumber(ARGV[#ARGV-1])
 local fair = tonumber(ARGV[#ARGV])
@@ -134,19 +140,23 @@ for i = 1, m do
 end
 local max1 = tonumber(ARGV[4])
 local span1 = tonumber(ARGV[5])
-local demand = KEYS[2*m+1]
-redis.call('HSET', demand, replica, clients .. ':' .. now)
-redis.call('PEXPIRE', demand, span1 + 1000)
-local total = 0
-local seen = redis.call('HGETALL', demand)
-for k = 1, #seen, 2 do
-  local c, at = string.match(seen[k+1], '^(%d+):(%d+)$')
-  if c and tonumber(at) + span1 >= now then
-    total = total + tonumber(c)
-  else
-    redis.call('HDEL', demand, seen[k])
-  end
+-- Demand: clients waiting per replica (a hash, its total under '*'),
+-- each replica's last call (a sorted set); silent for `fresh` (at most a
+-- span), it counts no more.
+if span1 < fresh then fresh = span1 end
+local demand, seen = KEYS[2*m+1], KEYS[2*m+2]
+for _, r in ipairs(redis.call('ZRANGEBYSCORE', seen, '-inf', now - fresh - 1)) do
+  local c = tonumber(redis.call('HGET', demand, r) or '0')
+  redis.call('HINCRBY', demand, '*', -c)
+  redis.call('HDEL', demand, r)
+  redis.call('ZREM', seen, r)
 end
+local before = tonumber(redis.call('HGET', demand, replica) or '0')
+redis.call('HSET', demand, replica, clients)
+local total = redis.call('HINCRBY', demand, '*', clients - before)
+redis.call('ZADD', seen, now, replica)
+redis.call('PEXPIRE', demand, span1 + 1000)
+redis.call('PEXPIRE', seen, span1 + 1000)
 local share = max1
 if total > clients then share = math.ceil(max1 * clients / total) end
 -- This replica's sends and bookings in the lane's log, counted when first
@@ -247,8 +257,10 @@ impl RedisBudget {
         self.cluster.key(&["budget", &self.credential, spec.name])
     }
 
-    fn demand_key(&self, spec: &Spec) -> String {
-        self.cluster.key(&["demand", &self.credential, spec.name])
+    /// The replicas' demand of `spec`'s budget: `demand` (clients waiting
+    /// per replica) or `asked` (when each last asked).
+    fn demand_key(&self, spec: &Spec, what: &str) -> String {
+        self.cluster.key(&[what, &self.credential, spec.name])
     }
 
     fn pause_key(&self, spec: &Spec) -> String {
@@ -288,8 +300,12 @@ impl SharedBudget for RedisBudget {
                 call.key(self.log_key(spec)).key(self.pause_key(spec));
                 call.arg(spec.max).arg(Self::ms(spec.span));
             }
-            call.key(self.demand_key(own));
-            call.arg(ask.replica).arg(ask.clients).arg(ask.fair);
+            call.key(self.demand_key(own, "demand"));
+            call.key(self.demand_key(own, "asked"));
+            call.arg(Self::ms(DEMAND_FRESH))
+                .arg(ask.replica)
+                .arg(ask.clients)
+                .arg(ask.fair);
             let out: Vec<i64> = self.cluster.invoke(&call).await?;
             // now, the slots granted, ahead, counted.
             let [now_ms, granted @ .., ahead, counted] = out.as_slice() else {

@@ -7,6 +7,7 @@ use std::time::Instant;
 use tokio::sync::Notify;
 
 use super::queue::Entry;
+use super::shared::HEARTBEAT;
 use super::{Core, Inner, Lane, Refusal, Shaper, Waiter};
 
 impl Shaper {
@@ -83,6 +84,7 @@ pub(super) async fn dispatch(shaper: Weak<Inner>, wake: Arc<Notify>, lane: Lane)
             return;
         };
         let shaper = Shaper(inner);
+        let clustered = shaper.0.shared.is_some();
         let starved = shaper.sync_shared(lane).await;
         let mut next = shaper.dispatch_ready(lane);
         if next.is_none() {
@@ -95,6 +97,10 @@ pub(super) async fn dispatch(shaper: Weak<Inner>, wake: Arc<Notify>, lane: Lane)
             // It asked the shared budget and got nothing (an error answer,
             // Redis just lost): not again in a tight loop.
             next = next.map(|at| at.max(Instant::now() + RESERVE_AGAIN));
+        }
+        if clustered {
+            // Waiters on far slots: their demand is told again in time.
+            next = next.map(|at| at.min(Instant::now() + HEARTBEAT));
         }
         match next {
             None => wake.notified().await,

@@ -58,6 +58,8 @@ pub(super) struct Leases {
     /// Clients waiting here as the shared budget last heard (this
     /// replica's demand, which sizes its share of slots free now).
     pub(super) posted_clients: usize,
+    /// When the shared budget last heard it.
+    pub(super) posted_at: Option<Instant>,
     next_tag: u64,
 }
 

@@ -14,6 +14,10 @@ use crate::cluster::{Ask, Cluster, SharedBudget};
 use super::sessions::Turn;
 use super::{lane_limit, spends_of, Inner, Lane, Shaper};
 
+/// How often a replica whose clients wait on held slots tells the shared
+/// budget so (its demand counts for twice as long).
+pub(super) const HEARTBEAT: Duration = Duration::from_secs(1);
+
 /// Most slots one reservation asks for.
 const MAX_BATCH: usize = 64;
 
@@ -70,6 +74,10 @@ impl Shared {
         self.budget.is_up()
     }
 }
+
+/// The heartbeat is half the time a demand counts.
+const _: () =
+    assert!(HEARTBEAT.as_millis() * 2 == crate::cluster::budget::DEMAND_FRESH.as_millis());
 
 /// Applies other replicas' pauses of this credential's budgets.
 struct PauseSink(Weak<Inner>);
@@ -194,8 +202,12 @@ impl Shaper {
             surplus.extend(leases.take_stale());
             let want = waiting.min(MAX_BATCH).saturating_sub(leases.held());
             let fair = waiting.min(clients.max(1)).saturating_sub(leases.held());
-            // Nobody waits any more: say so once, so the others' shares grow.
-            let report = want > 0 || (waiting == 0 && leases.posted_clients != 0);
+            // Nobody waits any more: say so once, so the others' shares
+            // grow. Clients still waiting on held slots: say so again
+            // before it stops counting.
+            let heard = leases.posted_at.is_some_and(|at| now < at + HEARTBEAT);
+            let report =
+                want > 0 || (waiting == 0 && leases.posted_clients != 0) || (waiting > 0 && !heard);
             let clients = report.then_some(clients);
             let tag = leases.tag(&shared.replica, lane.as_str());
             (restore, surplus, want, fair, clients, tag)
@@ -229,6 +241,7 @@ impl Shaper {
         let now = Instant::now();
         let mut core = self.lock();
         core.leases[i].posted_clients = clients;
+        core.leases[i].posted_at = Some(now);
         if want == 0 {
             return false;
         }

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use castari_gateway::cluster::budget::Spec;
+use castari_gateway::cluster::budget::{Spec, DEMAND_FRESH};
 use castari_gateway::cluster::{Ask, Cluster, Grant, RedisBudget, SharedBudget};
 use castari_gateway::config::ClusterConfig;
 use castari_gateway::types::Secret;
@@ -89,7 +89,9 @@ async fn slots_free_now_go_by_each_replica_share_of_the_clients_waiting() {
     let a = ask(&budget, spec, "a", (10, 1, 1), 1).await;
     assert_eq!(split(&a), (10, 0), "{a:?}");
 
-    // A replica that stopped asking (killed, say) counts for one span.
+    // A replica that stopped asking (killed, say) counts for
+    // `DEMAND_FRESH`, or one span when that is shorter; a live one with
+    // clients waiting says so again twice as often.
     let short = self::spec(10, 400);
     let budget = RedisBudget::new(&cluster, "stale");
     ask(&budget, short, "b", (0, 0, 3), 1).await;
@@ -98,6 +100,16 @@ async fn slots_free_now_go_by_each_replica_share_of_the_clients_waiting() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let a = ask(&budget, short, "a", (10, 1, 1), 2).await;
     assert_eq!(split(&a), (10, 0), "{a:?}");
+    let budget = RedisBudget::new(&cluster, "dead");
+    ask(&budget, spec, "b", (0, 0, 3), 1).await;
+    tokio::time::sleep(DEMAND_FRESH - Duration::from_millis(300)).await;
+    let a = ask(&budget, spec, "a", (1, 1, 1), 1).await;
+    assert_eq!(split(&a), (1, 0), "{a:?}");
+    let a = ask(&budget, spec, "a", (9, 1, 1), 2).await;
+    assert_eq!(split(&a), (2, 0), "B still counts: {a:?}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let a = ask(&budget, spec, "a", (10, 1, 1), 3).await;
+    assert_eq!(split(&a), (7, 0), "B counts no more: {a:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

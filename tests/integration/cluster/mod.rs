@@ -127,11 +127,11 @@ async fn three_replicas_share_one_budget_exactly_and_fairly() {
     // 0.8: alone this measures 0.85 to 1.0; the first window goes by
     // arrival (a replica's clients that arrive first take what is free
     // before the others are known), later ones by share. Beside two busy
-    // loops on two cores, 30 runs measured 0.849 at the least; with each
-    // replica taking slots free now without its share (the cap in
-    // `cluster/budget.rs` off), 4 of 30 failed (0.618 at the least: the
-    // starved replica's clients got what its dispatcher was quick enough
-    // to take). `scripts/test` still runs this test alone, after the rest.
+    // loops on two cores, 50 runs measured 0.881 at the least (median
+    // 0.985); with each replica taking slots free now without its share
+    // (the cap in `cluster/budget.rs` off), 4 of 30 failed (0.618 at the
+    // least: the starved replica's clients got what its dispatcher was
+    // quick enough to take). `scripts/test` still runs this test alone.
     // Starving one replica's clients (0.43 when they get nothing, 0.75 at
     // 3:1) fails.
     let index = jain(&shares);
