@@ -147,7 +147,8 @@ if span1 < fresh then fresh = span1 end
 local demand, seen = KEYS[2*m+1], KEYS[2*m+2]
 for _, r in ipairs(redis.call('ZRANGEBYSCORE', seen, '-inf', now - fresh - 1)) do
   local c = tonumber(redis.call('HGET', demand, r) or '0')
-  redis.call('HINCRBY', demand, '*', -c)
+  -- Not `-c`: Lua writes minus zero as '-0', which HINCRBY refuses.
+  if c ~= 0 then redis.call('HINCRBY', demand, '*', 0 - c) end
   redis.call('HDEL', demand, r)
   redis.call('ZREM', seen, r)
 end

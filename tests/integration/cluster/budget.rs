@@ -95,6 +95,9 @@ async fn slots_free_now_go_by_each_replica_share_of_the_clients_waiting() {
     let short = self::spec(10, 400);
     let budget = RedisBudget::new(&cluster, "stale");
     ask(&budget, short, "b", (0, 0, 3), 1).await;
+    // C waited and no more: its record of none goes stale too.
+    ask(&budget, short, "c", (0, 0, 1), 1).await;
+    ask(&budget, short, "c", (0, 0, 0), 2).await;
     let a = ask(&budget, short, "a", (4, 1, 1), 1).await;
     assert_eq!(split(&a), (3, 0), "{a:?}");
     tokio::time::sleep(Duration::from_millis(500)).await;
