@@ -57,6 +57,11 @@ impl Budget {
         self.expire(now);
     }
 
+    /// How long a send counts: the window plus the safety margin.
+    pub fn span(&self) -> Duration {
+        self.span
+    }
+
     /// The configured count per window.
     pub fn max(&self) -> u32 {
         self.max as u32
@@ -168,6 +173,23 @@ impl Budget {
         u32::try_from(missing).unwrap_or(u32::MAX)
     }
 
+    /// Counts `sends` more as made at `at` (other replicas' sends, as last
+    /// known when Redis was lost), as far as room is left: they free no
+    /// earlier than the real ones did. Returns how many were added.
+    pub fn assume_sent(&mut self, sends: u64, at: Instant, now: Instant) -> u32 {
+        self.expire(now);
+        if at + self.span <= now {
+            return 0;
+        }
+        let room = self.max - self.sends.len();
+        let added = usize::try_from(sends).unwrap_or(usize::MAX).min(room);
+        let pos = self.sends.partition_point(|sent| *sent <= at);
+        for _ in 0..added {
+            self.sends.insert(pos, at);
+        }
+        u32::try_from(added).unwrap_or(u32::MAX)
+    }
+
     /// When the oldest send in the log stops counting (now if none), or the
     /// end of a pause if later.
     pub fn oldest_expiry(&mut self, now: Instant) -> Instant {
@@ -188,6 +210,25 @@ mod tests {
 
     fn budget(max: u32) -> Budget {
         Budget::new(max, W, Duration::ZERO)
+    }
+
+    #[test]
+    fn sends_assumed_at_a_loss_fill_only_the_room_left_and_free_with_their_time() {
+        let mut b = budget(3);
+        let t0 = Instant::now();
+        b.record(t0);
+        let at = t0 + Duration::from_secs(2);
+        let now = t0 + Duration::from_secs(3);
+        // Four others' sends known, room for two: both taken.
+        assert_eq!(b.assume_sent(4, at, now), 2);
+        assert_eq!(b.remaining(now), 0);
+        // The own send frees first, then the assumed ones, at `at` + W.
+        assert_eq!(b.remaining(t0 + W), 1);
+        assert_eq!(b.nth_free_at(1, t0 + W), at + W);
+        // Known sends a window old say nothing.
+        let mut b = budget(3);
+        assert_eq!(b.assume_sent(2, t0, t0 + W), 0);
+        assert_eq!(b.remaining(t0 + W), 3);
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub(super) struct Leases {
     clock: Option<(Instant, i64)>,
     /// Sends counting in the shared log at the last grant.
     counted: u64,
+    /// Slots booked ahead in the shared log at the last grant, and when
+    /// that grant came.
+    ahead: u64,
+    granted_at: Option<Instant>,
     /// The budget's limit at the last grant.
     limit: u32,
     /// How late a held slot may still be used: half the safety margin. A
@@ -80,6 +84,8 @@ impl Leases {
         let (span, max) = (spec.span, spec.max);
         self.clock = Some((received, grant.now_ms));
         self.counted = grant.counted;
+        self.ahead = grant.ahead;
+        self.granted_at = Some(received);
         self.limit = max;
         self.tolerance = span.saturating_sub(spec.window) / 2;
         for (id, at_ms) in grant.slots {
@@ -248,6 +254,14 @@ impl Leases {
         if self.paused_until.is_none_or(|current| current < until) {
             self.paused_until = Some(until);
         }
+    }
+
+    /// What the last grant said the whole cluster had spent of this lane's
+    /// budget, bookings ahead included, and when; `None` before any grant
+    /// or once a span has passed since (it says nothing about now).
+    pub(super) fn last_known(&self, span: Duration, now: Instant) -> Option<(u64, Instant)> {
+        let at = self.granted_at.filter(|at| *at + span > now)?;
+        Some((self.counted + self.ahead, at))
     }
 
     /// Sends still allowed in the shared log at the last grant.

@@ -305,8 +305,30 @@ impl Shaper {
 
     fn lock(&self) -> MutexGuard<'_, Core> {
         let mut core = self.0.core.lock().unwrap_or_else(PoisonError::into_inner);
-        core.shared_up = self.0.shared.as_ref().is_some_and(Shared::is_up);
+        let up = self.0.shared.as_ref().is_some_and(Shared::is_up);
+        if core.shared_up && !up {
+            Self::lost_shared(&mut core);
+        }
+        core.shared_up = up;
         core
+    }
+
+    /// Redis was just lost: from now this replica sends on its local share.
+    /// Other replicas' sends in the window (what the last grant counted,
+    /// bookings ahead included, less this replica's own) count in the local
+    /// share too, so the first local sends do not overfill a window the
+    /// cluster already spent.
+    fn lost_shared(core: &mut Core) {
+        let now = Instant::now();
+        for lane in Lane::ALL {
+            let i = lane.index();
+            let span = core.budgets[i].span();
+            let Some((known, at)) = core.leases[i].last_known(span, now) else {
+                continue;
+            };
+            let own = u64::from(core.budgets[i].max() - core.budgets[i].remaining(now));
+            core.budgets[i].assume_sent(known.saturating_sub(own), at, now);
+        }
     }
 
     fn settings(&self) -> RwLockReadGuard<'_, ShaperConfig> {

@@ -10,7 +10,7 @@ use castari_gateway::cluster::{Ask, Cluster, Grant, RedisBudget, SharedBudget};
 use castari_gateway::config::ClusterConfig;
 use castari_gateway::types::Secret;
 
-use super::{limited_sim, replica_config, stats, RedisServer};
+use super::{limited_sim, never_lost_redis, replica_config, stats, RedisServer};
 use crate::binary::GatewayProcess;
 use crate::support::*;
 
@@ -146,6 +146,13 @@ async fn a_replica_whose_clients_are_gone_leaves_the_others_the_whole_budget() {
         took < Duration::from_millis(1_500),
         "B's nine took {took:?}"
     );
+    // Both fall silent past the time a demand counts; the records of no
+    // clients go stale, and the next reservation goes through.
+    tokio::time::sleep(DEMAND_FRESH + Duration::from_millis(300)).await;
+    let next = c.get(a.url("/api/v1/agents")).bearer_auth("a").send();
+    assert_eq!(next.await.unwrap().status(), 200);
     let stats = stats(&sim).await;
     assert_eq!(stats["classes"]["crud"]["limited"], 0, "{stats}");
+    never_lost_redis(&a).await;
+    never_lost_redis(&b).await;
 }

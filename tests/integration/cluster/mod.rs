@@ -37,6 +37,16 @@ fn replica_config(
     path
 }
 
+/// Asserts that `replica` never lost Redis: a script error also counts as
+/// a loss, and the fallback to the local share would hide it otherwise.
+async fn never_lost_redis(replica: &GatewayProcess) {
+    let metrics = get_text(&replica.url("/metrics")).await;
+    let lost = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("castari_gateway_cluster_redis_lost_total "));
+    assert_eq!(lost, Some("0"), "{metrics}");
+}
+
 async fn limited_sim(limit: &str) -> Simulator {
     sim_with(|c: &mut SimConfig| {
         c.crud_limit = limit.parse().unwrap();
@@ -139,6 +149,9 @@ async fn three_replicas_share_one_budget_exactly_and_fairly() {
         index >= 0.8,
         "Jain's index {index:.3} for shares {shares:?}"
     );
+    for replica in &replicas {
+        never_lost_redis(replica).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
