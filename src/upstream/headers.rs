@@ -24,6 +24,24 @@ pub const QUEUE_WAIT: HeaderName = HeaderName::from_static("x-gateway-queue-wait
 /// RFC 7240's answer to a `Prefer` that was honoured.
 pub const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
 
+/// The hop-by-hop names (RFC 9110 §7.6.1), plus `Proxy-*`, `Keep-Alive`
+/// and `Upgrade`, lowercase, as a pattern: the one list for every check
+/// below. A `match` on a name tests its length and compares at most a
+/// couple of them; a walk over a list compared nine per header, both ways.
+macro_rules! hop_by_hop {
+    () => {
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    };
+}
+
 /// Removes hop-by-hop headers, `Upgrade`, and every header that
 /// `Connection` names. Applied both ways.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -35,14 +53,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// upstream `Authorization`.
 pub fn sanitize_request(headers: &mut HeaderMap) {
     strip(headers, |name| {
-        is_hop_by_hop(name)
-            || matches!(
-                name.as_str(),
-                "host" | "authorization" | "x-api-key" | "cookie"
-                // The gateway's own server already answered any
-                // `100-continue`.
-                | "expect"
-            )
+        matches!(
+            name.as_str(),
+            hop_by_hop!() | "host" | "authorization" | "x-api-key" | "cookie"
+            // The gateway's own server already answered any
+            // `100-continue`.
+            | "expect"
+        )
     });
 }
 
@@ -83,27 +100,22 @@ pub fn set_rate_limit(headers: &mut HeaderMap, limit: u64, remaining: u64, reset
     headers.insert(X_RATELIMIT_RESET, reset);
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), plus `Proxy-*`, `Keep-Alive` and
-/// `Upgrade`.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    is_hop_by_hop_name(name.as_str())
+    // Header names are lowercase.
+    matches!(name.as_str(), hop_by_hop!())
 }
 
 /// `name` in any case (as `Connection` may list it) is a hop-by-hop name.
 fn is_hop_by_hop_name(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|hop| hop.eq_ignore_ascii_case(name))
+    const LONGEST: usize = "proxy-authorization".len();
+    if name.len() > LONGEST {
+        return false;
+    }
+    let mut lower = [0u8; LONGEST];
+    let lower = &mut lower[..name.len()];
+    lower.copy_from_slice(name.as_bytes());
+    lower.make_ascii_lowercase();
+    matches!(std::str::from_utf8(lower), Ok(hop_by_hop!()))
 }
 
 /// Removes every header `drop` picks (`Connection` among them) and every
@@ -184,6 +196,29 @@ mod tests {
         sanitize_request(&mut h);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["accept", "content-type"]);
+    }
+
+    #[test]
+    fn hop_by_hop_names_match_in_any_case_and_nothing_else() {
+        for name in [
+            "connection",
+            "Keep-Alive",
+            "PROXY-AUTHORIZATION",
+            "proxy-authenticate",
+            "Proxy-Connection",
+            "te",
+            "Trailer",
+            "Transfer-Encoding",
+            "upgrade",
+        ] {
+            assert!(is_hop_by_hop_name(name), "{name}");
+        }
+        let others = ["", "t", "tea", "x-te", "proxy-authorizations", "host", "é"];
+        for name in others {
+            assert!(!is_hop_by_hop_name(name), "{name}");
+        }
+        assert!(is_hop_by_hop(&header::TRANSFER_ENCODING));
+        assert!(!is_hop_by_hop(&header::CONTENT_LENGTH));
     }
 
     #[test]
