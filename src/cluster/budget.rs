@@ -22,9 +22,10 @@
 //! whose queue empties records a demand of none at once, so its share goes
 //! back to the others.
 //!
-//! A reserved slot that is not used (its waiter left) is released; an upstream 429 sets a pause every
-//! reservation honours; an upstream count above the log's is followed by
-//! placeholder sends, as in `shaper::budget`.
+//! A reserved slot that is not used (its waiter left) is released; an
+//! upstream 429 sets a pause every reservation honours; an upstream count
+//! above the log's is followed by placeholder sends, as in
+//! `shaper::budget`.
 
 use std::time::Duration;
 
