@@ -80,6 +80,12 @@ impl Budget {
         }
     }
 
+    /// Sends counting now (a pause aside).
+    pub fn counted(&mut self, now: Instant) -> usize {
+        self.expire(now);
+        self.sends.len()
+    }
+
     /// Sends still allowed right now.
     pub fn remaining(&mut self, now: Instant) -> u32 {
         self.expire(now);

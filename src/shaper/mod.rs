@@ -326,7 +326,7 @@ impl Shaper {
             let Some((known, at)) = core.leases[i].last_known(span, now) else {
                 continue;
             };
-            let own = u64::from(core.budgets[i].max() - core.budgets[i].remaining(now));
+            let own = core.budgets[i].counted(now) as u64;
             core.budgets[i].assume_sent(known.saturating_sub(own), at, now);
         }
     }
