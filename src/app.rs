@@ -38,8 +38,6 @@ use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use futures_util::future::Either;
-use futures_util::FutureExt;
-use prometheus_client::metrics::gauge::Gauge;
 use tower::{Layer, Service, ServiceExt};
 use tower_http::sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer};
 
@@ -191,11 +189,8 @@ impl Frame {
 }
 
 /// The frame's future: ready at once for an answer made without waiting
-/// (a cache hit, a refusal), else one boxed future.
-pub type FrameFuture = Either<
-    std::future::Ready<Result<Response, Infallible>>,
-    Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>,
->;
+/// (a cache hit, a refusal), else [`Later`].
+pub type FrameFuture = Either<std::future::Ready<Result<Response, Infallible>>, Later>;
 
 impl<B> Service<http::Request<B>> for Frame
 where
@@ -226,12 +221,13 @@ where
                 request.extensions_mut().insert(peer);
             }
             let local = self.local.clone().oneshot(request);
-            return self.later(access, id, async move {
+            let answer = Box::pin(async move {
                 match local.await {
                     Ok(response) => response,
                     Err(never) => match never {},
                 }
             });
+            return Either::Right(Later::new(&self.state, access, id, answer));
         }
         let proxied = std::panic::catch_unwind(AssertUnwindSafe(|| {
             proxy::proxy(&self.state, request, peer)
@@ -240,7 +236,9 @@ where
             Ok((taken, proxied)) => {
                 access.taken(taken.class, taken.key, peer);
                 match proxied {
-                    Proxied::Later(answer) => self.later(access, id, answer),
+                    Proxied::Later(answer) => {
+                        Either::Right(Later::new(&self.state, access, id, answer))
+                    }
                     Proxied::Now(response) => {
                         Either::Left(std::future::ready(Ok(self.finish(access, id, response))))
                     }
@@ -256,48 +254,83 @@ where
 }
 
 impl Frame {
-    /// The future of an answer that waits: counted in flight while it
-    /// does, a panic caught.
-    fn later(
-        &self,
+    /// Records the access and echoes the request id.
+    fn finish(&self, access: Access, id: HeaderValue, response: Response) -> Response {
+        finish(&self.state, access, id, response)
+    }
+}
+
+/// Records the access and echoes the request id.
+fn finish(state: &AppState, access: Access, id: HeaderValue, mut response: Response) -> Response {
+    access.finish(state, &response);
+    if let Entry::Vacant(slot) = response.headers_mut().entry(X_REQUEST_ID) {
+        slot.insert(id);
+    }
+    response
+}
+
+/// The answer that waits, in the frame's hands: counted in flight until it
+/// is answered or dropped (also when the client hangs up first), a panic
+/// caught, the access recorded. A plain struct around the one boxed
+/// future, not a second boxed `async` block: every request that waits
+/// would pay an allocation and a copy for it.
+pub struct Later {
+    answer: Pin<Box<dyn Future<Output = Response> + Send>>,
+    /// Until answered: what the answer is stamped and recorded with.
+    record: Option<Record>,
+}
+
+struct Record {
+    state: AppState,
+    access: Access,
+    id: HeaderValue,
+}
+
+impl Later {
+    fn new(
+        state: &AppState,
         access: Access,
         id: HeaderValue,
-        answer: impl Future<Output = Response> + Send + 'static,
-    ) -> FrameFuture {
-        let frame = self.clone();
-        Either::Right(Box::pin(async move {
-            let in_flight = InFlight::enter(frame.state.metrics.in_flight());
-            let answered = AssertUnwindSafe(answer).catch_unwind().await;
-            drop(in_flight);
-            let response = answered.unwrap_or_else(panic_response);
-            Ok(frame.finish(access, id, response))
-        }))
-    }
-
-    /// Records the access and echoes the request id.
-    fn finish(&self, access: Access, id: HeaderValue, mut response: Response) -> Response {
-        access.finish(&self.state, &response);
-        if let Entry::Vacant(slot) = response.headers_mut().entry(X_REQUEST_ID) {
-            slot.insert(id);
+        answer: Pin<Box<dyn Future<Output = Response> + Send>>,
+    ) -> Self {
+        state.metrics.in_flight().inc();
+        Self {
+            answer,
+            record: Some(Record {
+                state: state.clone(),
+                access,
+                id,
+            }),
         }
-        response
     }
 }
 
-/// Counts a request in flight until dropped: also when the client hangs up
-/// and the request's future is dropped before it answers.
-struct InFlight<'a>(&'a Gauge);
+impl Future for Later {
+    type Output = Result<Response, Infallible>;
 
-impl<'a> InFlight<'a> {
-    fn enter(gauge: &'a Gauge) -> Self {
-        gauge.inc();
-        Self(gauge)
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| this.answer.as_mut().poll(cx)));
+        let response = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(response)) => response,
+            Err(panic) => panic_response(panic),
+        };
+        // Polled again after its answer (a caller's bug): a 500, no second
+        // record.
+        let Some(Record { state, access, id }) = this.record.take() else {
+            return Poll::Ready(Ok(GatewayError::Internal.into_response()));
+        };
+        state.metrics.in_flight().dec();
+        Poll::Ready(Ok(finish(&state, access, id, response)))
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for Later {
     fn drop(&mut self) {
-        self.0.dec();
+        if let Some(record) = &self.record {
+            record.state.metrics.in_flight().dec();
+        }
     }
 }
 
@@ -320,6 +353,64 @@ mod tests {
     use crate::config::Config;
     use crate::types::Secret;
     use axum::extract::Request;
+
+    fn answer_later(
+        state: &AppState,
+        id: &'static str,
+        answer: impl Future<Output = Response> + Send + 'static,
+    ) -> Later {
+        let request = Request::builder()
+            .uri("/api/v1/agents")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let access = Access::begin(state, &request);
+        Later::new(
+            state,
+            access,
+            HeaderValue::from_static(id),
+            Box::pin(answer),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_waiting_answer_counts_in_flight_until_answered_dropped_or_panicked() {
+        let key = Secret::new("k".to_string());
+        let state = crate::build_state(Config {
+            upstream_key: Some(key),
+            ..Config::default()
+        })
+        .unwrap();
+        let in_flight = || state.metrics.in_flight().get();
+
+        // A client that hangs up drops the answer before it comes.
+        let never = answer_later(&state, "a", std::future::pending());
+        assert_eq!(in_flight(), 1);
+        drop(never);
+        assert_eq!(in_flight(), 0);
+
+        let answered = answer_later(&state, "b", async {
+            tokio::task::yield_now().await;
+            Response::new(axum::body::Body::empty())
+        });
+        assert_eq!(in_flight(), 1);
+        let response = answered.await.unwrap();
+        assert_eq!(in_flight(), 0);
+        assert_eq!(response.headers()[X_REQUEST_ID], "b");
+
+        let panicked = answer_later(&state, "c", async {
+            if std::hint::black_box(true) {
+                panic!("answer bug");
+            }
+            Response::new(axum::body::Body::empty())
+        });
+        let response = panicked.await.unwrap();
+        assert_eq!(in_flight(), 0);
+        assert_eq!(
+            response.status(),
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(response.headers()[X_REQUEST_ID], "c");
+    }
 
     #[tokio::test]
     async fn a_panicking_handler_gets_a_castari_shaped_500_with_a_request_id() {

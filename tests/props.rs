@@ -209,11 +209,12 @@ proptest! {
         check_decoded(&path)?;
         let before = path.segments().to_vec();
         path.rewrite_sdk_stop(&method);
-        if path.segments() != before.as_slice() {
+        let after = path.segments();
+        if after != before {
             prop_assert_eq!(&method, &Method::DELETE);
-            prop_assert_eq!(path.segments().len(), 3);
-            prop_assert_eq!(path.segments()[0].as_str(), "agents");
-            prop_assert_eq!(&path.segments()[1..], before.as_slice());
+            prop_assert_eq!(after.len(), 3);
+            prop_assert_eq!(after[0].as_str(), "agents");
+            prop_assert_eq!(&after[1..], before.as_slice());
         }
         check_upstream(&path, &base, None)?;
         check_decoded(&path)?;

@@ -32,10 +32,15 @@ pub const KNOWN_TOP_LEVEL: [&str; 8] = [
 
 /// A checked `/api/v1/...` path: the segments after `api/v1`, as sent
 /// (still encoded, for the upstream URL) and decoded (for every decision).
+///
+/// A path without a `%` (nearly every one) decodes to itself: its segments
+/// are kept once, as the decoded ones. Only a path with something encoded
+/// keeps its sent form beside them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiPath {
-    segments: Vec<String>,
     decoded: Arc<[Box<str>]>,
+    /// The segments as sent, when they differ from the decoded ones.
+    encoded: Option<Arc<[Box<str>]>>,
 }
 
 impl ApiPath {
@@ -48,28 +53,59 @@ impl ApiPath {
     /// UTF-8. Other encoded control characters are forwarded encoded.
     pub fn parse(raw: &str) -> Result<Self, GatewayError> {
         let rest = raw.strip_prefix("/api/v1/").ok_or(GatewayError::NotFound)?;
-        let segments = rest
-            .split('/')
-            .map(|segment| check_segment(segment).map(|()| segment.to_string()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let decoded = decode_path(&segments);
+        let mut count = 0;
+        for segment in rest.split('/') {
+            check_segment(segment)?;
+            count += 1;
+        }
+        // Counted first: collected from a range, the segments go straight
+        // into the `Arc`, not through a `Vec` first.
+        let mut segments = rest.split('/');
+        let sent = (0..count)
+            .map(|_| Box::from(segments.next().unwrap_or_default()))
+            .collect();
+        let path = Self::of_sent(sent);
         // An agent slug never holds a control character upstream, and the
         // slug travels on to the queue's view, `status` and the ledger:
         // there, unlike in ids that go no further than the upstream, it is
         // refused.
-        if let [first, slug, ..] = &*decoded {
+        if let [first, slug, ..] = &*path.decoded {
             if &**first == "agents" && slug.chars().any(char::is_control) {
                 return Err(GatewayError::BadRequest(
                     "Control characters in an agent slug are not allowed",
                 ));
             }
         }
-        Ok(Self { segments, decoded })
+        Ok(path)
     }
 
-    /// The encoded segments after `/api/v1/`, as sent.
-    pub fn segments(&self) -> &[String] {
-        &self.segments
+    /// The path of checked segments as sent.
+    fn of_sent(sent: Arc<[Box<str>]>) -> Self {
+        if sent.iter().any(|segment| segment.contains('%')) {
+            Self {
+                decoded: decode_path(&*sent),
+                encoded: Some(sent),
+            }
+        } else {
+            Self {
+                decoded: sent,
+                encoded: None,
+            }
+        }
+    }
+
+    /// The segments as sent (still encoded).
+    fn sent(&self) -> &[Box<str>] {
+        self.encoded.as_deref().unwrap_or(&self.decoded)
+    }
+
+    /// The encoded segments after `/api/v1/`, as sent, as owned strings
+    /// (for tests and diagnostics; the request path reads them in place).
+    pub fn segments(&self) -> Vec<String> {
+        self.sent()
+            .iter()
+            .map(|segment| segment.to_string())
+            .collect()
     }
 
     /// The decoded segments after `/api/v1/`: what every route table reads.
@@ -96,8 +132,10 @@ impl ApiPath {
                     && !slug.chars().any(char::is_control)
                     && !KNOWN_TOP_LEVEL.contains(&&**slug));
         if is_sdk_stop {
-            self.segments.insert(0, "agents".to_string());
-            self.decoded = decode_path(&self.segments);
+            let sent = std::iter::once(Box::from("agents"))
+                .chain(self.sent().iter().cloned())
+                .collect();
+            *self = Self::of_sent(sent);
         }
     }
 
@@ -107,7 +145,7 @@ impl ApiPath {
         let mut url = base.clone();
         let mut path = base.path().trim_end_matches('/').to_string();
         path.push_str("/api/v1");
-        for segment in &self.segments {
+        for segment in self.sent() {
             path.push('/');
             path.push_str(segment);
         }
@@ -118,14 +156,15 @@ impl ApiPath {
 }
 
 /// Decodes checked path segments (valid UTF-8 by then; lossy otherwise).
-pub fn decode_path(segments: &[String]) -> Arc<[Box<str>]> {
+pub fn decode_path<S: AsRef<str>>(segments: impl IntoIterator<Item = S>) -> Arc<[Box<str>]> {
     segments
-        .iter()
+        .into_iter()
         .map(|s| {
+            let s = s.as_ref();
             if s.contains('%') {
                 Box::from(percent_decode_str(s).decode_utf8_lossy().as_ref())
             } else {
-                Box::from(s.as_str())
+                Box::from(s)
             }
         })
         .collect()
@@ -190,11 +229,11 @@ impl ApiPath {
         if !self.kept_by_url(query) {
             return self.through_url(base, query);
         }
-        let len = base.path.len() + 8 + self.segments.iter().map(|s| s.len() + 1).sum::<usize>();
+        let len = base.path.len() + 8 + self.sent().iter().map(|s| s.len() + 1).sum::<usize>();
         let mut target = String::with_capacity(len + query.map_or(0, |q| q.len() + 1));
         target.push_str(&base.path);
         target.push_str("/api/v1");
-        for segment in &self.segments {
+        for segment in self.sent() {
             target.push('/');
             target.push_str(segment);
         }
@@ -227,7 +266,7 @@ impl ApiPath {
             // The rewrite only ever adds a segment: the same length is the
             // same segments.
             && sent.path().len()
-                == "/api/v1".len() + self.segments.iter().map(|s| s.len() + 1).sum::<usize>()
+                == "/api/v1".len() + self.sent().iter().map(|s| s.len() + 1).sum::<usize>()
             && self.kept_by_url(query);
         let reused = match sent.path_and_query() {
             Some(path_and_query) if unchanged => base.uri(path_and_query.clone()),
@@ -238,9 +277,9 @@ impl ApiPath {
 
     /// Whether `url` leaves every segment and `query` as they are.
     fn kept_by_url(&self, query: Option<&str>) -> bool {
-        let in_path = |s: &String| s.bytes().all(|b| b != b'?' && kept_by_url(b));
+        let in_path = |s: &Box<str>| s.bytes().all(|b| b != b'?' && kept_by_url(b));
         let in_query = |q: &str| q.bytes().all(kept_by_url);
-        self.segments.iter().all(in_path) && query.is_none_or(in_query)
+        self.sent().iter().all(in_path) && query.is_none_or(in_query)
     }
 
     fn through_url(
@@ -326,6 +365,26 @@ fn check_segment(segment: &str) -> Result<(), GatewayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_without_escapes_is_kept_once_and_an_escaped_one_in_both_forms() {
+        let plain = ApiPath::parse("/api/v1/agents/demo").unwrap();
+        assert!(plain.encoded.is_none());
+        assert_eq!(plain.segments(), ["agents", "demo"]);
+        assert_eq!(plain.decoded().join("/"), "agents/demo");
+
+        let mut stop = ApiPath::parse("/api/v1/my%20agent/sandbox").unwrap();
+        assert_eq!(stop.segments(), ["my%20agent", "sandbox"]);
+        assert_eq!(stop.decoded().join("/"), "my agent/sandbox");
+        stop.rewrite_sdk_stop(&http::Method::DELETE);
+        assert_eq!(stop.segments(), ["agents", "my%20agent", "sandbox"]);
+        assert_eq!(stop.agent(), Some("my agent"));
+        // The same path, read either way, is equal.
+        assert_eq!(
+            stop,
+            ApiPath::parse("/api/v1/agents/my%20agent/sandbox").unwrap()
+        );
+    }
 
     fn base() -> url::Url {
         url::Url::parse("http://127.0.0.1:9/").unwrap()
