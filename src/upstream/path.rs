@@ -277,9 +277,9 @@ impl ApiPath {
 
     /// Whether `url` leaves every segment and `query` as they are.
     fn kept_by_url(&self, query: Option<&str>) -> bool {
-        let in_path = |s: &Box<str>| s.bytes().all(|b| b != b'?' && kept_by_url(b));
+        let in_path = |s: &str| s.bytes().all(|b| b != b'?' && kept_by_url(b));
         let in_query = |q: &str| q.bytes().all(kept_by_url);
-        self.sent().iter().all(in_path) && query.is_none_or(in_query)
+        self.sent().iter().all(|s| in_path(s)) && query.is_none_or(in_query)
     }
 
     fn through_url(
