@@ -14,7 +14,14 @@
 # user-space instructions are counted (its syscalls' kernel work is the
 # same for every proxy: two reads and two writes per request).
 #
-# Usage: bash bench/instructions.sh     (knobs: DURATION=10 WARMUP=3 BUILD=1)
+# A second table does the same for a cache hit (HITS=1, the default):
+# GET /api/v1/buckets/bench from the gateway with bench/gateway-cache.toml
+# (cache and shaper on, as bench/cache.sh runs it) against the hyper floor
+# answering the same bytes from memory (examples/hyper_floor.rs). After the
+# warm-up every request is a hit: the upstream's request counter is read
+# around the measured run, and any request that reached it stops the script.
+#
+# Usage: bash bench/instructions.sh     (knobs: DURATION=10 WARMUP=3 BUILD=1 HITS=1)
 # Prints a markdown table and writes it to bench/out/instructions.md.
 set -euo pipefail
 
@@ -25,11 +32,13 @@ PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-3}
 BUILD=${BUILD:-1}
+HITS=${HITS:-1}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 OUT_DIR=${OUT_DIR:-$BENCH_DIR/out}
 GATEWAY_BIN=$REPO_DIR/target/release/castari-gateway
 FLOOR_BIN=$REPO_DIR/target/release/examples/proxy_floor
+HIT_FLOOR_BIN=$REPO_DIR/target/release/examples/hyper_floor
 API_KEY=bench-key
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -41,6 +50,7 @@ die() {
 for v in DURATION WARMUP; do
     [[ ${!v} =~ ^[0-9]+$ ]] && ((${!v} > 0)) || die "$v must be a positive whole number"
 done
+[[ $HITS == 0 || $HITS == 1 ]] || die "HITS must be 0 or 1"
 
 # shellcheck source=bench/lib.sh
 source "$BENCH_DIR/lib.sh"
@@ -48,7 +58,7 @@ install_tools valgrind
 
 if ((BUILD)); then
     log "building the gateway and the proxy floors (cargo build --release)"
-    (cd "$REPO_DIR" && cargo build --release --bin castari-gateway --example proxy_floor) ||
+    (cd "$REPO_DIR" && cargo build --release --bin castari-gateway --example proxy_floor --example hyper_floor) ||
         die "the gateway does not build"
 fi
 
@@ -61,28 +71,45 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 declare -A PORT MASTER WORKER CMD
 
-mkdir -p "$RUN/www/api/v1/agents"
+mkdir -p "$RUN/www/api/v1/agents" "$RUN/www/api/v1/buckets"
 cp "$BENCH_DIR/payload.json" "$RUN/www/api/v1/agents/bench"
+cp "$BENCH_DIR/payload.json" "$RUN/www/api/v1/buckets/bench"
 chmod -R a+rX "$RUN/www"
+# The upstream config serves the pass-through path; add the cached one (as
+# bench/cache.sh does).
+sed 's|location = /api/v1/agents/bench {|location /api/v1/buckets/ {\n        }\n\n        location = /api/v1/agents/bench {|' \
+    "$BENCH_DIR/nginx/upstream.conf" >"$RUN/upstream-template.conf"
 # The upstream on the load core: the proxy under Valgrind has a core of its own.
-SERVER_CPU=$LOAD_CPU start_nginx upstream "$BENCH_DIR/nginx/upstream.conf"
+SERVER_CPU=$LOAD_CPU start_nginx upstream "$RUN/upstream-template.conf"
 UPSTREAM=http://127.0.0.1:${PORT[upstream]}
 PATH_=/api/v1/agents/bench
+HIT_PATH=/api/v1/buckets/bench
 
 # name -> command line (the port is filled in at start)
 declare -A TARGET_CMD=(
     [floor_hyper]="$FLOOR_BIN hyper 127.0.0.1:@PORT@ $UPSTREAM"
     [floor_reqwest]="$FLOOR_BIN reqwest 127.0.0.1:@PORT@ $UPSTREAM"
     [gateway]="$GATEWAY_BIN serve --config $RUN/gateway.toml --listen 127.0.0.1:@PORT@ --upstream $UPSTREAM"
+    [hit_floor]="$HIT_FLOOR_BIN 127.0.0.1:@PORT@ $HIT_PATH=$BENCH_DIR/payload.json"
+    [hit_gateway]="$GATEWAY_BIN serve --config $RUN/gateway-cache.toml"
 )
 TARGETS=(floor_hyper floor_reqwest gateway)
+((HITS)) && TARGETS+=(hit_floor hit_gateway)
 declare -A IR REQ
 
+upstream_requests() { # requests the upstream nginx has served (stub_status)
+    curl -s --max-time 2 "http://127.0.0.1:${PORT[upstream]}/bench-status" |
+        awk 'NR == 3 { print $3 }'
+}
+
 measure() { # name
-    local name=$1 port pid cmd out total requests
+    local name=$1 port pid cmd out total requests path=$PATH_ before after
+    [[ $name == hit_* ]] && path=$HIT_PATH
     port=$(free_port)
     fill "$BENCH_DIR/gateway.toml" "PORT=$port" "UPSTREAM_PORT=${PORT[upstream]}" \
         "ACCESS_LOG=false" >"$RUN/gateway.toml"
+    fill "$BENCH_DIR/gateway-cache.toml" "PORT=$port" "UPSTREAM_PORT=${PORT[upstream]}" \
+        >"$RUN/gateway-cache.toml"
     cmd=${TARGET_CMD[$name]//@PORT@/$port}
     out=$RUN/callgrind.$name
     # shellcheck disable=SC2086
@@ -91,11 +118,17 @@ measure() { # name
     pid=$!
     PIDS+=("$pid")
     CMD[$name]="valgrind --tool=callgrind $cmd"
-    wait_http "$name" "$pid" "http://127.0.0.1:$port$PATH_"
-    taskset -c "$LOAD_CPU" wrk -t1 -c8 -d"${WARMUP}s" "http://127.0.0.1:$port$PATH_" >/dev/null
+    wait_http "$name" "$pid" "http://127.0.0.1:$port$path"
+    taskset -c "$LOAD_CPU" wrk -t1 -c8 -d"${WARMUP}s" "http://127.0.0.1:$port$path" >/dev/null
     callgrind_control -z "$pid" >/dev/null
-    taskset -c "$LOAD_CPU" wrk -t1 -c8 -d"${DURATION}s" "http://127.0.0.1:$port$PATH_" >"$RUN/$name.wrk"
+    before=$(upstream_requests)
+    taskset -c "$LOAD_CPU" wrk -t1 -c8 -d"${DURATION}s" "http://127.0.0.1:$port$path" >"$RUN/$name.wrk"
+    after=$(upstream_requests)
     callgrind_control -d "$pid" >/dev/null
+    # The status request itself is one.
+    if [[ $name == hit_* ]] && ((after - before != 1)); then
+        die "$name: $((after - before - 1)) measured requests reached the upstream (not all hits)"
+    fi
     requests=$(awk '/requests in/ {print $1}' "$RUN/$name.wrk")
     grep -q 'Non-2xx' "$RUN/$name.wrk" && die "$name answered non-2xx under callgrind"
     # The dump after zeroing: the last file written for this pid.
@@ -110,6 +143,9 @@ measure() { # name
 
 for t in "${TARGETS[@]}"; do measure "$t"; done
 
+per() { echo $((IR[$1] / REQ[$1])); }                                     # target
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2fx", a / b}'; } # a b
+
 mkdir -p "$OUT_DIR"
 {
     echo "## User-space instructions per proxied request (callgrind)"
@@ -119,10 +155,17 @@ mkdir -p "$OUT_DIR"
     echo
     echo "| | hyper proxy floor | reqwest proxy floor | gateway | gateway / hyper floor | target |"
     echo "|---|---:|---:|---:|---:|---|"
-    floor=$((IR[floor_hyper] / REQ[floor_hyper]))
-    gw=$((IR[gateway] / REQ[gateway]))
-    printf '| instructions per request | %d | %d | %d | %s | ≤ 1.2x |\n' "$floor" \
-        "$((IR[floor_reqwest] / REQ[floor_reqwest]))" "$gw" \
-        "$(awk -v a="$gw" -v b="$floor" 'BEGIN {printf "%.2fx", a / b}')"
+    printf '| instructions per request | %d | %d | %d | %s | ≤ 1.2x |\n' "$(per floor_hyper)" \
+        "$(per floor_reqwest)" "$(per gateway)" "$(ratio "$(per gateway)" "$(per floor_hyper)")"
     printf '| requests counted | %d | %d | %d | | |\n' "${REQ[floor_hyper]}" "${REQ[floor_reqwest]}" "${REQ[gateway]}"
+    if ((HITS)); then
+        echo
+        echo "Cache hits: GET $HIT_PATH (1 KiB), the gateway with bench/gateway-cache.toml (cache and shaper on), the hyper floor answering from memory (examples/hyper_floor.rs); no measured request reached the upstream"
+        echo
+        echo "| | hyper floor | gateway | gateway − floor | gateway / floor |"
+        echo "|---|---:|---:|---:|---:|"
+        printf '| instructions per hit | %d | %d | %d | %s |\n' "$(per hit_floor)" "$(per hit_gateway)" \
+            "$(($(per hit_gateway) - $(per hit_floor)))" "$(ratio "$(per hit_gateway)" "$(per hit_floor)")"
+        printf '| requests counted | %d | %d | | |\n' "${REQ[hit_floor]}" "${REQ[hit_gateway]}"
+    fi
 } | tee "$OUT_DIR/instructions.md"
