@@ -98,8 +98,11 @@ TARGETS=(floor_hyper floor_reqwest gateway)
 declare -A IR REQ
 
 upstream_requests() { # requests the upstream nginx has served (stub_status)
-    curl -s --max-time 2 "http://127.0.0.1:${PORT[upstream]}/bench-status" |
-        awk 'NR == 3 { print $3 }'
+    local n
+    n=$(curl -s --max-time 2 "http://127.0.0.1:${PORT[upstream]}/bench-status" |
+        awk 'NR == 3 { print $3 }') || true
+    [[ $n =~ ^[0-9]+$ ]] || die "cannot read the upstream's request counter (got '$n')"
+    echo "$n"
 }
 
 measure() { # name

@@ -310,14 +310,17 @@ impl Future for Later {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        // Polled again after its answer (a caller's bug): a 500, with the
+        // finished answer left alone and no second record.
+        if this.record.is_none() {
+            return Poll::Ready(Ok(GatewayError::Internal.into_response()));
+        }
         let polled = std::panic::catch_unwind(AssertUnwindSafe(|| this.answer.as_mut().poll(cx)));
         let response = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(response)) => response,
             Err(panic) => panic_response(panic),
         };
-        // Polled again after its answer (a caller's bug): a 500, no second
-        // record.
         let Some(Record { state, access, id }) = this.record.take() else {
             return Poll::Ready(Ok(GatewayError::Internal.into_response()));
         };
@@ -410,6 +413,27 @@ mod tests {
             axum::http::StatusCode::INTERNAL_SERVER_ERROR
         );
         assert_eq!(response.headers()[X_REQUEST_ID], "c");
+
+        // Polled again after its answer: a 500, no second record, the
+        // finished answer not polled again (this one would never answer).
+        let mut answered = false;
+        let mut done = answer_later(
+            &state,
+            "d",
+            std::future::poll_fn(move |_| {
+                if std::mem::replace(&mut answered, true) {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(Response::new(axum::body::Body::empty()))
+                }
+            }),
+        );
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let first = Pin::new(&mut done).poll(&mut cx);
+        assert!(matches!(&first, Poll::Ready(Ok(r)) if r.status() == 200));
+        let again = Pin::new(&mut done).poll(&mut cx);
+        assert!(matches!(&again, Poll::Ready(Ok(r)) if r.status() == 500));
+        assert_eq!(in_flight(), 0);
     }
 
     #[tokio::test]

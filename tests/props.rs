@@ -207,7 +207,7 @@ proptest! {
         prop_assert!(raw.starts_with("/api/v1/"));
         check_upstream(&path, &base, None)?;
         check_decoded(&path)?;
-        let before = path.segments().to_vec();
+        let before = path.segments();
         path.rewrite_sdk_stop(&method);
         let after = path.segments();
         if after != before {

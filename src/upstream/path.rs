@@ -39,7 +39,7 @@ pub const KNOWN_TOP_LEVEL: [&str; 8] = [
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiPath {
     decoded: Arc<[Box<str>]>,
-    /// The segments as sent, when they differ from the decoded ones.
+    /// The segments as sent, when any of them holds a `%`.
     encoded: Option<Arc<[Box<str>]>>,
 }
 
