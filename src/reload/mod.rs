@@ -199,22 +199,27 @@ impl Reloader {
                 crate::telemetry::set_log_level(&next.config.telemetry.log_level);
                 let version = next.version;
                 status.applied(version, pending_restart.clone());
-                self.live.install(next);
-                tracing::info!(
-                    version,
-                    trigger = trigger.as_str(),
-                    changed = %changed.join(", "),
-                    pending_restart = %pending_restart.join(", "),
-                    "configuration reloaded"
-                );
-                Attempt {
+                let attempt = Attempt {
                     at: now_unix(),
                     trigger,
                     applied: true,
                     version,
                     error: None,
                     pending_restart,
-                }
+                };
+                // Recorded before the new version goes live: whoever sees
+                // the new version (`GET /admin/config`) sees this attempt
+                // too, not the one before it.
+                status.attempted(attempt.clone());
+                self.live.install(next);
+                tracing::info!(
+                    version,
+                    trigger = trigger.as_str(),
+                    changed = %changed.join(", "),
+                    pending_restart = %attempt.pending_restart.join(", "),
+                    "configuration reloaded"
+                );
+                return attempt;
             }
             Err(error) => {
                 tracing::error!(
