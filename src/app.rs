@@ -239,24 +239,21 @@ where
                     Proxied::Later(answer) => {
                         Either::Right(Later::new(&self.state, access, id, answer))
                     }
-                    Proxied::Now(response) => {
-                        Either::Left(std::future::ready(Ok(self.finish(access, id, response))))
-                    }
+                    Proxied::Now(response) => Either::Left(std::future::ready(Ok(finish(
+                        &self.state,
+                        access,
+                        id,
+                        response,
+                    )))),
                 }
             }
-            Err(panic) => Either::Left(std::future::ready(Ok(self.finish(
+            Err(panic) => Either::Left(std::future::ready(Ok(finish(
+                &self.state,
                 access,
                 id,
                 panic_response(panic),
             )))),
         }
-    }
-}
-
-impl Frame {
-    /// Records the access and echoes the request id.
-    fn finish(&self, access: Access, id: HeaderValue, response: Response) -> Response {
-        finish(&self.state, access, id, response)
     }
 }
 
