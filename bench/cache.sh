@@ -12,7 +12,11 @@
 # at the same rate is the baseline for "added latency". A fifth column,
 # "hyper floor" (examples/hyper_floor.rs), is the gateway's own server stack
 # answering the same bytes from memory with nothing else: what is left
-# between it and the gateway is the gateway's per-hit work. Prints a
+# between it and the gateway is the gateway's per-hit work. With
+# FLOOR_BIN=target/release/examples/hit_work_floor that column is the
+# hit-work floor instead: the hyper floor plus the part of a hit the gateway
+# cannot leave out, done by the gateway's own code (the most the gateway
+# could reach if the rest of a hit cost nothing). Prints a
 # markdown table and writes it to bench/out/cache-results.md. See
 # bench/README.md.
 #
@@ -85,12 +89,18 @@ NPROC=$(nproc)
     die "SERVER_CPU=$SERVER_CPU / LOAD_CPU=$LOAD_CPU: this machine has $NPROC cores"
 
 if ((BUILD)); then
-    log "building the gateway and the hyper floor (cargo build --release)"
-    (cd "$REPO_DIR" && cargo build --release --bin castari-gateway --example hyper_floor) ||
+    log "building the gateway and the hit floors (cargo build --release)"
+    (cd "$REPO_DIR" && cargo build --release --bin castari-gateway --example hyper_floor \
+        --example hit_work_floor) ||
         die "the gateway does not build"
 fi
 [[ -x $GATEWAY_BIN ]] || die "no gateway binary at $GATEWAY_BIN"
-[[ -x $FLOOR_BIN ]] || die "no hyper floor binary at $FLOOR_BIN"
+[[ -x $FLOOR_BIN ]] || die "no floor binary at $FLOOR_BIN"
+# The floor column's name: which floor FLOOR_BIN is.
+case $(basename "$FLOOR_BIN") in
+hit_work_floor) FLOOR_LABEL="hit-work floor" ;;
+*) FLOOR_LABEL="hyper floor" ;;
+esac
 
 RUN=$(mktemp -d /tmp/castari-cache-bench.XXXXXX)
 chmod 755 "$RUN"
@@ -310,7 +320,7 @@ verdict() { # a op b (op: ge or le), numbers
 
 table() {
     local size peer_rps peer_p99 added
-    echo "| body | metric | direct upstream | nginx proxy_cache | HAProxy cache | castari-gateway | target | result | hyper floor |"
+    echo "| body | metric | direct upstream | nginx proxy_cache | HAProxy cache | castari-gateway | target | result | $FLOOR_LABEL |"
     echo "|---|---|---:|---:|---:|---:|---|---|---:|"
     for size in "${SIZES[@]}"; do
         # Issue 21's target: 1.1x the best peer's hits per second.
@@ -332,7 +342,7 @@ REPORT=$(
     echo
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); machine: $NPROC cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo); busy before the run: ${BUSY}%; operator pages open on the gateway: $PAGES"
     echo "- $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(haproxy -v 2>&1 | head -n 1), wrk $(wrk -v 2>&1 | awk 'NR == 1 { print $2 }'), gateway $("$GATEWAY_BIN" --version 2>/dev/null || echo '?') at git $(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo '?')"
-    echo "- servers pinned to core $SERVER_CPU (HAProxy nbthread 1, nginx 1 worker, gateway and hyper floor TOKIO_WORKER_THREADS=1), wrk to core $LOAD_CPU"
+    echo "- servers pinned to core $SERVER_CPU (HAProxy nbthread 1, nginx 1 worker, gateway and $FLOOR_LABEL TOKIO_WORKER_THREADS=1), wrk to core $LOAD_CPU"
     echo "- GET ${SIZE_PATH[1k]} (1024-byte JSON) and ${SIZE_PATH[20k]} (20480-byte JSON), every measured request a hit"
     echo "- medians over the rounds (targets take turns): $ROUNDS throughput rounds of ${DURATION}s after ${WARMUP}s warm-up, $LAT_ROUNDS fixed-rate rounds of ${LAT_DURATION}s"
     echo

@@ -12,12 +12,21 @@
 # the counters, drives DURATION seconds of wrk through it, dumps the
 # counters and divides by the requests wrk completed. Only the proxy's own
 # user-space instructions are counted (its syscalls' kernel work is the
-# same for every proxy: two reads and two writes per request).
+# same for every proxy: two reads and two writes per request). A third
+# floor, examples/pass_work_floor.rs, is the hyper floor with the gateway's
+# own upstream client plus the part of a proxied request the gateway cannot
+# leave out (request id, path checks, header hygiene and the key, the
+# timeout and idle deadline, X-RateLimit-*, metrics with the overhead
+# histogram), done by the gateway's own code.
 #
 # A second table does the same for a cache hit (HITS=1, the default):
 # GET /api/v1/buckets/bench from the gateway with bench/gateway-cache.toml
 # (cache and shaper on, as bench/cache.sh runs it) against the hyper floor
-# answering the same bytes from memory (examples/hyper_floor.rs). After the
+# answering the same bytes from memory (examples/hyper_floor.rs), and a
+# second floor between them (examples/hit_work_floor.rs): the hyper floor
+# plus the part of a hit the gateway cannot leave out (the path checked, the
+# moka lookup, the stored answer with Age and X-Cache, the X-RateLimit-*
+# headers and the request id), done by the gateway's own code. After the
 # warm-up every request is a hit: the upstream's request counter is read
 # around the measured run, and any request that reached it stops the script.
 #
@@ -38,7 +47,9 @@ LOAD_CPU=${LOAD_CPU:-1}
 OUT_DIR=${OUT_DIR:-$BENCH_DIR/out}
 GATEWAY_BIN=$REPO_DIR/target/release/castari-gateway
 FLOOR_BIN=$REPO_DIR/target/release/examples/proxy_floor
+PASS_WORK_BIN=$REPO_DIR/target/release/examples/pass_work_floor
 HIT_FLOOR_BIN=$REPO_DIR/target/release/examples/hyper_floor
+HIT_WORK_BIN=$REPO_DIR/target/release/examples/hit_work_floor
 API_KEY=bench-key
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -58,7 +69,8 @@ install_tools valgrind
 
 if ((BUILD)); then
     log "building the gateway and the proxy floors (cargo build --release)"
-    (cd "$REPO_DIR" && cargo build --release --bin castari-gateway --example proxy_floor --example hyper_floor) ||
+    (cd "$REPO_DIR" && cargo build --release --bin castari-gateway --example proxy_floor --example hyper_floor \
+        --example pass_work_floor --example hit_work_floor) ||
         die "the gateway does not build"
 fi
 
@@ -89,12 +101,14 @@ HIT_PATH=/api/v1/buckets/bench
 declare -A TARGET_CMD=(
     [floor_hyper]="$FLOOR_BIN hyper 127.0.0.1:@PORT@ $UPSTREAM"
     [floor_reqwest]="$FLOOR_BIN reqwest 127.0.0.1:@PORT@ $UPSTREAM"
+    [pass_work]="$PASS_WORK_BIN 127.0.0.1:@PORT@ $UPSTREAM"
     [gateway]="$GATEWAY_BIN serve --config $RUN/gateway.toml --listen 127.0.0.1:@PORT@ --upstream $UPSTREAM"
     [hit_floor]="$HIT_FLOOR_BIN 127.0.0.1:@PORT@ $HIT_PATH=$BENCH_DIR/payload.json"
+    [hit_work]="$HIT_WORK_BIN 127.0.0.1:@PORT@ $HIT_PATH=$BENCH_DIR/payload.json"
     [hit_gateway]="$GATEWAY_BIN serve --config $RUN/gateway-cache.toml"
 )
-TARGETS=(floor_hyper floor_reqwest gateway)
-((HITS)) && TARGETS+=(hit_floor hit_gateway)
+TARGETS=(floor_hyper floor_reqwest pass_work gateway)
+((HITS)) && TARGETS+=(hit_floor hit_work hit_gateway)
 declare -A IR REQ
 
 upstream_requests() { # requests the upstream nginx has served (stub_status)
@@ -156,19 +170,22 @@ mkdir -p "$OUT_DIR"
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'), git $(cd "$REPO_DIR" && git rev-parse --short HEAD)$(cd "$REPO_DIR" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' (+ uncommitted changes)')"
     echo "- GET $PATH_ (1 KiB), wrk -c8 for ${DURATION}s after ${WARMUP}s of warm-up, each proxy alone under Valgrind, TOKIO_WORKER_THREADS=1; the gateway with bench/gateway.toml (shaper, cache and access log off)"
     echo
-    echo "| | hyper proxy floor | reqwest proxy floor | gateway | gateway / hyper floor | target |"
-    echo "|---|---:|---:|---:|---:|---|"
-    printf '| instructions per request | %d | %d | %d | %s | ≤ 1.2x |\n' "$(per floor_hyper)" \
-        "$(per floor_reqwest)" "$(per gateway)" "$(ratio "$(per gateway)" "$(per floor_hyper)")"
-    printf '| requests counted | %d | %d | %d | | |\n' "${REQ[floor_hyper]}" "${REQ[floor_reqwest]}" "${REQ[gateway]}"
+    echo "| | hyper proxy floor | reqwest proxy floor | pass-work floor | gateway | pass-work floor / hyper floor | gateway / hyper floor | target |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---|"
+    printf '| instructions per request | %d | %d | %d | %d | %s | %s | ≤ 1.2x |\n' "$(per floor_hyper)" \
+        "$(per floor_reqwest)" "$(per pass_work)" "$(per gateway)" \
+        "$(ratio "$(per pass_work)" "$(per floor_hyper)")" "$(ratio "$(per gateway)" "$(per floor_hyper)")"
+    printf '| requests counted | %d | %d | %d | %d | | | |\n' "${REQ[floor_hyper]}" "${REQ[floor_reqwest]}" \
+        "${REQ[pass_work]}" "${REQ[gateway]}"
     if ((HITS)); then
         echo
-        echo "Cache hits: GET $HIT_PATH (1 KiB), the gateway with bench/gateway-cache.toml (cache and shaper on), the hyper floor answering from memory (examples/hyper_floor.rs); no measured request reached the upstream"
+        echo "Cache hits: GET $HIT_PATH (1 KiB), the gateway with bench/gateway-cache.toml (cache and shaper on), the hyper floor answering from memory (examples/hyper_floor.rs), the hit-work floor (examples/hit_work_floor.rs: the hyper floor plus the part of a hit the gateway cannot leave out); no measured request reached the upstream"
         echo
-        echo "| | hyper floor | gateway | gateway − floor | gateway / floor |"
-        echo "|---|---:|---:|---:|---:|"
-        printf '| instructions per hit | %d | %d | %d | %s |\n' "$(per hit_floor)" "$(per hit_gateway)" \
-            "$(($(per hit_gateway) - $(per hit_floor)))" "$(ratio "$(per hit_gateway)" "$(per hit_floor)")"
-        printf '| requests counted | %d | %d | | |\n' "${REQ[hit_floor]}" "${REQ[hit_gateway]}"
+        echo "| | hyper floor | hit-work floor | gateway | gateway − floor | gateway / floor |"
+        echo "|---|---:|---:|---:|---:|---:|"
+        printf '| instructions per hit | %d | %d | %d | %d | %s |\n' "$(per hit_floor)" "$(per hit_work)" \
+            "$(per hit_gateway)" "$(($(per hit_gateway) - $(per hit_floor)))" \
+            "$(ratio "$(per hit_gateway)" "$(per hit_floor)")"
+        printf '| requests counted | %d | %d | %d | | |\n' "${REQ[hit_floor]}" "${REQ[hit_work]}" "${REQ[hit_gateway]}"
     fi
 } | tee "$OUT_DIR/instructions.md"
