@@ -16,7 +16,8 @@
 # FLOOR_BIN=target/release/examples/hit_work_floor that column is the
 # hit-work floor instead: the hyper floor plus the part of a hit the gateway
 # cannot leave out, done by the gateway's own code (the most the gateway
-# could reach if the rest of a hit cost nothing). Prints a
+# could reach if the rest of a hit cost nothing); HIT_WORK=bound makes it
+# less than any gateway can do (examples/hit_work_floor.rs). Prints a
 # markdown table and writes it to bench/out/cache-results.md. See
 # bench/README.md.
 #
@@ -95,10 +96,12 @@ if ((BUILD)); then
         die "the gateway does not build"
 fi
 [[ -x $GATEWAY_BIN ]] || die "no gateway binary at $GATEWAY_BIN"
+[[ $FLOOR_BIN == /* ]] || FLOOR_BIN=$REPO_DIR/$FLOOR_BIN
 [[ -x $FLOOR_BIN ]] || die "no floor binary at $FLOOR_BIN"
-# The floor column's name: which floor FLOOR_BIN is.
+# The floor column's name: which floor FLOOR_BIN is (HIT_WORK=bound, passed
+# on in the environment, makes the hit-work floor its lower bound).
 case $(basename "$FLOOR_BIN") in
-hit_work_floor) FLOOR_LABEL="hit-work floor" ;;
+hit_work_floor) FLOOR_LABEL="hit-work floor${HIT_WORK:+ ($HIT_WORK)}" ;;
 *) FLOOR_LABEL="hyper floor" ;;
 esac
 
@@ -145,7 +148,8 @@ start_gateway() {
 start_floor() {
     local port pid
     port=$(free_port)
-    local cmd=(taskset -c "$SERVER_CPU" env TOKIO_WORKER_THREADS=1 "$FLOOR_BIN" "127.0.0.1:$port"
+    local cmd=(taskset -c "$SERVER_CPU" env TOKIO_WORKER_THREADS=1 ${HIT_WORK:+"HIT_WORK=$HIT_WORK"}
+        "$FLOOR_BIN" "127.0.0.1:$port"
         "${SIZE_PATH[1k]}=${SIZE_FILE[1k]}" "${SIZE_PATH[20k]}=${SIZE_FILE[20k]}")
     CMD[floor]="${cmd[*]}"
     "${cmd[@]}" >"$RUN/floor.log" 2>&1 &
