@@ -28,7 +28,9 @@
 #   SERVER_CPU=0 LOAD_CPU=1 BUILD=1 OUT_DIR=bench/out
 #   GATEWAY_BIN=target/release/castari-gateway
 #   PAGES=0   operator pages held open on the gateway (curl reading /admin/events)
-#   FLOOR_BIN=target/release/examples/hyper_floor
+#   FLOOR_BIN=target/release/examples/hyper_floor  (relative to the repository)
+#   WORK_FLOORS=0   1: two more columns, the hit-work floor and its bound
+#                   (examples/hit_work_floor.rs, HIT_WORK=required and bound)
 #
 # Every target is measured ROUNDS times at saturation and LAT_ROUNDS times
 # at the fixed rate, the targets taking turns, and the table shows the
@@ -59,6 +61,8 @@ GATEWAY_BIN=${GATEWAY_BIN:-$REPO_DIR/target/release/castari-gateway}
 FLOOR_BIN=${FLOOR_BIN:-$REPO_DIR/target/release/examples/hyper_floor}
 OUT_DIR=${OUT_DIR:-$BENCH_DIR/out}
 PAGES=${PAGES:-0}
+WORK_FLOORS=${WORK_FLOORS:-0}
+WORK_FLOOR_BIN=$REPO_DIR/target/release/examples/hit_work_floor
 PAGE_PIDS=()
 
 API_KEY=bench-key
@@ -68,6 +72,7 @@ declare -A SIZE_PATH=([1k]=/api/v1/buckets/bench [20k]=/api/v1/buckets/bench20)
 declare -A SIZE_FILE=([1k]=$BENCH_DIR/payload.json [20k]=$BENCH_DIR/payload-20k.json)
 SIZES=(1k 20k)
 TARGETS=(upstream nginx haproxy gateway floor)
+WORK_TARGETS=(required bound)
 
 log() { printf '[cache-bench] %s\n' "$*" >&2; }
 die() {
@@ -98,11 +103,19 @@ fi
 [[ -x $GATEWAY_BIN ]] || die "no gateway binary at $GATEWAY_BIN"
 [[ $FLOOR_BIN == /* ]] || FLOOR_BIN=$REPO_DIR/$FLOOR_BIN
 [[ -x $FLOOR_BIN ]] || die "no floor binary at $FLOOR_BIN"
+[[ $WORK_FLOORS == 0 || $WORK_FLOORS == 1 ]] || die "WORK_FLOORS must be 0 or 1"
+if ((WORK_FLOORS)); then
+    [[ -x $WORK_FLOOR_BIN ]] || die "no hit-work floor binary at $WORK_FLOOR_BIN"
+    TARGETS+=("${WORK_TARGETS[@]}")
+fi
 # The floor column's name: which floor FLOOR_BIN is (HIT_WORK=bound, passed
 # on in the environment, makes the hit-work floor its lower bound).
 case $(basename "$FLOOR_BIN") in
 hit_work_floor) FLOOR_LABEL="hit-work floor${HIT_WORK:+ ($HIT_WORK)}" ;;
-*) FLOOR_LABEL="hyper floor" ;;
+*)
+    [[ -z ${HIT_WORK:-} ]] || die "HIT_WORK is for FLOOR_BIN=…/hit_work_floor (or use WORK_FLOORS=1)"
+    FLOOR_LABEL="hyper floor"
+    ;;
 esac
 
 RUN=$(mktemp -d /tmp/castari-cache-bench.XXXXXX)
@@ -145,20 +158,20 @@ start_gateway() {
     wait_http "gateway" "$pid" "http://127.0.0.1:$port/healthz"
 }
 
-start_floor() {
-    local port pid
+start_floor() { # [name binary mode]: the floor column, or a work floor
+    local name=${1:-floor} bin=${2:-$FLOOR_BIN} mode=${3:-${HIT_WORK:-}} port pid
     port=$(free_port)
-    local cmd=(taskset -c "$SERVER_CPU" env TOKIO_WORKER_THREADS=1 ${HIT_WORK:+"HIT_WORK=$HIT_WORK"}
-        "$FLOOR_BIN" "127.0.0.1:$port"
+    local cmd=(taskset -c "$SERVER_CPU" env -u HIT_WORK TOKIO_WORKER_THREADS=1
+        ${mode:+"HIT_WORK=$mode"} "$bin" "127.0.0.1:$port"
         "${SIZE_PATH[1k]}=${SIZE_FILE[1k]}" "${SIZE_PATH[20k]}=${SIZE_FILE[20k]}")
-    CMD[floor]="${cmd[*]}"
-    "${cmd[@]}" >"$RUN/floor.log" 2>&1 &
+    CMD[$name]="${cmd[*]}"
+    "${cmd[@]}" >"$RUN/$name.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
-    PORT[floor]=$port
-    MASTER[floor]=$pid
-    WORKER[floor]=$pid
-    wait_http "floor" "$pid" "http://127.0.0.1:$port/healthz"
+    PORT[$name]=$port
+    MASTER[$name]=$pid
+    WORKER[$name]=$pid
+    wait_http "$name" "$pid" "http://127.0.0.1:$port/healthz"
 }
 
 upstream_requests() { # requests the upstream nginx has served (stub_status)
@@ -245,6 +258,9 @@ start_haproxy
 wait_http "haproxy" "${WORKER[haproxy]}" "http://127.0.0.1:${PORT[haproxy]}${SIZE_PATH[1k]}"
 start_gateway
 start_floor
+if ((WORK_FLOORS)); then
+    for t in "${WORK_TARGETS[@]}"; do start_floor "$t" "$WORK_FLOOR_BIN" "$t"; done
+fi
 open_pages "${PORT[gateway]}" "$PAGES"
 
 for size in "${SIZES[@]}"; do
@@ -322,22 +338,45 @@ verdict() { # a op b (op: ge or le), numbers
         print ok ? "PASS" : "FAIL" }'
 }
 
+# One cell per work floor (none without WORK_FLOORS=1): `cells FN` prints
+# FN's figure for each (FN reads `size` from the caller).
+cells() {
+    ((WORK_FLOORS)) || return 0
+    local t
+    for t in "${WORK_TARGETS[@]}"; do printf ' %s |' "$("$1" "$t")"; done
+}
+rps_cell() { echo "${RPS[$1/$size]}"; }
+sat_cell() { echo "${SAT_P50[$1/$size]} / ${SAT_P99[$1/$size]}"; }
+fr_cell() { echo "${FR_P50[$1/$size]} / ${FR_P99[$1/$size]}"; }
+added_cell() { awk -v a="${FR_P50[$1/$size]}" -v u="${FR_P50[upstream/$size]}" 'BEGIN { printf "%.3f", a - u }'; }
+cpu_cell() { echo "${CPU[$1/$size]}"; }
+upreq_cell() { echo "${UPREQ[$1/$size]}"; }
+err_cell() { echo "${ERR[$1/$size]}"; }
+# Hits per second as a multiple of the best peer's.
+ratio_cell() { awk -v a="${RPS[$1/$size]}" -v b="$best_rps" 'BEGIN { printf "%.2fx", a / b }'; }
+
 table() {
-    local size peer_rps peer_p99 added
-    echo "| body | metric | direct upstream | nginx proxy_cache | HAProxy cache | castari-gateway | target | result | $FLOOR_LABEL |"
-    echo "|---|---|---:|---:|---:|---:|---|---|---:|"
+    local size peer_rps peer_p99 added best_rps head="" rule=""
+    if ((WORK_FLOORS)); then
+        head=" hit-work floor | hit-work bound |"
+        rule="---:|---:|"
+    fi
+    echo "| body | metric | direct upstream | nginx proxy_cache | HAProxy cache | castari-gateway | target | result | $FLOOR_LABEL |$head"
+    echo "|---|---|---:|---:|---:|---:|---|---|---:|$rule"
     for size in "${SIZES[@]}"; do
+        best_rps=$(best_peer "$size" RPS higher | awk '{ print $1 }')
         # Issue 21's target: 1.1x the best peer's hits per second.
         peer_rps=$(best_peer "$size" RPS higher | awk '{ printf "%.0f", $1 * 1.1 }')
         peer_p99=$(best_peer "$size" FR_P99 lower)
         added=$(awk -v g="${FR_P50[gateway/$size]}" -v u="${FR_P50[upstream/$size]}" 'BEGIN { printf "%.3f", g - u }')
-        echo "| $size | hit throughput, req/s (wrk -c$CONNECTIONS) | ${RPS[upstream/$size]} | ${RPS[nginx/$size]} | ${RPS[haproxy/$size]} | ${RPS[gateway/$size]} | ≥ 1.1x best peer ($peer_rps) | $(verdict "${RPS[gateway/$size]}" ge "$peer_rps") | ${RPS[floor/$size]} |"
-        echo "| $size | p50 / p99 at saturation, ms | ${SAT_P50[upstream/$size]} / ${SAT_P99[upstream/$size]} | ${SAT_P50[nginx/$size]} / ${SAT_P99[nginx/$size]} | ${SAT_P50[haproxy/$size]} / ${SAT_P99[haproxy/$size]} | ${SAT_P50[gateway/$size]} / ${SAT_P99[gateway/$size]} | | | ${SAT_P50[floor/$size]} / ${SAT_P99[floor/$size]} |"
-        echo "| $size | p50 / p99 at $RATE req/s, ms | ${FR_P50[upstream/$size]} / ${FR_P99[upstream/$size]} | ${FR_P50[nginx/$size]} / ${FR_P99[nginx/$size]} | ${FR_P50[haproxy/$size]} / ${FR_P99[haproxy/$size]} | ${FR_P50[gateway/$size]} / ${FR_P99[gateway/$size]} | p99 ≤ best peer ($peer_p99); gateway ≤ both peers in ${P99_WINS[$size]} of $LAT_ROUNDS rounds | $(verdict "${FR_P99[gateway/$size]}" le "$peer_p99") | ${FR_P50[floor/$size]} / ${FR_P99[floor/$size]} |"
-        echo "| $size | median added latency at $RATE req/s vs direct, ms | 0 | $(awk -v a="${FR_P50[nginx/$size]}" -v u="${FR_P50[upstream/$size]}" 'BEGIN { printf "%.3f", a - u }') | $(awk -v a="${FR_P50[haproxy/$size]}" -v u="${FR_P50[upstream/$size]}" 'BEGIN { printf "%.3f", a - u }') | $added | ≤ 0.05 | $(verdict "$added" le 0.05) | $(awk -v a="${FR_P50[floor/$size]}" -v u="${FR_P50[upstream/$size]}" 'BEGIN { printf "%.3f", a - u }') |"
-        echo "| $size | CPU per request, µs | ${CPU[upstream/$size]} | ${CPU[nginx/$size]} | ${CPU[haproxy/$size]} | ${CPU[gateway/$size]} | | | ${CPU[floor/$size]} |"
-        echo "| $size | upstream requests during the throughput runs | ${UPREQ[upstream/$size]} | ${UPREQ[nginx/$size]} | ${UPREQ[haproxy/$size]} | ${UPREQ[gateway/$size]} | 0 | | ${UPREQ[floor/$size]} |"
-        echo "| $size | errors (non-2xx + socket), all runs | ${ERR[upstream/$size]} | ${ERR[nginx/$size]} | ${ERR[haproxy/$size]} | ${ERR[gateway/$size]} | 0 | | ${ERR[floor/$size]} |"
+        echo "| $size | hit throughput, req/s (wrk -c$CONNECTIONS) | ${RPS[upstream/$size]} | ${RPS[nginx/$size]} | ${RPS[haproxy/$size]} | ${RPS[gateway/$size]} | ≥ 1.1x best peer ($peer_rps) | $(verdict "${RPS[gateway/$size]}" ge "$peer_rps") | ${RPS[floor/$size]} |$(cells rps_cell)"
+        echo "| $size | hit throughput ÷ the best peer's | | | | $(ratio_cell gateway) | | | $(ratio_cell floor) |$(cells ratio_cell)"
+        echo "| $size | p50 / p99 at saturation, ms | ${SAT_P50[upstream/$size]} / ${SAT_P99[upstream/$size]} | ${SAT_P50[nginx/$size]} / ${SAT_P99[nginx/$size]} | ${SAT_P50[haproxy/$size]} / ${SAT_P99[haproxy/$size]} | ${SAT_P50[gateway/$size]} / ${SAT_P99[gateway/$size]} | | | ${SAT_P50[floor/$size]} / ${SAT_P99[floor/$size]} |$(cells sat_cell)"
+        echo "| $size | p50 / p99 at $RATE req/s, ms | ${FR_P50[upstream/$size]} / ${FR_P99[upstream/$size]} | ${FR_P50[nginx/$size]} / ${FR_P99[nginx/$size]} | ${FR_P50[haproxy/$size]} / ${FR_P99[haproxy/$size]} | ${FR_P50[gateway/$size]} / ${FR_P99[gateway/$size]} | p99 ≤ best peer ($peer_p99); gateway ≤ both peers in ${P99_WINS[$size]} of $LAT_ROUNDS rounds | $(verdict "${FR_P99[gateway/$size]}" le "$peer_p99") | ${FR_P50[floor/$size]} / ${FR_P99[floor/$size]} |$(cells fr_cell)"
+        echo "| $size | median added latency at $RATE req/s vs direct, ms | 0 | $(awk -v a="${FR_P50[nginx/$size]}" -v u="${FR_P50[upstream/$size]}" 'BEGIN { printf "%.3f", a - u }') | $(awk -v a="${FR_P50[haproxy/$size]}" -v u="${FR_P50[upstream/$size]}" 'BEGIN { printf "%.3f", a - u }') | $added | ≤ 0.05 | $(verdict "$added" le 0.05) | $(awk -v a="${FR_P50[floor/$size]}" -v u="${FR_P50[upstream/$size]}" 'BEGIN { printf "%.3f", a - u }') |$(cells added_cell)"
+        echo "| $size | CPU per request, µs | ${CPU[upstream/$size]} | ${CPU[nginx/$size]} | ${CPU[haproxy/$size]} | ${CPU[gateway/$size]} | | | ${CPU[floor/$size]} |$(cells cpu_cell)"
+        echo "| $size | upstream requests during the throughput runs | ${UPREQ[upstream/$size]} | ${UPREQ[nginx/$size]} | ${UPREQ[haproxy/$size]} | ${UPREQ[gateway/$size]} | 0 | | ${UPREQ[floor/$size]} |$(cells upreq_cell)"
+        echo "| $size | errors (non-2xx + socket), all runs | ${ERR[upstream/$size]} | ${ERR[nginx/$size]} | ${ERR[haproxy/$size]} | ${ERR[gateway/$size]} | 0 | | ${ERR[floor/$size]} |$(cells err_cell)"
     done
 }
 

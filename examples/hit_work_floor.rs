@@ -38,8 +38,8 @@
 //!
 //! The bodies are stored once at start, with the headers nginx sends for
 //! them in `bench/cache.sh` (so the answers are the same size as the
-//! gateway's). Every other path, `/healthz` included, answers 200 with an
-//! empty body. Unlike `hyper_floor`, which runs on the system allocator,
+//! gateway's). `/healthz` answers 200 with an empty body, anything not
+//! stored 404. Unlike `hyper_floor`, which runs on the system allocator,
 //! it runs on the gateway's (mimalloc).
 
 #![allow(clippy::expect_used)]
@@ -61,7 +61,7 @@ use castari_gateway::metrics::{Metrics, RequestLabels};
 use castari_gateway::telemetry::RequestIds;
 use castari_gateway::upstream::headers::{reuse_rendered, set_rate_limit, X_REQUEST_ID};
 use castari_gateway::upstream::path::ApiPath;
-use http::{header, HeaderMap, HeaderValue, Request, Response};
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
@@ -74,7 +74,7 @@ fn main() {
     let usage = "usage: [HIT_WORK=bound] hit_work_floor ADDR PATH=FILE...";
     let addr: std::net::SocketAddr = args.next().and_then(|a| a.parse().ok()).expect(usage);
     let bound = match std::env::var("HIT_WORK").as_deref() {
-        Err(_) | Ok("required") => false,
+        Err(_) | Ok("" | "required") => false,
         Ok("bound") => true,
         Ok(_) => panic!("{usage}"),
     };
@@ -152,7 +152,7 @@ fn hit(
         cache.lookup_now(&key)
     });
     let Some(entry) = found else {
-        return Response::new(Body::empty());
+        return not_stored(request);
     };
     let mut response = entry.respond(CacheStatus::Hit, request.headers(), started);
     let headers = response.headers_mut();
@@ -172,19 +172,28 @@ fn hit(
 /// key is found by comparing the raw path with the stored ones (no check,
 /// no decoding, no key made per request), the moka store is asked for it,
 /// and the answer is the stored headers, `Age` and `X-RateLimit-*` on a
-/// plain `Full` body: no `X-Cache`, no request id, no metrics.
+/// plain `Full` body: no `X-Cache`, no request id, no metrics. Only a plain
+/// GET matches (no query, `Accept` absent or `*/*`, no `Accept-Encoding`,
+/// as the stored keys were made), so it never answers for another key.
 fn bound_hit(
     cache: &ResponseCache,
     stored: &[(String, CacheKey)],
     request: &Request<Incoming>,
 ) -> Response<Full<Bytes>> {
+    let headers = request.headers();
+    let plain = request.method() == http::Method::GET
+        && request.uri().query().is_none()
+        && headers
+            .get(header::ACCEPT)
+            .is_none_or(|accept| accept == "*/*")
+        && !headers.contains_key(header::ACCEPT_ENCODING);
     let path = request.uri().path();
     let found = stored
         .iter()
-        .find(|(stored, _)| stored == path)
+        .find(|(stored, _)| plain && stored == path)
         .and_then(|(_, key)| cache.lookup_now(key));
     let Some(entry) = found else {
-        return Response::new(Full::default());
+        return not_stored(request).map(|_| Full::default());
     };
     let mut response = Response::new(Full::new(entry.body.clone()));
     let headers = response.headers_mut();
@@ -195,6 +204,16 @@ fn bound_hit(
         reuse_rendered(&AGE, age, |a| HeaderValue::from(*a)),
     );
     set_rate_limit(headers, 100, 99, 1_800_000_000);
+    response
+}
+
+/// What is not stored: 200 for `/healthz` (the scripts wait on it), 404
+/// for anything else, so that a miss is never counted as a hit.
+fn not_stored(request: &Request<Incoming>) -> Response<Body> {
+    let mut response = Response::new(Body::empty());
+    if request.uri().path() != "/healthz" {
+        *response.status_mut() = StatusCode::NOT_FOUND;
+    }
     response
 }
 
