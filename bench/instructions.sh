@@ -26,7 +26,9 @@
 # second floor between them (examples/hit_work_floor.rs): the hyper floor
 # plus the part of a hit the gateway cannot leave out (the path checked, the
 # moka lookup, the stored answer with Age and X-Cache, the X-RateLimit-*
-# headers and the request id), done by the gateway's own code. After the
+# headers, the request id and the metrics), done by the gateway's own code,
+# and the same binary's bound (HIT_WORK=bound: less than any gateway can
+# do, no path check, X-Cache, request id or metrics). After the
 # warm-up every request is a hit: the upstream's request counter is read
 # around the measured run, and any request that reached it stops the script.
 #

@@ -132,7 +132,7 @@ fn main() {
     }
 }
 
-/// The required part of a hit; an empty 200 for anything not stored.
+/// The required part of a hit; 404 for anything not stored.
 fn hit(
     cache: &ResponseCache,
     principal: &Arc<str>,
@@ -174,7 +174,9 @@ fn hit(
 /// and the answer is the stored headers, `Age` and `X-RateLimit-*` on a
 /// plain `Full` body: no `X-Cache`, no request id, no metrics. Only a plain
 /// GET matches (no query, `Accept` absent or `*/*`, no `Accept-Encoding`,
-/// as the stored keys were made), so it never answers for another key.
+/// as the stored keys were made), so it never answers for another key; it
+/// does not read `If-None-Match` (neither wrk nor the scripts' curl sends
+/// one).
 fn bound_hit(
     cache: &ResponseCache,
     stored: &[(String, CacheKey)],
