@@ -193,33 +193,20 @@ impl Reloader {
         let running = self.live.state();
         let outcome = self.next(&running);
         let status = &running.status;
-        let attempt = match outcome {
+        let (attempt, next) = match outcome {
             Ok((next, pending_restart)) => {
                 let changed = pin::changed(&running.config, &next.config);
                 crate::telemetry::set_log_level(&next.config.telemetry.log_level);
-                let version = next.version;
-                status.applied(version, pending_restart.clone());
+                status.applied(next.version, pending_restart.clone());
                 let attempt = Attempt {
                     at: now_unix(),
                     trigger,
                     applied: true,
-                    version,
+                    version: next.version,
                     error: None,
                     pending_restart,
                 };
-                // Recorded before the new version goes live: whoever sees
-                // the new version (`GET /admin/config`) sees this attempt
-                // too, not the one before it.
-                status.attempted(attempt.clone());
-                self.live.install(next);
-                tracing::info!(
-                    version,
-                    trigger = trigger.as_str(),
-                    changed = %changed.join(", "),
-                    pending_restart = %attempt.pending_restart.join(", "),
-                    "configuration reloaded"
-                );
-                return attempt;
+                (attempt, Some((next, changed)))
             }
             Err(error) => {
                 tracing::error!(
@@ -228,17 +215,31 @@ impl Reloader {
                     %error,
                     "configuration reload refused; the running configuration stays"
                 );
-                Attempt {
+                let attempt = Attempt {
                     at: now_unix(),
                     trigger,
                     applied: false,
                     version: running.version,
                     error: Some(error.to_string()),
                     pending_restart: Vec::new(),
-                }
+                };
+                (attempt, None)
             }
         };
+        // Recorded before a new version goes live: whoever sees the new
+        // version (`GET /admin/config`) sees this attempt too, not the one
+        // before it.
         status.attempted(attempt.clone());
+        if let Some((next, changed)) = next {
+            self.live.install(next);
+            tracing::info!(
+                version = attempt.version,
+                trigger = trigger.as_str(),
+                changed = %changed.join(", "),
+                pending_restart = %attempt.pending_restart.join(", "),
+                "configuration reloaded"
+            );
+        }
         attempt
     }
 
